@@ -1,0 +1,2 @@
+"""rulecrm: a rules engine for private-domain customer operations."""
+__version__ = "0.1.0"

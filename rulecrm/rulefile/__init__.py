@@ -1,0 +1,1 @@
+"""Rule files: YAML with positions, validated into the model the engine runs."""

@@ -1,0 +1,86 @@
+"""Durations, time zones and ISO 8601 timestamps, parsed strictly and the same way everywhere."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+DURATION_SYNTAX = "a duration such as 45s, 15m, 2h, 30d, 1w or 1d12h"
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30d' -> timedelta(days=30); '1d12h' is allowed. Raises ValueError with the syntax."""
+    text = text.strip()
+    pos = 0
+    total = timedelta(0)
+    if not text:
+        raise ValueError(f"expected {DURATION_SYNTAX}")
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise ValueError(f"expected {DURATION_SYNTAX}, found {text!r}")
+    return total
+
+
+def format_duration(delta: timedelta) -> str:
+    """The shortest exact spelling of a duration: 90d, 2h30m, 45s."""
+    seconds = int(delta.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return sign + ("".join(parts) or "0s")
+
+
+def get_zone(name: str) -> ZoneInfo:
+    """An IANA zone; raises ValueError naming the zone when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def parse_timestamp(text: str, default_tz) -> datetime:
+    """ISO 8601 to an aware datetime; a timestamp without offset is read in `default_tz`."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected an ISO 8601 timestamp string, found {type(text).__name__}")
+    candidate = text.strip()
+    if candidate.endswith(("Z", "z")):
+        candidate = candidate[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 timestamp such as 2026-03-01T10:15:00+08:00, found {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=default_tz)
+    return value
+
+
+def isoformat(value: datetime | None) -> str | None:
+    """ISO 8601 with offset, seconds precision unless there are microseconds."""
+    if value is None:
+        return None
+    return value.isoformat()
+
+
+def to_epoch(value: datetime) -> float:
+    return value.timestamp()
+
+
+def from_epoch(seconds: float, tz=timezone.utc) -> datetime:
+    return datetime.fromtimestamp(seconds, tz)
