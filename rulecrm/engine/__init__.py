@@ -1,0 +1,1 @@
+"""The event-time engine: timers, profiles, gates and the actions they produce."""

@@ -1,0 +1,89 @@
+"""Actions the engine decides, their deterministic keys and the JSON form written to the outbox and --out."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import attrs
+
+from ..timeutil import format_duration, isoformat, parse_timestamp
+
+FINAL_STATUSES = frozenset({"sent", "suppressed", "failed", "dead"})
+
+
+def action_key(rule_id: str, customer_id: str, trigger_id: str, step: str | None = None) -> str:
+    """(rule, customer, trigger, step): the same decision always gets the same key."""
+    parts = [rule_id, customer_id, trigger_id]
+    if step:
+        parts.append(step)
+    return "|".join(parts)
+
+
+@attrs.define
+class Action:
+    key: str
+    rule: str
+    customer_id: str
+    kind: str  # tag | untag | notify | escalate | stage
+    to: str | None
+    due_at: datetime
+    rule_index: int = 0
+    trigger: str | None = None
+    channel: str | None = None
+    address: str | None = None
+    message_kind: str | None = None  # marketing | service | transactional (notify / escalate)
+    message: str | None = None
+    status: str = "pending"
+    reason: str | None = None
+    sent_at: datetime | None = None
+    step: int | None = None
+    late_by: timedelta | None = None  # escalations: how long the item had waited
+    defers: int = 0  # times a deferring cap rescheduled it
+    reported: str | None = None  # the status last written to --out
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "rule": self.rule,
+            "customer_id": self.customer_id,
+            "kind": self.kind,
+            "channel": self.channel,
+            "to": self.to,
+            "address": self.address,
+            "due_at": isoformat(self.due_at),
+            "sent_at": isoformat(self.sent_at),
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "message_kind": self.message_kind,
+            "trigger": self.trigger,
+            "step": self.step,
+            "late_by": format_duration(self.late_by) if self.late_by is not None else None,
+            "late_seconds": int(self.late_by.total_seconds()) if self.late_by is not None else None,
+            "defers": self.defers,
+            "rule_index": self.rule_index,
+            "reported": self.reported,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, tz) -> "Action":
+        late = data.get("late_seconds")
+        return cls(
+            key=data["key"], rule=data["rule"], customer_id=data["customer_id"], kind=data["kind"],
+            to=data["to"], due_at=parse_timestamp(data["due_at"], tz), rule_index=data.get("rule_index", 0),
+            trigger=data.get("trigger"), channel=data.get("channel"), address=data.get("address"),
+            message_kind=data.get("message_kind"), message=data.get("message"), status=data["status"],
+            reason=data.get("reason"),
+            sent_at=parse_timestamp(data["sent_at"], tz) if data.get("sent_at") else None,
+            step=data.get("step"), late_by=timedelta(seconds=late) if late is not None else None,
+            defers=data.get("defers", 0), reported=data.get("reported"),
+        )
+
+    def public_dict(self) -> dict:
+        """The --out record (SPEC §6 fields plus a few extras), without bookkeeping fields."""
+        data = self.to_dict()
+        del data["reported"], data["rule_index"]
+        return data

@@ -1,0 +1,549 @@
+"""The event-time engine: applies events, fires timers in order, and decides actions.
+
+Order within one instant T (SPEC §5): timers due before T fire first; then the events at T are
+applied; timers due exactly at T fire only after every event at T. For one event: the profile
+takes the event's built-in effect, pending timers it cancels are dropped, the lifecycle stage is
+recomputed, tag/profile rules run to a fixpoint, then the event's own rules run (in rule order),
+then the rules of a `stage.changed` it caused.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from datetime import datetime, time, timedelta
+
+from ..events import Event
+from ..expr.compiler import compile_condition, compile_expression
+from ..expr.context import EvalContext
+from ..profile import Profile
+from ..timeutil import parse_timestamp
+from .actions import Action, action_key
+from .birthdays import next_birthday
+from .gates import Gates
+from .lifecycle import next_change, stage_at
+from .routing import Router
+from .timers import Timer, TimerQueue
+
+MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
+DEFAULT_BIRTHDAY_AT = time(9, 0)
+STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at the same instant
+
+
+class Engine:
+    def __init__(self, ruleset, *, backend, store, functions=None, address_fields=None, on_action=None):
+        self.ruleset = ruleset
+        self.backend = backend
+        self.store = store
+        self.functions = dict(functions or {})
+        self.on_action = on_action or (lambda action: None)
+        self.tz = ruleset.shop.timezone
+        self.lifecycle = ruleset.lifecycle
+        rules = ruleset.active_rules
+        self.rules_by_id = {rule.id: rule for rule in rules}
+        self.profile_rules = [rule for rule in rules if rule.on is None]
+        self.event_rule_types = frozenset(rule.on for rule in rules if rule.on is not None)
+        self.birthday_rules = [rule for rule in rules if rule.on == "birthday"]
+        self.products = {product.sku: product for product in ruleset.products}
+        self.product_maps = {sku: product.as_mapping() for sku, product in self.products.items()}
+        self.learn_skus = frozenset(p.sku for p in ruleset.products if p.learn_cycle)
+        self.router = Router(ruleset, address_fields)
+        self.gates = Gates(ruleset)
+        self._compile(rules)
+
+        self.timers = TimerQueue()
+        self.cancellable: dict[str, dict[str, tuple]] = {}  # customer -> timer key -> (type, same, value)
+        self.profiles: dict[str, Profile] = {}
+        self.pending: dict[str, Action] = {}  # actions held by quiet hours or a deferring cap
+        self.seq = 0
+        self.now: datetime | None = None
+        self.stats = Counter()
+        self._dirty_profiles: set[str] = set()
+        self._dirty_actions: dict[str, Action] = {}
+        self._timers_put: dict[str, Timer] = {}
+        self._timers_deleted: set[str] = set()
+        self._fire = {
+            "after": self._fire_delayed,
+            "escalate": self._fire_escalation,
+            "release": self._fire_release,
+            "stage": self._fire_stage,
+            "birthday": self._fire_birthday,
+        }
+
+    def _compile(self, rules) -> None:
+        fns = self.functions
+        self._after = {r.id: compile_expression(r.after, fns) for r in rules if r.after is not None}
+        self._recheck = {r.id: compile_condition(r.recheck, fns) for r in rules if r.recheck is not None}
+        self._untag = {
+            r.id: compile_condition(r.untag, fns) for r in rules if r.untag is not True and r.untag is not False
+        }
+        self._steps = {
+            (r.id, n): compile_expression(step.after, fns)
+            for r in rules if r.escalate is not None
+            for n, step in enumerate(r.escalate.steps, 1)
+        }
+
+    # -- state -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Restore timers, held actions and counters from the store (a resumed or repeated run)."""
+        self.seq = self.store.get_meta("seq", 0)
+        now = self.store.get_meta("now")
+        self.now = parse_timestamp(now, self.tz) if now else None
+        for key, _due, rule_index, seq, customer_id, payload in self.store.iter_timers():
+            timer = Timer(key, parse_timestamp(payload["due"], self.tz), rule_index, seq, customer_id, payload)
+            self.timers.push(timer)
+            if payload.get("unless"):
+                self.cancellable.setdefault(customer_id, {})[key] = tuple(payload["unless"])
+        for record in self.store.iter_actions(status="deferred"):
+            action = Action.from_dict(record, self.tz)
+            self.pending[action.key] = action
+
+    def flush(self) -> None:
+        """Write what changed since the last flush; call inside a store transaction."""
+        store = self.store
+        if self._dirty_profiles:
+            store.put_profiles((cid, self.profiles[cid].to_dict()) for cid in self._dirty_profiles)
+        if self._timers_deleted:
+            store.delete_timers(self._timers_deleted)
+        if self._timers_put:
+            store.put_timers(
+                (t.key, t.due.timestamp(), t.rule_index, t.seq, t.customer_id, t.payload)
+                for t in self._timers_put.values()
+            )
+        if self._dirty_actions:
+            store.put_actions(action.to_dict() for action in self._dirty_actions.values())
+        store.set_meta("seq", self.seq)
+        store.set_meta("now", self.now.isoformat() if self.now else None)
+        self._dirty_profiles.clear()
+        self._dirty_actions.clear()
+        self._timers_put.clear()
+        self._timers_deleted.clear()
+        # A profile cache without bound would grow with the customer base; clean entries reload.
+        if len(self.profiles) > 200_000:
+            self.profiles.clear()
+
+    def profile(self, customer_id: str) -> Profile:
+        profile = self.profiles.get(customer_id)
+        if profile is None:
+            stored = self.store.get_profile(customer_id)
+            profile = Profile.from_dict(stored) if stored else Profile(customer_id)
+            self.profiles[customer_id] = profile
+        return profile
+
+    def _touch(self, profile: Profile) -> None:
+        profile.changed()
+        self._dirty_profiles.add(profile.id)
+
+    # -- time --------------------------------------------------------------------------
+    def ingest(self, event: Event) -> bool:
+        """Apply one input event (inputs arrive in event-time order). False: a duplicate id."""
+        self._fire_until(event.at, inclusive=False)
+        if not self.store.record_event(
+            event.id, event.customer_id, event.at.timestamp(), event.type, event.to_json()
+        ):
+            self.stats["duplicates"] += 1
+            return False
+        if self.now is None or event.at > self.now:
+            self.now = event.at
+        self.stats["events"] += 1
+        self._apply(event)
+        return True
+
+    def advance(self, until: datetime) -> None:
+        """Fire every timer due at or before `until`."""
+        self._fire_until(until, inclusive=True)
+        if self.now is None or until > self.now:
+            self.now = until
+
+    def _fire_until(self, limit: datetime, *, inclusive: bool) -> None:
+        limit_order = limit.timestamp()
+        timers = self.timers
+        while True:
+            top = timers.peek_order()
+            if top is None or top[0] > limit_order or (top[0] == limit_order and not inclusive):
+                return
+            timer = timers.pop()
+            self._forget_timer(timer)
+            if self.now is None or timer.due > self.now:
+                self.now = timer.due
+            self.stats["timers_fired"] += 1
+            self._fire[timer.payload["type"]](timer)
+
+    def _schedule(self, key, due, rule_index, customer_id, payload, unless=None) -> None:
+        """Add a timer, replacing any pending one with the same key."""
+        self._drop_timer(key)
+        self.seq += 1
+        payload = {**payload, "due": due.isoformat()}
+        if unless is not None:
+            payload["unless"] = list(unless)
+            self.cancellable.setdefault(customer_id, {})[key] = unless
+        timer = Timer(key, due, rule_index, self.seq, customer_id, payload)
+        self.timers.push(timer)
+        self._timers_put[key] = timer
+        self._timers_deleted.discard(key)
+
+    def _drop_timer(self, key) -> None:
+        timer = self.timers.remove(key)
+        if timer is not None:
+            self._forget_timer(timer)
+
+    def _forget_timer(self, timer: Timer) -> None:
+        entries = self.cancellable.get(timer.customer_id)
+        if entries:
+            entries.pop(timer.key, None)
+            if not entries:
+                del self.cancellable[timer.customer_id]
+        self._timers_put.pop(timer.key, None)
+        self._timers_deleted.add(timer.key)
+
+    # -- events ------------------------------------------------------------------------
+    def _apply(self, event: Event) -> None:
+        profile = self.profile(event.customer_id)
+        changed = profile.apply(event, learn_skus=self.learn_skus)
+        if event.type == "message.sent":
+            self._record_external_send(profile, event)
+        self._cancel_by(profile, event)
+        if changed:
+            self._touch(profile)
+        if self.birthday_rules and event.type == "customer.upserted" and (
+            "birthday" in event.data or "timezone" in event.data
+        ):
+            self._schedule_birthdays(profile, event.at)
+        stage_event = self._update_stage(profile, event.at, event.id)
+        if changed or stage_event:
+            self._run_profile_rules(profile, event.id, event.at)
+        self._run_event_rules(profile, event)
+        if stage_event:
+            self._run_event_rules(profile, stage_event)
+
+    def _record_external_send(self, profile, event) -> None:
+        kind = event.data.get("kind")
+        channel = event.data.get("channel")
+        self.gates.record_send(
+            profile, kind if isinstance(kind, str) else "marketing",
+            channel if isinstance(channel, str) else None, event.at,
+        )
+        self._touch(profile)
+
+    def _cancel_by(self, profile, event) -> None:
+        entries = self.cancellable.get(profile.id)
+        if not entries:
+            return
+        for key, (event_type, same, value) in list(entries.items()):
+            if event_type != event.type:
+                continue
+            if same is not None and (value is None or event.data.get(same) != value):
+                continue
+            self._drop_timer(key)
+            self.stats["timers_cancelled"] += 1
+
+    def _context(self, profile, event_map=None, sku=None) -> EvalContext:
+        return EvalContext(
+            event=event_map,
+            customer=profile.mapping(),
+            product=self.product_maps.get(sku) if isinstance(sku, str) else None,
+            cycle=self._cycle(profile, sku),
+            functions=self.functions,
+        )
+
+    def _cycle(self, profile, sku) -> timedelta | None:
+        """The product's declared cycle, or the customer's median interval once learned."""
+        product = self.products.get(sku) if isinstance(sku, str) else None
+        if product is None:
+            return None
+        if product.learn_cycle:
+            times = profile.order_times.get(sku, ())
+            if len(times) >= product.learn_min_orders:
+                intervals = [later - earlier for earlier, later in zip(times, times[1:])]
+                return timedelta(seconds=statistics.median(intervals))
+        return product.cycle
+
+    # -- rules -------------------------------------------------------------------------
+    def _run_profile_rules(self, profile, trigger: str, at: datetime) -> None:
+        if not self.profile_rules:
+            return
+        for _ in range(MAX_PROFILE_PASSES):
+            ctx = self._context(profile)
+            holding = {rule.id for rule in self.backend.match(None, ctx)}
+            tags_changed = False
+            for rule in self.profile_rules:
+                holds = rule.id in holding
+                if rule.tag:
+                    tags_changed |= self._settle_tag(rule, profile, ctx, holds, trigger, at)
+                if rule.notify:
+                    if holds and rule.id not in profile.true_rules:
+                        profile.true_rules.add(rule.id)
+                        self._touch(profile)
+                        self._notify(rule, rule.notify, profile, ctx, trigger, at)
+                    elif not holds and rule.id in profile.true_rules:
+                        profile.true_rules.discard(rule.id)
+                        self._touch(profile)
+            if not tags_changed:
+                return
+        self.stats["profile_rules_unsettled"] += 1
+
+    def _settle_tag(self, rule, profile, ctx, holds, trigger, at) -> bool:
+        untag_condition = self._untag.get(rule.id)
+        remove = untag_condition(ctx) if untag_condition else (rule.untag is True and not holds)
+        if remove and rule.tag in profile.tags:
+            self._set_tag(rule, profile, rule.tag, False, trigger, at)
+            return True
+        if holds and not remove and rule.tag not in profile.tags:
+            self._set_tag(rule, profile, rule.tag, True, trigger, at)
+            return True
+        return False
+
+    def _run_event_rules(self, profile, event: Event) -> None:
+        if event.type not in self.event_rule_types or event.type == "birthday":
+            return
+        sku = event.data.get("sku")
+        ctx = self._context(profile, event.as_mapping(), sku)
+        for rule in self.backend.match(event.type, ctx):
+            self._trigger(rule, profile, event, ctx)
+
+    def _trigger(self, rule, profile, event: Event, ctx) -> None:
+        if rule.after is not None:
+            self._schedule_delayed(rule, profile, event, ctx)
+            return
+        tags_changed = False
+        if rule.tag and rule.tag not in profile.tags:
+            self._set_tag(rule, profile, rule.tag, True, event.id, event.at)
+            tags_changed = True
+        if rule.notify:
+            self._notify(rule, rule.notify, profile, ctx, event.id, event.at)
+        if rule.escalate:
+            self._schedule_escalation(rule, profile, event, ctx)
+        if tags_changed:
+            self._run_profile_rules(profile, event.id, event.at)
+
+    @staticmethod
+    def _correlation(unless, event) -> tuple[str, tuple | None]:
+        """(key suffix, cancellation entry) for a trigger: by the `same` field, else the customer."""
+        if unless is None:
+            return "", None
+        if unless.same is None:
+            return "", (unless.event_type, None, None)
+        value = event.data.get(unless.same)
+        return json.dumps(value, sort_keys=True), (unless.event_type, unless.same, value)
+
+    def _schedule_delayed(self, rule, profile, event, ctx) -> None:
+        delay = self._after[rule.id](ctx)
+        if not isinstance(delay, timedelta):
+            self.stats["delays_without_duration"] += 1  # e.g. `cycle` of a product with none
+            return
+        suffix, unless = self._correlation(rule.unless, event)
+        due = max(event.at + delay, event.at)
+        payload = {"type": "after", "rule": rule.id, "event": event.to_json()}
+        self._schedule(f"after|{rule.id}|{profile.id}|{suffix}", due, rule.index, profile.id, payload, unless)
+
+    def _schedule_escalation(self, rule, profile, event, ctx) -> None:
+        suffix, unless = self._correlation(rule.escalate.unless or rule.unless, event)
+        for number, _step in enumerate(rule.escalate.steps, 1):
+            delay = self._steps[(rule.id, number)](ctx)
+            if not isinstance(delay, timedelta):
+                self.stats["delays_without_duration"] += 1
+                continue
+            payload = {"type": "escalate", "rule": rule.id, "step": number, "event": event.to_json()}
+            key = f"escalate|{rule.id}|{profile.id}|{suffix}|{number}"
+            self._schedule(key, max(event.at + delay, event.at), rule.index, profile.id, payload, unless)
+
+    # -- timers ------------------------------------------------------------------------
+    def _timer_trigger(self, timer):
+        rule = self.rules_by_id.get(timer.payload["rule"])
+        if rule is None:  # the rule was removed or disabled since the timer was set
+            self.stats["timers_orphaned"] += 1
+            return None, None, None, None
+        event = Event.from_dict(json.loads(timer.payload["event"]), default_tz=self.tz)
+        profile = self.profile(timer.customer_id)
+        return rule, event, profile, self._context(profile, event.as_mapping(), event.data.get("sku"))
+
+    def _fire_delayed(self, timer: Timer) -> None:
+        rule, event, profile, ctx = self._timer_trigger(timer)
+        if rule is None:
+            return
+        recheck = self._recheck.get(rule.id)
+        if recheck is not None and not recheck(ctx):
+            self.stats["rechecks_failed"] += 1
+            return
+        if rule.tag and rule.tag not in profile.tags:
+            self._set_tag(rule, profile, rule.tag, True, event.id, timer.due)
+            self._run_profile_rules(profile, event.id, timer.due)
+            ctx = self._context(profile, event.as_mapping(), event.data.get("sku"))
+        if rule.notify:
+            self._notify(rule, rule.notify, profile, ctx, event.id, timer.due)
+
+    def _fire_escalation(self, timer: Timer) -> None:
+        rule, event, profile, ctx = self._timer_trigger(timer)
+        if rule is None:
+            return
+        recheck = self._recheck.get(rule.id)
+        if recheck is not None and not recheck(ctx):
+            self.stats["rechecks_failed"] += 1
+            return
+        number = timer.payload["step"]
+        step = rule.escalate.steps[number - 1]
+        self._notify(
+            rule, step.notify, profile, ctx, event.id, timer.due,
+            kind="escalate", step=number, late_by=timer.due - event.at,
+        )
+
+    def _fire_release(self, timer: Timer) -> None:
+        action = self.pending.get(timer.payload["action"])
+        if action is None:
+            return
+        self._gate(action, self.profile(action.customer_id), timer.due)
+
+    def _fire_stage(self, timer: Timer) -> None:
+        profile = self.profile(timer.customer_id)
+        trigger = f"lifecycle@{timer.due.isoformat()}"
+        stage_event = self._update_stage(profile, timer.due, trigger)
+        if stage_event:
+            self._run_profile_rules(profile, trigger, timer.due)
+            self._run_event_rules(profile, stage_event)
+
+    def _fire_birthday(self, timer: Timer) -> None:
+        rule = self.rules_by_id.get(timer.payload["rule"])
+        if rule is None:
+            return
+        profile = self.profile(timer.customer_id)
+        zone = self.gates.zone(profile)
+        year = timer.due.astimezone(zone).year
+        data = {"year": year}
+        birth_year = _birth_year(profile.fields.get("birthday"))
+        if birth_year:
+            data["age"] = year - birth_year
+        event = Event(
+            type="birthday", customer_id=profile.id, at=timer.due, data=data,
+            id=f"birthday|{profile.id}|{year}",
+        )
+        ctx = self._context(profile, event.as_mapping())
+        if any(matched.id == rule.id for matched in self.backend.match("birthday", ctx)):
+            self._trigger(rule, profile, event, ctx)
+        self._schedule_birthday(rule, profile, timer.due + timedelta(seconds=1))
+
+    def _schedule_birthdays(self, profile, not_before) -> None:
+        for rule in self.birthday_rules:
+            self._schedule_birthday(rule, profile, not_before)
+
+    def _schedule_birthday(self, rule, profile, not_before) -> None:
+        key = f"birthday|{rule.id}|{profile.id}"
+        at = rule.at or DEFAULT_BIRTHDAY_AT
+        instant = next_birthday(profile.fields.get("birthday"), at, self.gates.zone(profile), not_before)
+        if instant is None:
+            self._drop_timer(key)
+            return
+        self._schedule(key, instant, rule.index, profile.id, {"type": "birthday", "rule": rule.id})
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _update_stage(self, profile, at: datetime, trigger: str) -> Event | None:
+        new = stage_at(profile, self.lifecycle, at)
+        old = profile.stage
+        stage_event = None
+        if new != old:
+            profile.stage = new
+            self._touch(profile)
+            action = Action(
+                key=action_key("lifecycle", profile.id, trigger, "stage"), rule="lifecycle",
+                customer_id=profile.id, kind="stage", to=new, due_at=at, rule_index=STAGE_TIMER_ORDER,
+                trigger=trigger, message=f"{old} -> {new}",
+            )
+            if not self._seen(action.key):
+                self._finish(action, "sent", sent_at=at)
+            stage_event = Event(
+                type="stage.changed", customer_id=profile.id, at=at,
+                data={"from": old, "to": new}, id=f"stage.changed|{profile.id}|{at.isoformat()}|{new}",
+            )
+        key = f"stage|{profile.id}"
+        instant = next_change(profile, self.lifecycle, at)
+        current = self.timers.get(key)
+        if instant is None:
+            self._drop_timer(key)
+        elif current is None or current.due != instant:
+            self._schedule(key, instant, STAGE_TIMER_ORDER, profile.id, {"type": "stage"})
+        return stage_event
+
+    # -- actions -----------------------------------------------------------------------
+    def _seen(self, key: str) -> bool:
+        return key in self._dirty_actions or self.store.get_action(key) is not None
+
+    def _set_tag(self, rule, profile, tag: str, add: bool, trigger: str, at: datetime) -> None:
+        (profile.tags.add if add else profile.tags.discard)(tag)
+        self._touch(profile)
+        kind = "tag" if add else "untag"
+        key = action_key(rule.id, profile.id, trigger, kind)
+        if self._seen(key):
+            return
+        action = Action(
+            key=key, rule=rule.id, customer_id=profile.id, kind=kind, to=tag, due_at=at,
+            rule_index=rule.index, trigger=trigger,
+        )
+        self._finish(action, "sent", sent_at=at)
+
+    def _notify(self, rule, notify, profile, ctx, trigger, due, *, kind="notify", step=None, late_by=None):
+        key = action_key(rule.id, profile.id, trigger, f"step{step}" if step else None)
+        if self._seen(key):
+            return
+        route = self.router.route(notify, profile)
+        action = Action(
+            key=key, rule=rule.id, customer_id=profile.id, kind=kind, to=notify.to, due_at=due,
+            rule_index=rule.index, trigger=trigger, channel=route.channel, address=route.address,
+            message_kind=notify.resolved_kind(),
+            message=notify.template.render(ctx) if notify.template is not None else None,
+            step=step, late_by=late_by,
+        )
+        if route.address is None:
+            self._finish(action, "suppressed", "no-address")
+            return
+        self._gate(action, profile, due)
+
+    def _gate(self, action: Action, profile, now: datetime) -> None:
+        if action.to != "customer":  # caps, quiet hours and opt-out protect the customer, not staff
+            self._finish(action, "sent", sent_at=now)
+            return
+        verdict = self.gates.judge(action, profile, now)
+        if verdict.status == "sent":
+            self.gates.record_send(profile, action.message_kind, action.channel, now)
+            self._touch(profile)
+            self._finish(action, "sent", sent_at=now)
+        elif verdict.status == "suppressed":
+            self._finish(action, "suppressed", verdict.reason)
+        else:
+            action.status = "deferred"
+            action.reason = verdict.reason
+            if verdict.counts_as_defer:
+                action.defers += 1
+            self.pending[action.key] = action
+            self._dirty_actions[action.key] = action
+            self._schedule(
+                f"release|{action.key}", verdict.release_at, action.rule_index, action.customer_id,
+                {"type": "release", "action": action.key},
+            )
+
+    def _finish(self, action: Action, status: str, reason=None, *, sent_at=None) -> None:
+        action.status = status
+        action.reason = reason
+        action.sent_at = sent_at.astimezone(self.tz) if sent_at is not None else None
+        action.due_at = action.due_at.astimezone(self.tz)
+        self.pending.pop(action.key, None)
+        self._dirty_actions[action.key] = action
+        self.stats[f"actions_{status}"] += 1
+        self.report(action)
+
+    def report(self, action: Action) -> None:
+        """Hand an action to the output once per status it reaches."""
+        if action.reported != action.status:
+            action.reported = action.status
+            self._dirty_actions[action.key] = action
+            self.on_action(action)
+
+    def report_pending(self) -> None:
+        """Report actions still held (quiet hours, deferring caps) at the end of a run."""
+        for action in sorted(self.pending.values(), key=lambda a: (a.due_at, a.rule_index, a.key)):
+            action.due_at = action.due_at.astimezone(self.tz)
+            self.report(action)
+
+
+def _birth_year(birthday) -> int | None:
+    if isinstance(birthday, str) and len(birthday) >= 10 and birthday[:4].isdigit():
+        return int(birthday[:4])
+    return None

@@ -1,0 +1,79 @@
+"""The gates a customer-facing message passes before it is sent: opt-out, quiet hours, caps."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+from . import caps as caps_module
+from .quiet import quiet_until
+
+MAX_DEFERS = 3  # a deferring cap reschedules a send at most this often, then suppresses it
+
+
+@attrs.frozen
+class Verdict:
+    status: str  # "sent" | "suppressed" | "deferred"
+    reason: str | None = None
+    release_at: datetime | None = None  # deferred: when to try again
+    counts_as_defer: bool = False
+
+
+class Gates:
+    def __init__(self, ruleset):
+        self._shop = ruleset.shop
+        self._caps = ruleset.caps
+        self.horizon = caps_module.horizon(ruleset.caps)
+
+    def zone(self, profile):
+        """The customer's time zone if their profile names a valid one, else the shop's."""
+        name = profile.fields.get("timezone")
+        if isinstance(name, str):
+            zone = _zone_or_none(name)
+            if zone is not None:
+                return zone
+        return self._shop.timezone
+
+    def judge(self, action, profile, now: datetime) -> Verdict:
+        if action.message_kind == "marketing" and profile.opted_out:
+            return Verdict("suppressed", "opt-out")
+        zone = self.zone(profile)
+        if self._shop.quiet_hours and action.message_kind in self._shop.quiet_kinds:
+            end = quiet_until(now, self._shop.quiet_hours, zone)
+            if end is not None:
+                return Verdict("deferred", "quiet-hours", end)
+        for cap in self._caps:
+            if not caps_module.applies(cap, action.message_kind, action.channel):
+                continue
+            allowed, earliest = caps_module.check(cap, profile.sends, action.channel, now, zone)
+            if allowed:
+                continue
+            if cap.on_cap == "defer" and earliest is not None and action.defers < MAX_DEFERS:
+                return Verdict("deferred", f"cap:{cap.id}", earliest, counts_as_defer=True)
+            return Verdict("suppressed", f"cap:{cap.id}")
+        return Verdict("sent")
+
+    def record_send(self, profile, message_kind: str, channel: str | None, now: datetime) -> None:
+        """Remember a send for the caps, forgetting sends no cap can count any more."""
+        now_us = caps_module.micros(now)
+        profile.sends.append((now_us, message_kind, channel))
+        if self._caps:
+            oldest = now_us - caps_module.micros(caps_module.EPOCH + self.horizon)
+            if profile.sends[0][0] < oldest:
+                profile.sends[:] = [s for s in profile.sends if s[0] >= oldest]
+        else:
+            profile.sends.clear()
+
+
+_ZONES: dict = {}
+
+
+def _zone_or_none(name):
+    if name not in _ZONES:
+        from ..timeutil import get_zone
+
+        try:
+            _ZONES[name] = get_zone(name)
+        except ValueError:
+            _ZONES[name] = None
+    return _ZONES[name]
