@@ -1,0 +1,151 @@
+"""The `rulecrm` command line: the only place that turns errors into messages and exit codes."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import RuleFileError, RulecrmError
+from .timeutil import parse_timestamp
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_REJECTED = 3
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@click.group()
+@click.version_option(package_name="rulecrm")
+def main() -> None:
+    """rulecrm: rules for private-domain customer operations."""
+
+
+@main.command()
+@click.argument("rules", type=click.Path(exists=True))
+def check(rules):
+    """Validate a rules directory (or one file): file:line:col diagnostics on stdout."""
+    from .rulefile.loader import check_rules
+
+    _ruleset, diagnostics = check_rules(rules)
+    for diagnostic in diagnostics:
+        click.echo(diagnostic.format())
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    _echo_err(f"{errors} error(s), {warnings} warning(s)")
+    sys.exit(EXIT_ERROR if errors else EXIT_OK)
+
+
+@main.command()
+@click.option("--rules", "rules", required=True, type=click.Path(exists=True), help="Rules directory or file.")
+@click.option("--events", "events", required=True, type=click.Path(exists=True, dir_okay=False), help="Events JSONL.")
+@click.option("--until", "until", default=None, help="Fire timers due at or before this time (default: the last event's).")
+@click.option("--state", "state", default=None, help="SQLite state file; a second replay of the same events outputs nothing.")
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Write actions as JSONL here ('-' for stdout).")
+@click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
+def replay(rules, events, until, state, out, backend):
+    """Apply EVENTS in event-time order and decide the actions; channels are not called."""
+    from .backends import default_backend_name
+    from .replay import replay as run_replay
+    from .rulefile.loader import load_rules
+
+    try:
+        ruleset = load_rules(rules)
+    except RuleFileError as exc:
+        for diagnostic in exc.diagnostics:
+            _echo_err(diagnostic.format())
+        sys.exit(EXIT_ERROR)
+    until_at = None
+    if until is not None:
+        try:
+            until_at = parse_timestamp(until, ruleset.shop.timezone)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--until") from None
+    if backend is None and default_backend_name() != "durable":
+        _echo_err("note: durable-rules is not available on this Python; using the python backend")
+
+    def report_rejected(line_no, error):
+        _echo_err(f"{events}:{line_no}: rejected: {error}")
+
+    stream = None
+    try:
+        if out == "-":
+            stream = sys.stdout
+        elif out is not None:
+            stream = open(out, "w", encoding="utf-8")
+        summary = run_replay(
+            rules, events, until=until_at, state=state, out=stream, backend_name=backend,
+            progress=sys.stderr.isatty(), on_rejected=report_rejected,
+        )
+    except RuleFileError as exc:
+        for diagnostic in exc.diagnostics:
+            _echo_err(diagnostic.format())
+        sys.exit(EXIT_ERROR)
+    except RulecrmError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_ERROR)
+    finally:
+        if stream is not None and stream is not sys.stdout:
+            stream.close()
+    for line in summary.lines():
+        _echo_err(line)
+    sys.exit(EXIT_REJECTED if summary.rejected else EXIT_OK)
+
+
+@main.command("dead-letters")
+@click.option("--state", "state", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--retry", is_flag=True, help="Re-ingest the rejected lines that are now valid.")
+@click.option("--rules", "rules", default=None, type=click.Path(exists=True), help="Rules for --retry (default: the last replay's).")
+@click.option("--remove", "remove", multiple=True, type=int, help="Drop a dead letter by id (after fixing it elsewhere).")
+def dead_letters(state, retry, rules, remove):
+    """List rejected input as JSONL, re-ingest it after a fix, or drop it."""
+    from .deadletters import remove_dead_letters, retry_dead_letters
+    from .store import Store
+
+    try:
+        if retry:
+            result = retry_dead_letters(state, rules_path=rules)
+            _echo_err(f"re-ingested {result.applied}, still rejected {result.still_rejected}")
+            for item in result.remaining:
+                _echo_err(f"{item['source']}:{item['line_no']}: rejected: {item['error']}")
+            sys.exit(EXIT_REJECTED if result.still_rejected else EXIT_OK)
+        if remove:
+            remove_dead_letters(state, remove)
+            _echo_err(f"removed {len(remove)} dead letter(s)")
+            return
+        store = Store.open(state)
+        try:
+            for item in store.iter_dead_letters():
+                click.echo(json.dumps(item, ensure_ascii=False))
+        finally:
+            store.close()
+    except RuleFileError as exc:
+        for diagnostic in exc.diagnostics:
+            _echo_err(diagnostic.format())
+        sys.exit(EXIT_ERROR)
+    except RulecrmError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_ERROR)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def init(directory):
+    """Create a starter project: a rules directory and sample events."""
+    target = Path(directory)
+    starter = Path(__file__).parent / "starter"
+    rules_dir = target / "rules"
+    if rules_dir.exists() and any(rules_dir.iterdir()):
+        _echo_err(f"error: {rules_dir} already has files; choose an empty directory")
+        sys.exit(EXIT_ERROR)
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    for source in sorted(starter.glob("*.yaml")):
+        shutil.copy(source, rules_dir / source.name)
+    shutil.copy(starter / "events.jsonl", target / "events.jsonl")
+    click.echo(f"created {rules_dir} and {target / 'events.jsonl'}")
+    click.echo(f"next: rulecrm check {rules_dir} && rulecrm replay --rules {rules_dir} --events {target / 'events.jsonl'} --out -")
