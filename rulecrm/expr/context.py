@@ -48,7 +48,8 @@ def resolve(ctx: EvalContext, root: str, path: tuple[str, ...]) -> Any:
     else:
         return MISSING
     for key in path:
-        if not isinstance(value, Mapping):
+        # `type(...) is dict` first: most contexts are plain dicts and isinstance on an ABC is slow.
+        if type(value) is not dict and not isinstance(value, Mapping):
             return MISSING
         value = value.get(key, MISSING)
         if value is MISSING:
