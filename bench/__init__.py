@@ -1,0 +1,1 @@
+"""Benchmarks of rulecrm and the converters of the real data they run on."""
