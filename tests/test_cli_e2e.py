@@ -1,0 +1,180 @@
+"""The command line as a subprocess, on the bundled example and on the real data in ../shared/data."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bench.datasets import cdnow_events, olist_review_events
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rulecrm(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "rulecrm", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=900)
+
+
+def read_actions(path):
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def test_check_bundled_example_is_valid():
+    result = rulecrm("check", REPO / "rules" / "tea-shop")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " error:" not in result.stdout
+
+
+def test_check_reports_positions_and_exit_1(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text("rules:\n  - id: x\n    on: review.created\n    wen: event.rating <= 2\n"
+                                  "    tag: bad\n", encoding="utf-8")
+    result = rulecrm("check", rules)
+    assert result.returncode == 1
+    line = next(l for l in result.stdout.splitlines() if " error:" in l)
+    assert line.startswith(f"{rules / 'a.yaml'}:4:5: error:")
+    assert "when" in line  # did you mean 'when'?
+
+
+def test_replay_example_writes_every_field(tmp_path):
+    out = tmp_path / "actions.jsonl"
+    result = rulecrm("replay", "--rules", REPO / "rules/tea-shop", "--events", REPO / "rules/tea-shop/events.jsonl",
+                     "--until", "2026-12-31T00:00:00", "--out", out)
+    assert result.returncode == 0, result.stderr
+    actions = read_actions(out)
+    assert actions
+    required = {"key", "rule", "customer_id", "kind", "channel", "to", "address", "due_at", "sent_at", "status",
+                "reason", "message"}
+    for action in actions:
+        assert required <= action.keys()
+        assert action["kind"] in {"tag", "untag", "notify", "escalate", "stage"}
+        datetime.fromisoformat(action["due_at"]).utcoffset()  # has an offset
+    assert "replayed" in result.stderr
+
+
+def test_malformed_lines_exit_3_and_go_to_dead_letters(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"type": "order.placed", "customer_id": "c1", "at": "2026-01-01T00:00:00Z", "data": {"amount": 5}}\n'
+        "not json\n"
+        '{"type": "order.placed", "customer_id": "c1", "at": "yesterday"}\n', encoding="utf-8")
+    state = tmp_path / "state.db"
+    result = rulecrm("replay", "--rules", REPO / "rules/tea-shop", "--events", events, "--state", state)
+    assert result.returncode == 3, result.stderr
+    assert f"{events}:2: rejected" in result.stderr and f"{events}:3: rejected" in result.stderr
+    listed = rulecrm("dead-letters", "--state", state)
+    letters = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(d["line_no"], d["raw"]) for d in letters] == [(2, "not json"),
+                                                            (3, events.read_text().splitlines()[2])]
+    retry = rulecrm("dead-letters", "--state", state, "--retry")
+    assert retry.returncode == 3 and "still rejected 2" in retry.stderr
+
+
+def test_rule_error_exits_1_and_runs_nothing(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text("rules:\n  - id: x\n    on: order.placed\n    when: event.amount >\n"
+                                  "    tag: t\n", encoding="utf-8")
+    state = tmp_path / "state.db"
+    result = rulecrm("replay", "--rules", rules, "--events", REPO / "rules/tea-shop/events.jsonl", "--state", state)
+    assert result.returncode == 1
+    assert f"{rules / 'a.yaml'}:4:" in result.stderr
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("backend", ["python", "durable"])
+def test_second_replay_with_state_outputs_nothing(tmp_path, backend):
+    state, first, second = tmp_path / "s.db", tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    args = ["replay", "--rules", REPO / "rules/tea-shop", "--events", REPO / "rules/tea-shop/events.jsonl",
+            "--state", state, "--backend", backend]
+    assert rulecrm(*args, "--out", first).returncode == 0
+    assert rulecrm(*args, "--out", second).returncode == 0
+    assert read_actions(first) and read_actions(second) == []
+
+
+@pytest.fixture(scope="module")
+def cdnow_jsonl(tmp_path_factory, shared_data):
+    path = tmp_path_factory.mktemp("cdnow") / "cdnow.jsonl"
+    cdnow_events(shared_data / "cdnow" / "CDNOW_master.txt", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cdnow_raw(shared_data):
+    rows = []
+    for line in (shared_data / "cdnow" / "CDNOW_master.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[1].isdigit():
+            rows.append((parts[0], parts[1], int(parts[2]), float(parts[3])))
+    return rows
+
+
+@pytest.mark.parametrize("backend", ["python", "durable"])
+def test_cdnow_replay_counts_match_an_independent_computation(tmp_path, cdnow_jsonl, cdnow_raw, backend):
+    out = tmp_path / "actions.jsonl"
+    result = rulecrm("replay", "--rules", REPO / "rules/cdnow", "--events", cdnow_jsonl, "--out", out,
+                     "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    actions = read_actions(out)
+    by_rule = Counter(a["rule"] for a in actions)
+    orders = Counter(r[0] for r in cdnow_raw)
+    spent = Counter()
+    for customer, _day, _n, amount in cdnow_raw:
+        spent[customer] += amount
+    assert len(cdnow_raw) == 69_659 and len(orders) == 23_570
+    assert by_rule["thank-big-order"] == sum(1 for r in cdnow_raw if r[3] >= 50)
+    assert by_rule["repeat-buyer"] == sum(1 for n in orders.values() if n >= 2)
+    assert by_rule["big-spender"] == sum(1 for v in spent.values() if v >= 100 - 1e-9)
+    # Everyone's last order is at least 90 days before the end of the data except the last quarter's buyers.
+    last = {}
+    for customer, day, _n, _amount in cdnow_raw:
+        last[customer] = max(last.get(customer, day), day)
+    end = max(day for _c, day, _n, _a in cdnow_raw)
+    end_at = datetime.strptime(end, "%Y%m%d")
+    went_dormant = {c for c, day in last.items() if datetime.strptime(day, "%Y%m%d") + timedelta(days=90) <= end_at}
+    dormant_now = {a["customer_id"] for a in actions if a["kind"] == "stage" and a["to"] == "dormant"}
+    assert went_dormant <= dormant_now
+    # Marketing never exceeds the 7-day cap for anyone.
+    sends = {}
+    for a in actions:
+        if a["status"] == "sent" and a["rule"] in ("repurchase", "win-back"):
+            sends.setdefault(a["customer_id"], []).append(datetime.fromisoformat(a["sent_at"]))
+    for times in sends.values():
+        times.sort()
+        assert all(b - a >= timedelta(days=7) for a, b in zip(times, times[1:]))
+
+
+@pytest.mark.parametrize("backend", ["python", "durable"])
+def test_olist_reviews_escalations_match_the_real_answer_times(tmp_path, shared_data, backend):
+    events = tmp_path / "reviews.jsonl"
+    olist_review_events(shared_data / "olist-sample", events)
+    out = tmp_path / "actions.jsonl"
+    result = rulecrm("replay", "--rules", REPO / "rules/reviews", "--events", events, "--out", out,
+                     "--backend", backend)
+    assert result.returncode == 0, result.stderr
+    actions = read_actions(out)
+
+    with open(shared_data / "olist-sample" / "olist_order_reviews_dataset.csv", newline="", encoding="utf-8") as f:
+        reviews = list(csv.DictReader(f))
+    parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
+    end = max(max(parse(r["review_creation_date"]), parse(r["review_answer_timestamp"]))
+              for r in reviews if r["review_answer_timestamp"])
+    bad = [r for r in reviews if int(r["review_score"]) <= 2]
+
+    def escalated(review, after):
+        due = parse(review["review_creation_date"]) + after
+        answered = review["review_answer_timestamp"]
+        return due <= end and (not answered or parse(answered) > due)
+
+    counts = Counter((a["rule"], a["kind"], a["step"]) for a in actions)
+    assert counts[("bad-review", "notify", None)] == len(bad)
+    assert counts[("neutral-review", "notify", None)] == sum(1 for r in reviews if r["review_score"] == "3")
+    assert counts[("bad-review", "escalate", 1)] == sum(escalated(r, timedelta(hours=24)) for r in bad)
+    assert counts[("bad-review", "escalate", 2)] == sum(escalated(r, timedelta(days=7)) for r in bad)
