@@ -6,8 +6,9 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -163,7 +164,11 @@ def test_olist_reviews_escalations_match_the_real_answer_times(tmp_path, shared_
 
     with open(shared_data / "olist-sample" / "olist_order_reviews_dataset.csv", newline="", encoding="utf-8") as f:
         reviews = list(csv.DictReader(f))
-    parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
+    zone = ZoneInfo("America/Sao_Paulo")  # the rule set's shop time zone; durations are elapsed time
+
+    def parse(text):
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone).astimezone(timezone.utc)
+
     end = max(max(parse(r["review_creation_date"]), parse(r["review_answer_timestamp"]))
               for r in reviews if r["review_answer_timestamp"])
     bad = [r for r in reviews if int(r["review_score"]) <= 2]

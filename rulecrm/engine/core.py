@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone
+
+import attrs
 
 from ..events import Event
 from ..expr.compiler import compile_condition, compile_expression
@@ -88,9 +90,10 @@ class Engine:
         """Restore timers, held actions and counters from the store (a resumed or repeated run)."""
         self.seq = self.store.get_meta("seq", 0)
         now = self.store.get_meta("now")
-        self.now = parse_timestamp(now, self.tz) if now else None
+        self.now = parse_timestamp(now, timezone.utc).astimezone(timezone.utc) if now else None
         for key, _due, rule_index, seq, customer_id, payload in self.store.iter_timers():
-            timer = Timer(key, parse_timestamp(payload["due"], self.tz), rule_index, seq, customer_id, payload)
+            due = parse_timestamp(payload["due"], timezone.utc).astimezone(timezone.utc)
+            timer = Timer(key, due, rule_index, seq, customer_id, payload)
             self.timers.push(timer)
             if payload.get("unless"):
                 self.cancellable.setdefault(customer_id, {})[key] = tuple(payload["unless"])
@@ -137,6 +140,10 @@ class Engine:
     # -- time --------------------------------------------------------------------------
     def ingest(self, event: Event) -> bool:
         """Apply one input event (inputs arrive in event-time order). False: a duplicate id."""
+        if event.at.tzinfo is not timezone.utc:
+            # Engine time is UTC: durations are exact elapsed time, even across DST changes
+            # (aware arithmetic in one zone would be wall-clock arithmetic).
+            event = attrs.evolve(event, at=event.at.astimezone(timezone.utc))
         self._fire_until(event.at, inclusive=False)
         if not self.store.record_event(
             event.id, event.customer_id, event.at.timestamp(), event.type, event.to_json()
@@ -151,6 +158,7 @@ class Engine:
 
     def advance(self, until: datetime) -> None:
         """Fire every timer due at or before `until`."""
+        until = until.astimezone(timezone.utc)
         self._fire_until(until, inclusive=True)
         if self.now is None or until > self.now:
             self.now = until
@@ -173,6 +181,7 @@ class Engine:
         """Add a timer, replacing any pending one with the same key."""
         self._drop_timer(key)
         self.seq += 1
+        due = due.astimezone(timezone.utc)
         payload = {**payload, "due": due.isoformat()}
         if unless is not None:
             payload["unless"] = list(unless)
@@ -353,7 +362,8 @@ class Engine:
         if rule is None:  # the rule was removed or disabled since the timer was set
             self.stats["timers_orphaned"] += 1
             return None, None, None, None
-        event = Event.from_dict(json.loads(timer.payload["event"]), default_tz=self.tz)
+        event = Event.from_dict(json.loads(timer.payload["event"]), default_tz=timezone.utc)
+        event = attrs.evolve(event, at=event.at.astimezone(timezone.utc))
         profile = self.profile(timer.customer_id)
         return rule, event, profile, self._context(profile, event.as_mapping(), event.data.get("sku"))
 
