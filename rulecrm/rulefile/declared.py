@@ -1,0 +1,74 @@
+"""What a rules directory declares so far: the tables later sections and rules are checked against."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from rulecrm.rulefile.model import Cap, Channel, Contact, Lifecycle, Product, Rule, Shop, Source
+from rulecrm.rulefile.report import Report
+
+
+@attrs.frozen
+class ChannelTypeInfo:
+    """A channel type a plugin provides: its setting keys besides `type`, and which are required.
+
+    A required setting `x` may also be given as `x_env` (read from the environment).
+    """
+
+    name: str
+    settings: frozenset[str] = frozenset()
+    required: frozenset[str] = frozenset()
+
+
+BUILTIN_CHANNEL_TYPES = {
+    "console": ChannelTypeInfo("console"),
+    "jsonl": ChannelTypeInfo("jsonl", frozenset({"path"})),
+    "memory": ChannelTypeInfo("memory"),
+}
+ADDRESSLESS_CHANNEL_TYPES = frozenset({"console", "jsonl", "memory"})
+
+
+@attrs.define
+class Declared:
+    """Filled section by section across every file, in file order; `complete` is False when some
+    file could not be read, so references to names it might have declared are not reported."""
+
+    channel_types: Mapping[str, ChannelTypeInfo]
+    functions: frozenset[str] = frozenset()
+    shop: Shop | None = None
+    lifecycle: Lifecycle | None = None
+    products: dict[str, Product] = attrs.field(factory=dict)
+    channels: dict[str, Channel] = attrs.field(factory=dict)
+    contacts: dict[str, Contact] = attrs.field(factory=dict)
+    caps: dict[str, Cap] = attrs.field(factory=dict)
+    rules: list[Rule] = attrs.field(factory=list)
+    rule_count: int = 0
+    complete: bool = True
+    _sources: dict[tuple[str, str], Source] = attrs.field(factory=dict)
+
+    def claim(self, report: Report, what: str, name: str, at) -> bool:
+        """Record where `name` is declared; False (and an error at `at`) if it already was."""
+        first = self._sources.get((what, name))
+        if first is not None:
+            report.error(at, f"duplicate {what} {name!r}: already declared at {first}",
+                         hint=f"{what} names must be unique across the rules directory")
+            return False
+        self._sources[(what, name)] = report.source(at)
+        return True
+
+    def known(self, what: str) -> set[str]:
+        """Every name declared as `what`, including ones whose declaration has errors."""
+        return {name for kind, name in self._sources if kind == what}
+
+    def channel_names(self) -> set[str]:
+        return {"console", *self.known("channel")}
+
+    def channel_type(self, name: str) -> str | None:
+        if name in self.channels:
+            return self.channels[name].type
+        return "console" if name == "console" else None
+
+    @property
+    def any_cycle(self) -> bool:
+        return any(product.cycle is not None for product in self.products.values())

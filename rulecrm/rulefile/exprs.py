@@ -1,0 +1,122 @@
+"""Expressions and templates inside YAML scalars: parsed at their absolute file position, then checked."""
+from __future__ import annotations
+
+import attrs
+
+from rulecrm.errors import ExpressionError
+from rulecrm.expr.ast import Arith, Literal, Name, Neg
+from rulecrm.expr.checker import Scope, check_expression
+from rulecrm.expr.parser import children, parse_expression
+from rulecrm.rulefile.fields import INVALID, type_error
+from rulecrm.rulefile.report import Report
+from rulecrm.rulefile.yamlpos import Scalar
+from rulecrm.templates import check_template, parse_template
+
+
+@attrs.frozen
+class Place:
+    """Where a scalar's content starts in the file, and how far a literal block (`|`) is indented:
+    YAML strips that indentation from every line, so positions past the first line move right by it."""
+
+    line: int
+    column: int
+    indent: int = 0
+
+    def fix(self, line: int, column: int) -> tuple[int, int]:
+        return (line, column + self.indent) if line > self.line else (line, column)
+
+
+def place(node: Scalar, lines: list[str]) -> Place:
+    """Quoted scalars start after the quote; block scalars on their first non-blank line.
+    Positions inside multi-line plain or folded (`>`) scalars are best effort."""
+    if node.style in ("'", '"'):
+        return Place(node.line, node.column + 1)
+    if node.style in ("|", ">"):
+        for index in range(node.line, len(lines)):
+            content = lines[index]
+            if content.strip():
+                indent = len(content) - len(content.lstrip(" "))
+                return Place(index + 1, indent + 1, indent if node.style == "|" else 0)
+    return Place(node.line, node.column)
+
+
+def origin(node: Scalar, lines: list[str]) -> tuple[int, int]:
+    """The (line, column) of the scalar's first character of content."""
+    where = place(node, lines)
+    return where.line, where.column
+
+
+def _report(report: Report, where: Place, issue) -> None:
+    line, column = where.fix(issue.line, issue.column)
+    report.issue(attrs.evolve(issue, line=line, column=column))
+
+
+def _source_text(report: Report, node, label: str, what: str):
+    if isinstance(node, Scalar) and node.kind != "null":
+        return node.text
+    return type_error(report, node, label, what)
+
+
+def expression(report: Report, node, *, label: str, scope: Scope, want: str, lines: list[str]):
+    """The checked expression tree of a scalar, or INVALID (every problem reported)."""
+    source = _source_text(report, node, label, "an expression" if want == "bool" else "a duration expression")
+    if source is INVALID:
+        return INVALID
+    where = place(node, lines)
+    try:
+        tree = parse_expression(source, line=where.line, column=where.column)
+    except ExpressionError as exc:
+        report.error(where.fix(exc.line, exc.column), exc.message, expected=exc.expected, found=exc.found,
+                     hint=exc.hint)
+        return INVALID
+    except RecursionError:
+        report.error(node, "expression is nested too deeply", hint="split it into simpler parts")
+        return INVALID
+    issues = check_expression(tree, scope=scope, want=want)
+    for issue in issues:
+        _report(report, where, issue)
+    return INVALID if any(issue.is_error for issue in issues) else tree
+
+
+def template(report: Report, node, *, label: str, scope: Scope, lines: list[str]):
+    """The checked Template of a scalar, or INVALID."""
+    source = _source_text(report, node, label, "a message template")
+    if source is INVALID:
+        return INVALID
+    where = place(node, lines)
+    try:
+        parsed = parse_template(source, line=where.line, column=where.column)
+    except ExpressionError as exc:
+        report.error(where.fix(exc.line, exc.column), exc.message, expected=exc.expected, found=exc.found,
+                     hint=exc.hint)
+        return INVALID
+    issues = check_template(parsed, scope=scope)
+    for issue in issues:
+        _report(report, where, issue)
+    return INVALID if any(issue.is_error for issue in issues) else parsed
+
+
+def cycle_names(tree) -> list[Name]:
+    """Every `cycle` reference in an expression tree."""
+    found, stack = [], [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Name) and node.root == "cycle":
+            found.append(node)
+        stack.extend(children(node))
+    return found
+
+
+def constant_duration(tree):
+    """The value of a duration made only of literals (`2h`, `1d + 12h`), else None."""
+    if isinstance(tree, Literal):
+        return tree.value if hasattr(tree.value, "total_seconds") else None
+    if isinstance(tree, Neg):
+        value = constant_duration(tree.operand)
+        return -value if value is not None else None
+    if isinstance(tree, Arith) and tree.op in "+-":
+        left, right = constant_duration(tree.left), constant_duration(tree.right)
+        if left is None or right is None:
+            return None
+        return left + right if tree.op == "+" else left - right
+    return None
