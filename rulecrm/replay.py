@@ -15,7 +15,7 @@ from .eventsource import Rejected, read_events
 from .rulefile.loader import load_rules
 from .store import Store
 
-BATCH = 5_000  # events per store transaction
+BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
 
 
 @attrs.define

@@ -26,14 +26,16 @@ def write_events(tmp_path: Path, events, name: str = "events.jsonl") -> Path:
     return path
 
 
-def run(tmp_path, rules: str, events, *, until=None, backend="python", state=None, tz="UTC"):
-    """Replay and return (actions as dicts, summary)."""
+def run(tmp_path, rules: str, events, *, until=None, backend="python", state=None, tz="UTC", stages=False):
+    """Replay and return (actions as dicts, summary); lifecycle `stage` actions only with stages=True."""
     rules_dir = write_rules(tmp_path, rules)
     events_path = write_events(tmp_path, events)
     out = io.StringIO()
     until_at = parse_timestamp(until, get_zone(tz)) if until else None
     summary = replay(rules_dir, events_path, until=until_at, state=state, out=out, backend_name=backend)
     actions = [json.loads(line) for line in out.getvalue().splitlines()]
+    if not stages:
+        actions = [a for a in actions if a["kind"] != "stage"]
     return actions, summary
 
 

@@ -278,7 +278,7 @@ rules:
 def test_dormancy_happens_at_the_exact_instant(tmp_path, backend):
     events = [ev("customer.upserted", "c1", "2026-01-01T00:00:00Z", id="u", name="Ann", owner="rep"),
               order("2026-01-01T12:00:00Z"), order("2026-01-05T12:00:00Z", sku="pot")]
-    actions, _ = run(tmp_path, LIFECYCLE, events, until="2026-12-31T00:00:00Z", backend=backend)
+    actions, _ = run(tmp_path, LIFECYCLE, events, until="2026-12-31T00:00:00Z", backend=backend, stages=True)
     stages = [(a["to"], a["due_at"]) for a in of(actions, kind="stage")]
     assert stages == [("growing", "2026-01-05T12:00:00+00:00"), ("dormant", "2026-04-05T12:00:00+00:00"),
                       ("churned", "2026-07-04T12:00:00+00:00")]
@@ -289,13 +289,13 @@ def test_dormancy_happens_at_the_exact_instant(tmp_path, backend):
 
 def test_an_order_exactly_at_the_dormancy_instant_keeps_the_customer_active(tmp_path, backend):
     events = [order("2026-01-01T00:00:00Z"), order("2026-04-01T00:00:00Z", sku="pot")]  # exactly 90 days later
-    actions, _ = run(tmp_path, LIFECYCLE, events, until="2026-04-02T00:00:00Z", backend=backend)
+    actions, _ = run(tmp_path, LIFECYCLE, events, until="2026-04-02T00:00:00Z", backend=backend, stages=True)
     assert [a["to"] for a in of(actions, kind="stage")] == ["growing"]
 
 
 def test_dormant_customer_who_orders_again_is_active_again(tmp_path, backend):
     events = [order("2026-01-01T00:00:00Z"), order("2026-06-01T00:00:00Z", sku="pot")]
-    actions, _ = run(tmp_path, LIFECYCLE, events, until="2026-06-02T00:00:00Z", backend=backend)
+    actions, _ = run(tmp_path, LIFECYCLE, events, until="2026-06-02T00:00:00Z", backend=backend, stages=True)
     assert [a["to"] for a in of(actions, kind="stage")] == ["dormant", "growing"]
 
 

@@ -64,6 +64,7 @@ class Engine:
         self._dirty_actions: dict[str, Action] = {}
         self._timers_put: dict[str, Timer] = {}
         self._timers_deleted: set[str] = set()
+        self._outbox_had_actions = True  # until load() looks
         self._fire = {
             "after": self._fire_delayed,
             "escalate": self._fire_escalation,
@@ -93,6 +94,9 @@ class Engine:
         self.now = parse_timestamp(now, timezone.utc).astimezone(timezone.utc) if now else None
         for key, _due, rule_index, seq, customer_id, payload in self.store.iter_timers():
             due = parse_timestamp(payload["due"], timezone.utc).astimezone(timezone.utc)
+            if "event" in payload:
+                event = Event.from_dict(json.loads(payload["event"]), default_tz=timezone.utc)
+                payload = {**payload, "event": attrs.evolve(event, at=event.at.astimezone(timezone.utc))}
             timer = Timer(key, due, rule_index, seq, customer_id, payload)
             self.timers.push(timer)
             if payload.get("unless"):
@@ -100,6 +104,9 @@ class Engine:
         for record in self.store.iter_actions(status="deferred"):
             action = Action.from_dict(record, self.tz)
             self.pending[action.key] = action
+        # Keys are unique by construction within a run; only a store that already holds actions
+        # (a repeated or resumed run) can have seen a key before.
+        self._outbox_had_actions = next(self.store.iter_actions(), None) is not None
 
     def flush(self) -> None:
         """Write what changed since the last flush; call inside a store transaction."""
@@ -110,7 +117,7 @@ class Engine:
             store.delete_timers(self._timers_deleted)
         if self._timers_put:
             store.put_timers(
-                (t.key, t.due.timestamp(), t.rule_index, t.seq, t.customer_id, t.payload)
+                (t.key, t.due.timestamp(), t.rule_index, t.seq, t.customer_id, _storable(t.payload))
                 for t in self._timers_put.values()
             )
         if self._dirty_actions:
@@ -342,7 +349,7 @@ class Engine:
             return
         suffix, unless = self._correlation(rule.unless, event)
         due = max(event.at + delay, event.at)
-        payload = {"type": "after", "rule": rule.id, "event": event.to_json()}
+        payload = {"type": "after", "rule": rule.id, "event": event}
         self._schedule(f"after|{rule.id}|{profile.id}|{suffix}", due, rule.index, profile.id, payload, unless)
 
     def _schedule_escalation(self, rule, profile, event, ctx) -> None:
@@ -352,7 +359,7 @@ class Engine:
             if not isinstance(delay, timedelta):
                 self.stats["delays_without_duration"] += 1
                 continue
-            payload = {"type": "escalate", "rule": rule.id, "step": number, "event": event.to_json()}
+            payload = {"type": "escalate", "rule": rule.id, "step": number, "event": event}
             key = f"escalate|{rule.id}|{profile.id}|{suffix}|{number}"
             self._schedule(key, max(event.at + delay, event.at), rule.index, profile.id, payload, unless)
 
@@ -362,8 +369,7 @@ class Engine:
         if rule is None:  # the rule was removed or disabled since the timer was set
             self.stats["timers_orphaned"] += 1
             return None, None, None, None
-        event = Event.from_dict(json.loads(timer.payload["event"]), default_tz=timezone.utc)
-        event = attrs.evolve(event, at=event.at.astimezone(timezone.utc))
+        event = timer.payload["event"]
         profile = self.profile(timer.customer_id)
         return rule, event, profile, self._context(profile, event.as_mapping(), event.data.get("sku"))
 
@@ -474,7 +480,9 @@ class Engine:
 
     # -- actions -----------------------------------------------------------------------
     def _seen(self, key: str) -> bool:
-        return key in self._dirty_actions or self.store.get_action(key) is not None
+        if key in self._dirty_actions:
+            return True
+        return self._outbox_had_actions and self.store.get_action(key) is not None
 
     def _set_tag(self, rule, profile, tag: str, add: bool, trigger: str, at: datetime) -> None:
         (profile.tags.add if add else profile.tags.discard)(tag)
@@ -551,6 +559,14 @@ class Engine:
         for action in sorted(self.pending.values(), key=lambda a: (a.due_at, a.rule_index, a.key)):
             action.due_at = action.due_at.astimezone(self.tz)
             self.report(action)
+
+
+def _storable(payload: dict) -> dict:
+    """A timer payload as JSON-ready data: the trigger event becomes its canonical JSON."""
+    event = payload.get("event")
+    if event is None:
+        return payload
+    return {**payload, "event": event.to_json()}
 
 
 def _birth_year(birthday) -> int | None:
