@@ -8,11 +8,13 @@ from collections import Counter
 from datetime import datetime
 
 import attrs
+import orjson
 
 from .backends import default_backend_name, get_backend
 from .engine.core import Engine
 from .eventsource import Rejected, read_events
 from .rulefile.loader import load_rules
+from .scratchstore import ScratchStore
 from .store import Store
 
 BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
@@ -54,7 +56,8 @@ class ActionWriter:
     def __call__(self, action) -> None:
         self.counts[action.status] += 1
         if self.stream is not None:
-            self.stream.write(json.dumps(action.public_dict(), ensure_ascii=False) + "\n")
+            # orjson: actions are most of the output; the standard encoder was a tenth of replay time
+            self.stream.write(orjson.dumps(action.public_dict()).decode() + "\n")
 
 
 def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None):
@@ -85,7 +88,7 @@ def replay(
     started = wallclock.perf_counter()
     summary = ReplaySummary(backend=backend_name or default_backend_name())
     writer = ActionWriter(out)
-    store = Store.open(state)
+    store = Store.open(state) if state is not None else ScratchStore.open_scratch()
     try:
         if state not in (None, ":memory:"):
             store.lock()

@@ -99,6 +99,8 @@ def _text(value: Any) -> str | None:
 class Store:
     """The state of one rulecrm deployment in one SQLite file; every write runs in a transaction."""
 
+    keeps_state = True  # profiles, timers and actions written here can be read back
+
     def __init__(self, connection: sqlite3.Connection, path: str, *, temporary: bool = False):
         self._db = connection
         self.path = path

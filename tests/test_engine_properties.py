@@ -176,16 +176,16 @@ def applied_when_sent(events, action):
 
     Events at the send's very instant count if they came first: up to and including the trigger
     for a send decided while its trigger was applied, all of them for a send released by a timer
-    (events at an instant come before timers at it).
+    (events at an instant come before timers at it). In event-time order, ties in file order.
     """
     sent = datetime.fromisoformat(action["sent_at"])
     during_trigger = action["rule"] in IMMEDIATE_RULES and action["sent_at"] == action["due_at"]
     ids = [event["id"] for event in events]
     limit = ids.index(action["trigger"]) if during_trigger and action["trigger"] in ids else len(events)
-    return [event for n, event in enumerate(events)
-            if event["customer_id"] == action["customer_id"]
-            and (datetime.fromisoformat(event["at"]) < sent
-                 or (datetime.fromisoformat(event["at"]) == sent and n <= limit))]
+    applied = [(datetime.fromisoformat(event["at"]), n, event) for n, event in enumerate(events)
+               if event["customer_id"] == action["customer_id"]]
+    return [event for at, n, event in sorted(applied, key=lambda item: item[:2])
+            if at < sent or (at == sent and n <= limit)]
 
 
 @settings(max_examples=40)

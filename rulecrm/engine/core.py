@@ -117,7 +117,7 @@ class Engine:
             store.delete_timers(self._timers_deleted)
         if self._timers_put:
             store.put_timers(
-                (t.key, t.due.timestamp(), t.rule_index, t.seq, t.customer_id, _storable(t.payload))
+                (t.key, t.due.timestamp(), t.rule_index, t.seq, t.customer_id, _storable(t))
                 for t in self._timers_put.values()
             )
         if self._dirty_actions:
@@ -128,8 +128,9 @@ class Engine:
         self._dirty_actions.clear()
         self._timers_put.clear()
         self._timers_deleted.clear()
-        # A profile cache without bound would grow with the customer base; clean entries reload.
-        if len(self.profiles) > 200_000:
+        # A profile cache without bound would grow with the customer base; flushed entries reload
+        # (a store that keeps no state cannot give them back, so they stay).
+        if self.store.keeps_state and len(self.profiles) > 200_000:
             self.profiles.clear()
 
     def profile(self, customer_id: str) -> Profile:
@@ -152,9 +153,9 @@ class Engine:
             # (aware arithmetic in one zone would be wall-clock arithmetic).
             event = attrs.evolve(event, at=event.at.astimezone(timezone.utc))
         self._fire_until(event.at, inclusive=False)
-        if not self.store.record_event(
-            event.id, event.customer_id, event.at.timestamp(), event.type, event.to_json()
-        ):
+        # A store that keeps no state only needs the id; skip serialising the event for it.
+        text = event.to_json() if self.store.keeps_state else ""
+        if not self.store.record_event(event.id, event.customer_id, event.at.timestamp(), event.type, text):
             self.stats["duplicates"] += 1
             return False
         if self.now is None or event.at > self.now:
@@ -189,7 +190,6 @@ class Engine:
         self._drop_timer(key)
         self.seq += 1
         due = due.astimezone(timezone.utc)
-        payload = {**payload, "due": due.isoformat()}
         if unless is not None:
             payload["unless"] = list(unless)
             self.cancellable.setdefault(customer_id, {})[key] = unless
@@ -258,7 +258,7 @@ class Engine:
             event=event_map,
             customer=profile.mapping(),
             product=self.product_maps.get(sku) if isinstance(sku, str) else None,
-            cycle=self._cycle(profile, sku),
+            cycle=(lambda: self._cycle(profile, sku)) if isinstance(sku, str) and sku in self.products else None,
             functions=self.functions,
         )
 
@@ -561,12 +561,12 @@ class Engine:
             self.report(action)
 
 
-def _storable(payload: dict) -> dict:
-    """A timer payload as JSON-ready data: the trigger event becomes its canonical JSON."""
-    event = payload.get("event")
-    if event is None:
-        return payload
-    return {**payload, "event": event.to_json()}
+def _storable(timer: Timer) -> dict:
+    """A timer's payload as JSON-ready data, with its exact due time and the trigger event's JSON."""
+    payload = {**timer.payload, "due": timer.due.isoformat()}
+    if "event" in payload:
+        payload["event"] = payload["event"].to_json()
+    return payload
 
 
 def _birth_year(birthday) -> int | None:

@@ -25,7 +25,8 @@ MISSING = _Missing()
 @attrs.define(slots=True)
 class EvalContext:
     """event: the event's data plus type/at/customer_id/id; customer: the profile mapping;
-    product: the mapping of the event's sku's product; cycle: a timedelta or None."""
+    product: the mapping of the event's sku's product; cycle: a timedelta, None, or a function
+    of no arguments giving one (called once, when an expression first reads `cycle`)."""
 
     event: Mapping[str, Any] | None = None
     customer: Mapping[str, Any] | None = None
@@ -38,6 +39,8 @@ def resolve(ctx: EvalContext, root: str, path: tuple[str, ...]) -> Any:
     """Walk mappings only (never attributes), so a rule can reach nothing but data."""
     if root == "cycle":
         value = ctx.cycle
+        if callable(value):  # computed on first use: a learned cycle is a median over past orders
+            value = ctx.cycle = value()
         return MISSING if value is None or path else value
     if root == "event":
         value = ctx.event
