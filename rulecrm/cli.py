@@ -101,15 +101,23 @@ def replay(rules, events, until, state, out, backend):
 @click.option("--state", "state", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--retry", is_flag=True, help="Re-ingest the rejected lines that are now valid.")
 @click.option("--rules", "rules", default=None, type=click.Path(exists=True), help="Rules for --retry (default: the last replay's).")
-@click.option("--remove", "remove", multiple=True, type=int, help="Drop a dead letter by id (after fixing it elsewhere).")
-def dead_letters(state, retry, rules, remove):
-    """List rejected input as JSONL, re-ingest it after a fix, or drop it."""
-    from .deadletters import remove_dead_letters, retry_dead_letters
+@click.option("--from", "fixes", default=None, type=click.File("r", encoding="utf-8"),
+              help="With --retry: JSONL of {id, raw} with corrected lines (edit the listing and pass it back).")
+@click.option("--remove", "remove", multiple=True, type=int, help="Drop a dead letter by id on purpose.")
+def dead_letters(state, retry, rules, fixes, remove):
+    """List rejected input as JSONL, re-ingest it after a fix, or drop it.
+
+    To fix: list them to a file, correct each `raw`, then `--retry --from FILE`.
+    """
+    from .deadletters import read_corrections, remove_dead_letters, retry_dead_letters
     from .store import Store
 
     try:
+        if fixes is not None and not retry:
+            raise click.UsageError("--from goes with --retry")
         if retry:
-            result = retry_dead_letters(state, rules_path=rules)
+            corrections = read_corrections(fixes) if fixes is not None else None
+            result = retry_dead_letters(state, rules_path=rules, corrections=corrections)
             _echo_err(f"re-ingested {result.applied}, still rejected {result.still_rejected}")
             for item in result.remaining:
                 _echo_err(f"{item['source']}:{item['line_no']}: rejected: {item['error']}")

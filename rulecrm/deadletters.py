@@ -1,6 +1,8 @@
 """Re-ingesting rejected input after a fix, and dropping dead letters on purpose."""
 from __future__ import annotations
 
+import json
+
 import attrs
 
 from .errors import EventError, UsageError
@@ -17,8 +19,24 @@ class RetryResult:
     remaining: list = attrs.field(factory=list)
 
 
-def retry_dead_letters(state_path, *, rules_path=None) -> RetryResult:
-    """Parse every dead letter again; apply the valid ones through the engine and remove them."""
+def read_corrections(stream) -> dict[int, str]:
+    """Corrected dead letters: JSON lines with the dead letter's `id` and its fixed `raw` line."""
+    corrections = {}
+    for line_no, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            corrections[int(record["id"])] = str(record["raw"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"corrections line {line_no}: expected a JSON object with 'id' and 'raw' ({exc})") from None
+    return corrections
+
+
+def retry_dead_letters(state_path, *, rules_path=None, corrections=None) -> RetryResult:
+    """Parse every dead letter again (with its corrected line when `corrections` has one);
+    apply the valid ones through the engine and remove them."""
+    corrections = corrections or {}
     store = Store.open(state_path)
     result = RetryResult()
     try:
@@ -31,8 +49,9 @@ def retry_dead_letters(state_path, *, rules_path=None) -> RetryResult:
         with store.transaction():
             done = []
             for item in list(store.iter_dead_letters()):
+                raw = corrections.get(item["id"], item["raw"])
                 try:
-                    event = parse_event_line(item["raw"], default_tz=ruleset.shop.timezone)
+                    event = parse_event_line(raw, default_tz=ruleset.shop.timezone)
                 except EventError as exc:
                     result.still_rejected += 1
                     result.remaining.append({**item, "error": str(exc)})

@@ -183,3 +183,33 @@ def test_olist_reviews_escalations_match_the_real_answer_times(tmp_path, shared_
     assert counts[("neutral-review", "notify", None)] == sum(1 for r in reviews if r["review_score"] == "3")
     assert counts[("bad-review", "escalate", 1)] == sum(escalated(r, timedelta(hours=24)) for r in bad)
     assert counts[("bad-review", "escalate", 2)] == sum(escalated(r, timedelta(days=7)) for r in bad)
+
+
+def test_dead_letters_fixed_and_retried_are_applied(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"id": "r1", "type": "review.created", "customer_id": "c1", "at": "2026-03-01 10:00",'
+                      ' "data": {"review_id": "r1", "order_id": "o1", "rating": "1", "text": "bad"}}\n',
+                      encoding="utf-8")
+    state = tmp_path / "state.db"
+    first = rulecrm("replay", "--rules", REPO / "rules/tea-shop", "--events", events, "--state", state)
+    assert first.returncode == 3 and "rating" in first.stderr
+    listing = [json.loads(line) for line in rulecrm("dead-letters", "--state", state).stdout.splitlines()]
+    assert len(listing) == 1
+    fixed = tmp_path / "fixed.jsonl"
+    fixed.write_text(json.dumps({**listing[0], "raw": listing[0]["raw"].replace('"1"', "1")}) + "\n",
+                     encoding="utf-8")
+    retry = rulecrm("dead-letters", "--state", state, "--retry", "--from", fixed)
+    assert retry.returncode == 0, retry.stderr
+    assert "re-ingested 1" in retry.stderr
+    assert rulecrm("dead-letters", "--state", state).stdout == ""
+
+
+def test_init_creates_a_starter_that_checks_and_replays(tmp_path):
+    target = tmp_path / "shop"
+    made = rulecrm("init", target)
+    assert made.returncode == 0, made.stderr
+    assert rulecrm("check", target / "rules").returncode == 0
+    replayed = rulecrm("replay", "--rules", target / "rules", "--events", target / "events.jsonl", "--out", "-")
+    assert replayed.returncode == 0 and replayed.stdout.count("\n") > 5
+    again = rulecrm("init", target)
+    assert again.returncode == 1 and "already has files" in again.stderr
