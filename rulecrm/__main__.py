@@ -1,4 +1,4 @@
 """`python -m rulecrm` runs the command line."""
-from .cli import main
+from .cli import entry
 
-main()
+entry()

@@ -30,9 +30,9 @@ def main() -> None:
 @click.argument("rules", type=click.Path(exists=True))
 def check(rules):
     """Validate a rules directory (or one file): file:line:col diagnostics on stdout."""
-    from .rulefile.loader import check_rules
+    from .plugins import build_plugin_manager, check_rules_with
 
-    _ruleset, diagnostics = check_rules(rules)
+    _ruleset, diagnostics = check_rules_with(build_plugin_manager(), rules)
     for diagnostic in diagnostics:
         click.echo(diagnostic.format())
     errors = sum(d.is_error for d in diagnostics)
@@ -51,11 +51,12 @@ def check(rules):
 def replay(rules, events, until, state, out, backend):
     """Apply EVENTS in event-time order and decide the actions; channels are not called."""
     from .backends import default_backend_name
+    from .plugins import build_plugin_manager, load_rules_with
     from .replay import replay as run_replay
-    from .rulefile.loader import load_rules
 
+    manager = build_plugin_manager()
     try:
-        ruleset = load_rules(rules)
+        ruleset = load_rules_with(manager, rules)
     except RuleFileError as exc:
         for diagnostic in exc.diagnostics:
             _echo_err(diagnostic.format())
@@ -80,7 +81,7 @@ def replay(rules, events, until, state, out, backend):
             stream = open(out, "w", encoding="utf-8")
         summary = run_replay(
             rules, events, until=until_at, state=state, out=stream, backend_name=backend,
-            progress=sys.stderr.isatty(), on_rejected=report_rejected,
+            progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
         )
     except RuleFileError as exc:
         for diagnostic in exc.diagnostics:
@@ -157,3 +158,32 @@ def init(directory):
     shutil.copy(starter / "events.jsonl", target / "events.jsonl")
     click.echo(f"created {rules_dir} and {target / 'events.jsonl'}")
     click.echo(f"next: rulecrm check {rules_dir} && rulecrm replay --rules {rules_dir} --events {target / 'events.jsonl'} --out -")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
+def plugins(as_json):
+    """Installed plugins, the hooks each implements and the channel types they provide."""
+    from .plugins import build_plugin_manager, describe
+
+    for row in describe(build_plugin_manager()):
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False))
+            continue
+        click.echo(f"{row['name']}  ({row['distribution']})")
+        click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
+        if row["channel_types"]:
+            click.echo(f"  channel types: {', '.join(row['channel_types'])}")
+
+
+def entry() -> None:
+    """The console script: plugins may add commands before the command line is parsed."""
+    from .plugins import PluginError, build_plugin_manager
+
+    try:
+        manager = build_plugin_manager()
+        manager.hook.rulecrm_register_commands(cli=main)
+    except PluginError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_ERROR)
+    main()

@@ -7,8 +7,8 @@ import attrs
 
 from .errors import EventError, UsageError
 from .events import parse_event_line, synthetic_id
+from . import plugins
 from .replay import build_engine
-from .rulefile.loader import load_rules
 from .store import Store
 
 
@@ -44,8 +44,11 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None) -> Retr
         rules_path = rules_path or store.get_meta("rules_path")
         if not rules_path:
             raise UsageError("no rules known for this state: pass --rules")
-        ruleset = load_rules(rules_path)
-        engine = build_engine(ruleset, store)
+        manager = plugins.build_plugin_manager()
+        ruleset = plugins.load_rules_with(manager, rules_path)
+        engine = build_engine(
+            ruleset, store, functions=plugins.functions(manager), address_fields=plugins.address_fields(manager)
+        )
         with store.transaction():
             done = []
             for item in list(store.iter_dead_letters()):

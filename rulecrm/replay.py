@@ -13,7 +13,7 @@ import orjson
 from .backends import default_backend_name, get_backend
 from .engine.core import Engine
 from .eventsource import Rejected, read_events
-from .rulefile.loader import load_rules
+from . import plugins
 from .scratchstore import ScratchStore
 from .store import Store
 
@@ -60,10 +60,13 @@ class ActionWriter:
             self.stream.write(orjson.dumps(action.public_dict()).decode() + "\n")
 
 
-def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None):
+def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None, address_fields=None):
     backend_cls = get_backend(backend_name or default_backend_name())
     backend = backend_cls(ruleset.active_rules, functions=functions)
-    engine = Engine(ruleset, backend=backend, store=store, functions=functions, on_action=on_action)
+    engine = Engine(
+        ruleset, backend=backend, store=store, functions=functions, on_action=on_action,
+        address_fields=address_fields,
+    )
     engine.load()
     return engine
 
@@ -78,13 +81,15 @@ def replay(
     backend_name: str | None = None,
     progress: bool = False,
     on_rejected=None,
+    plugin_manager=None,
 ) -> ReplaySummary:
     """Apply the events in event-time order, then fire timers due at or before `until`.
 
     `out` is a text stream for the actions JSONL (or None). `on_rejected(line_no, error)` is
     called for each malformed line, which is also kept in the dead-letter store.
     """
-    ruleset = load_rules(rules_path)
+    manager = plugin_manager or plugins.build_plugin_manager()
+    ruleset = plugins.load_rules_with(manager, rules_path)
     started = wallclock.perf_counter()
     summary = ReplaySummary(backend=backend_name or default_backend_name())
     writer = ActionWriter(out)
@@ -92,7 +97,10 @@ def replay(
     try:
         if state not in (None, ":memory:"):
             store.lock()
-        engine = build_engine(ruleset, store, backend_name=summary.backend, on_action=writer)
+        engine = build_engine(
+            ruleset, store, backend_name=summary.backend, on_action=writer,
+            functions=plugins.functions(manager), address_fields=plugins.address_fields(manager),
+        )
         with store.transaction():
             store.set_meta("rules_path", str(rules_path))
         last_at = _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected)

@@ -1,0 +1,78 @@
+"""The channels rulecrm ships: console, jsonl and memory, registered through the same hook as any plugin."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+from .channels import DELIVERED, ChannelType, Delivery, Setting
+from .hookspecs import hookimpl
+
+
+class ConsoleChannel:
+    """One line per message on stdout: `[channel] address: text`."""
+
+    def __init__(self, config, stream=None):
+        self.name = config.name
+        self._stream = stream
+
+    def send(self, message) -> Delivery:
+        stream = self._stream or sys.stdout
+        stream.write(f"[{message.channel}] {message.address}: {message.text}\n")
+        stream.flush()
+        return Delivery(DELIVERED)
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlChannel:
+    """Appends one JSON object per message to the file named by the `path` setting."""
+
+    def __init__(self, config):
+        self.path = config.get("path") or f"{config.name}.jsonl"
+        self._lock = threading.Lock()
+
+    def send(self, message) -> Delivery:
+        record = {
+            "key": message.key, "channel": message.channel, "address": message.address,
+            "customer_id": message.customer_id, "rule": message.rule, "kind": message.kind,
+            "subject": message.subject, "text": message.text,
+        }
+        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return Delivery(DELIVERED)
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryChannel:
+    """Keeps messages in memory, by channel instance name, for tests (`MemoryChannel.sent[name]`)."""
+
+    sent: dict[str, list] = {}
+
+    def __init__(self, config):
+        self.name = config.name
+        MemoryChannel.sent.setdefault(self.name, [])
+
+    def send(self, message) -> Delivery:
+        MemoryChannel.sent[self.name].append(message)
+        return Delivery(DELIVERED)
+
+    def sync_tags(self, customer_id, address, add, remove) -> Delivery:
+        MemoryChannel.sent[self.name].append(("tags", customer_id, tuple(add), tuple(remove)))
+        return Delivery(DELIVERED)
+
+    def close(self) -> None:
+        pass
+
+
+@hookimpl
+def rulecrm_channel_types():
+    return [
+        ChannelType("console", ConsoleChannel, description="prints each message on stdout"),
+        ChannelType("jsonl", JsonlChannel, settings=(Setting("path", help="file to append to"),),
+                    description="appends each message as a JSON line to a file"),
+        ChannelType("memory", MemoryChannel, supports_tags=True, description="keeps messages in memory (tests)"),
+    ]

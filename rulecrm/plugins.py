@@ -1,0 +1,126 @@
+"""The plugin host: builds the plugin manager and collects what plugins provide."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from . import builtin_channels, hookspecs
+from .errors import RulecrmError
+
+ENTRY_POINT_GROUP = "rulecrm"
+BUILTIN_PLUGINS = (("rulecrm.builtin_channels", builtin_channels),)
+
+
+class PluginError(RulecrmError):
+    """A plugin misbehaved; the message names the plugin."""
+
+
+def build_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[str] = (), extra=()) -> pluggy.PluginManager:
+    """A fresh plugin manager: rulecrm's own plugins, then installed ones, then `extra` objects.
+
+    Built per use (never at import) so tests and embedding applications get their own.
+    """
+    manager = pluggy.PluginManager("rulecrm")
+    manager.add_hookspecs(hookspecs)
+    for name in blocked:
+        manager.set_blocked(name)
+    for name, plugin in BUILTIN_PLUGINS:
+        if not manager.is_blocked(name):
+            manager.register(plugin, name)
+    if load_entry_points:
+        manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for plugin in extra:
+        manager.register(plugin)
+    manager.check_pending()  # a misspelled hook name fails here, loudly
+    return manager
+
+
+def _results_by_plugin(manager, hook_name):
+    """(plugin name, result) for every implementation of a hook, so errors can name the plugin."""
+    hook = getattr(manager.hook, hook_name)
+    for impl in reversed(hook.get_hookimpls()):  # registration order
+        name = manager.get_name(impl.plugin) or repr(impl.plugin)
+        try:
+            result = impl.function()
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc}") from exc
+        yield name, result
+
+
+def channel_types(manager) -> dict:
+    """Every channel type by name; two plugins providing one name is an error naming both."""
+    found, owners = {}, {}
+    for plugin, types in _results_by_plugin(manager, "rulecrm_channel_types"):
+        for channel_type in types or ():
+            if channel_type.name in found:
+                raise PluginError(
+                    f"channel type {channel_type.name!r} is provided by both {owners[channel_type.name]!r} "
+                    f"and {plugin!r}; uninstall or block one"
+                )
+            found[channel_type.name] = channel_type
+            owners[channel_type.name] = plugin
+    return found
+
+
+def functions(manager) -> dict:
+    found, owners = {}, {}
+    for plugin, provided in _results_by_plugin(manager, "rulecrm_functions"):
+        for name, function in dict(provided or {}).items():
+            if name in found:
+                raise PluginError(f"function {name!r} is provided by both {owners[name]!r} and {plugin!r}")
+            found[name] = function
+            owners[name] = plugin
+    return found
+
+
+def describe(manager) -> list[dict]:
+    """What `rulecrm plugins` shows: each plugin, its distribution, hooks and channel types."""
+    distributions = {id(plugin): dist for plugin, dist in manager.list_plugin_distinfo()}
+    rows = []
+    for name, plugin in manager.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or ())
+        provided = []
+        if hasattr(plugin, "rulecrm_channel_types"):
+            provided = sorted(t.name for t in plugin.rulecrm_channel_types() or ())
+        dist = distributions.get(id(plugin))
+        rows.append({
+            "name": name,
+            "distribution": f"{dist.project_name} {dist.version}" if dist else "rulecrm (built in)",
+            "hooks": hooks,
+            "channel_types": provided,
+        })
+    return rows
+
+
+def check_channel_info(manager):
+    """Channel types in the form `check` validates settings with."""
+    from .rulefile.declared import ChannelTypeInfo
+
+    return {
+        name: ChannelTypeInfo(
+            name,
+            channel_type.setting_names,
+            frozenset(s.name for s in channel_type.settings if s.required),
+        )
+        for name, channel_type in channel_types(manager).items()
+    }
+
+
+def address_fields(manager) -> dict:
+    return {name: t.address_field for name, t in channel_types(manager).items() if t.address_field}
+
+
+def load_rules_with(manager, path):
+    """Load a rules directory knowing the installed channel types and functions."""
+    from .rulefile.loader import load_rules
+
+    return load_rules(path, channel_types=check_channel_info(manager), functions=tuple(functions(manager)))
+
+
+def check_rules_with(manager, path):
+    from .rulefile.loader import check_rules
+
+    return check_rules(path, channel_types=check_channel_info(manager), functions=tuple(functions(manager)))
