@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: example test bench clean
 
-$(BIN)/rulecrm: setup.cfg pyproject.toml
+PLUGINS := $(wildcard plugins/*/setup.cfg)
+
+$(BIN)/rulecrm: setup.cfg pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(BIN)/rulecrm
 
 example: $(BIN)/rulecrm
@@ -16,7 +18,7 @@ example: $(BIN)/rulecrm
 	$(BIN)/rulecrm replay --rules rules/tea-shop --events rules/tea-shop/events.jsonl --until 2026-12-31T00:00:00 --out -
 
 test: $(BIN)/rulecrm
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests $(wildcard plugins/*/tests)
 
 bench: $(BIN)/rulecrm
 	$(BIN)/python -m bench.run_all
