@@ -390,3 +390,19 @@ def test_action_keys_are_deterministic(tmp_path, backend):
     b, _ = run(tmp_path / "y", REVIEWS, events, until="2026-03-05T00:00:00Z", backend=backend)
     assert [x["key"] for x in a] == [x["key"] for x in b]
     assert len({x["key"] for x in a}) == len(a)
+
+
+def test_channel_address_field_names_the_profile_field_to_send_to(tmp_path, backend):
+    rules = """
+    channels:
+      sms: {type: memory, address_field: phone}
+    rules:
+      - id: hello
+        on: chat.received
+        notify: {to: customer, channel: sms, kind: service, template: "hi"}
+    """
+    events = [ev("customer.upserted", "c1", "2026-01-01T00:00:00Z", id="u", phone="+8613900000001"),
+              chat("2026-01-01T10:00:00Z", "x"), chat("2026-01-01T10:00:00Z", "y", customer="c2")]
+    actions, _ = run(tmp_path, rules, events, backend=backend)
+    assert [(a["customer_id"], a["address"], a["status"], a["reason"]) for a in actions] == [
+        ("c1", "+8613900000001", "sent", None), ("c2", None, "suppressed", "no-address")]

@@ -34,7 +34,7 @@ class Router:
     def _customer_address(self, channel: str, profile) -> str | None:
         declared = self._channels.get(channel)
         channel_type = declared.type if declared else channel
-        field = self._address_fields.get(channel_type)
+        field = (declared.setting("address_field") if declared else None) or self._address_fields.get(channel_type)
         if field is None:
             return profile.id
         value = profile.fields.get(field)

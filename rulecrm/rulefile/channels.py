@@ -8,6 +8,7 @@ from rulecrm.rulefile.fields import INVALID, Fields, mapping, text
 from rulecrm.rulefile.model import Channel, Contact
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Map, Scalar, Seq, describe
+from rulecrm.schema import PROFILE_FIELDS
 from rulecrm.suggest import did_you_mean
 
 CHANNEL_NAME = re.compile(r"[a-z0-9_-]+")
@@ -15,6 +16,10 @@ CONTACT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 CONTACT_KEYS = ("channel", "address")
 RESERVED_RECIPIENTS = ("customer", "owner")
 _SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "apikey")
+# Every channel may say which profile field holds a customer's address on it (e.g. an SMS gateway
+# behind a webhook reads `phone`); it overrides the channel type's own choice.
+ADDRESS_FIELD = "address_field"
+ADDRESS_FIELDS = tuple(field for field, kind in PROFILE_FIELDS.items() if kind == "string")
 _MAX_SETTING_DEPTH = 20
 
 
@@ -51,6 +56,13 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
         if setting.endswith("_env"):
             env = text(report, value, label=setting)
             settings.append((setting, env))
+        elif setting == ADDRESS_FIELD:
+            field = text(report, value, label=setting)
+            if field is not INVALID and field not in ADDRESS_FIELDS:
+                report.error(value, f"`address_field` must name a customer profile field", found=repr(field),
+                             expected="one of " + ", ".join(ADDRESS_FIELDS),
+                             hint=did_you_mean(field, ADDRESS_FIELDS))
+            settings.append((setting, field))
         elif looks_secret(setting):
             report.error(key, f"secret {setting!r} must not be written in a rule file",
                          found=repr(setting), expected=f"`{setting}_env: VARIABLE_NAME`",
@@ -73,7 +85,8 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
 def _check_settings(report: Report, name: str, body: Map, pairs: dict, info) -> None:
     allowed = sorted(info.settings)
     for setting, (key, _) in pairs.items():
-        if setting == "type" or setting.endswith("_env") or setting in info.settings or looks_secret(setting):
+        if setting in ("type", ADDRESS_FIELD) or setting.endswith("_env") or setting in info.settings \
+                or looks_secret(setting):
             continue
         report.error(key, f"unknown setting {setting!r} for channel type {info.name!r}",
                      expected="one of " + ", ".join(["type", *allowed]), found=repr(setting),

@@ -1,0 +1,40 @@
+"""`rulecrm explain`: reads a state file and tells why a customer's actions did or did not happen."""
+from __future__ import annotations
+
+import click
+
+from .errors import RuleFileError, RulecrmError
+
+EXIT_ERROR = 1
+
+
+@click.command("explain")
+@click.option("--rules", "rules", required=True, type=click.Path(exists=True), help="Rules directory or file.")
+@click.option("--state", "state", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="State file of a replay or run (read only).")
+@click.option("--customer", "customer", required=True, help="The customer id.")
+@click.option("--rule", "rule_id", default=None, help="Explain only this rule.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
+@click.pass_context
+def explain_command(ctx, rules, state, customer, rule_id, as_json):
+    """Why an action did or did not happen: conditions with their values, gates, pending timers."""
+    from .explain import StateReader, explain, render_json, render_text
+    from .plugins import address_fields, build_plugin_manager, functions, load_rules_with
+
+    try:
+        manager = build_plugin_manager()
+        ruleset = load_rules_with(manager, rules)
+        with StateReader(state) as reader:
+            customer_state = reader.customer(customer)
+        report = explain(
+            ruleset, customer_state, rule_id=rule_id,
+            functions=functions(manager), address_fields=address_fields(manager),
+        )
+    except RuleFileError as exc:
+        for diagnostic in exc.diagnostics:
+            click.echo(diagnostic.format(), err=True)
+        ctx.exit(EXIT_ERROR)
+    except RulecrmError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_ERROR)
+    click.echo(render_json(report) if as_json else render_text(report))

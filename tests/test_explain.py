@@ -1,0 +1,245 @@
+"""`rulecrm explain`: the tracer in-process, and the command on states built by `rulecrm replay --state`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from rulecrm.expr.compiler import compile_expression
+from rulecrm.expr.context import MISSING, EvalContext
+from rulecrm.expr.parser import parse_expression
+from rulecrm.explain import evaluate, expression_text, trace
+from rulecrm.explain.trace import explain_outcome
+
+RULES = """\
+shop:
+  timezone: Asia/Shanghai
+  quiet_hours: "22:00-08:00"
+
+products:
+  - {sku: tea-xqg, name: 小青柑普洱, category: tea, cycle: 30d}
+
+caps:
+  - {id: marketing-daily, kinds: [marketing], max: 1, per: 1d}
+
+rules:
+  - id: repeat-buyer
+    when: customer.order_count >= 2
+    tag: repeat-buyer
+
+  - id: thanks
+    on: order.placed
+    notify: {to: customer, kind: marketing, template: "thanks {customer.name}"}
+
+  - id: tea-repurchase
+    on: order.placed
+    when: event.category == "tea"
+    after: cycle - 3d
+    unless: order.placed same sku
+    notify: {to: customer, kind: marketing, template: "{product.name} again?"}
+
+  - id: bad-review
+    on: review.created
+    when: event.rating <= 2
+    notify: {to: owner, kind: service, template: "bad review {event.rating}"}
+"""
+
+EVENTS = [
+    # c1: a send, a capped send, a send held by quiet hours, a review that does not match
+    {"type": "customer.upserted", "customer_id": "c1", "at": "2026-04-01T09:00:00+08:00", "data": {"name": "Li"}},
+    {"type": "order.placed", "customer_id": "c1", "at": "2026-04-01T10:00:00+08:00", "id": "o-1",
+     "data": {"sku": "tea-xqg", "category": "tea", "amount": 128}},
+    {"type": "order.placed", "customer_id": "c1", "at": "2026-04-01T15:00:00+08:00", "id": "o-2",
+     "data": {"sku": "cup", "category": "ware", "amount": 60}},
+    {"type": "order.placed", "customer_id": "c1", "at": "2026-04-02T23:10:00+08:00", "id": "o-3",
+     "data": {"sku": "tea-xqg", "category": "tea", "amount": 128}},
+    {"type": "review.created", "customer_id": "c1", "at": "2026-04-03T10:00:00+08:00", "id": "r-9",
+     "data": {"review_id": "r-9", "rating": 4}},
+    # c2: opted out before an order; a bad review with no owner to tell
+    {"type": "customer.opted_out", "customer_id": "c2", "at": "2026-04-01T08:00:00+08:00", "id": "oo-1"},
+    {"type": "order.placed", "customer_id": "c2", "at": "2026-04-01T12:00:00+08:00", "id": "p-1",
+     "data": {"sku": "cup", "amount": 10}},
+    {"type": "review.created", "customer_id": "c2", "at": "2026-04-02T12:00:00+08:00", "id": "r-1",
+     "data": {"review_id": "r-1", "rating": 1}},
+]
+
+
+def rulecrm(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "rulecrm", *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """A state written by `rulecrm replay --state` over the timeline above."""
+    directory = tmp_path_factory.mktemp("explain")
+    rules = directory / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    events = directory / "events.jsonl"
+    events.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in EVENTS), encoding="utf-8")
+    db = directory / "state.db"
+    rulecrm("replay", "--rules", str(rules), "--events", str(events), "--state", str(db))
+    return rules, db
+
+
+def explain(state, *args, check=True):
+    rules, db = state
+    return rulecrm("explain", "--rules", str(rules), "--state", str(db), *args, check=check)
+
+
+def as_json(state, *args) -> dict:
+    return json.loads(explain(state, *args, "--json").stdout)
+
+
+def rule_of(report, rule_id) -> dict:
+    return next(rule for rule in report["rules"] if rule["id"] == rule_id)
+
+
+# -- the tracer ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    'event.rating <= 2',
+    'event.rating <= 2 and customer.order_count >= 2',
+    'not (event.x == "a" or event.y in [1, 2]) and customer.tags contains "vip"',
+    'customer.sku["tea-xqg"].order_count > 1 - -2 * (3 + 4)',
+    'event.text matches "近期|最近"',
+    '(customer.last_order_at + 30d) < event.at or not customer.opted_out',
+])
+def test_expression_text_parses_back_to_itself(text):
+    spelled = expression_text(parse_expression(text))
+    assert expression_text(parse_expression(spelled)) == spelled
+
+
+def test_every_value_in_a_trace_is_the_compilers():
+    node = parse_expression('customer.order_count * 2 >= event.n and event.missing == 1 or cycle - 3d > 20d')
+    ctx = EvalContext(event={"n": 3}, customer={"order_count": 1}, cycle=timedelta(days=30))
+    stack = [trace(node, ctx)]
+    while stack:
+        part = stack.pop()
+        assert part.value == compile_expression(part.node)(ctx) or part.value is MISSING
+        stack.extend(part.parts)
+
+
+def test_a_false_condition_names_the_comparison_and_the_value_it_saw():
+    node = parse_expression("event.rating <= 2 and customer.order_count >= 1")
+    evaluation = evaluate(node, EvalContext(event={"rating": 4}, customer={"order_count": 3}))
+    assert evaluation.result is False
+    assert explain_outcome(evaluation) == "event.rating <= 2 was false (event.rating was 4)"
+
+
+def test_missing_values_are_shown_as_missing():
+    node = parse_expression('event.category == "tea"')
+    evaluation = evaluate(node, EvalContext(event={}))
+    assert explain_outcome(evaluation) == 'event.category == "tea" was false (event.category was missing)'
+    assert evaluation.trace.to_dict()["parts"][0] == {"expr": "event.category", "value": None, "shown": "missing"}
+
+
+def test_a_false_or_names_every_part():
+    node = parse_expression('event.a == 1 or not (event.b == 2)')
+    evaluation = evaluate(node, EvalContext(event={"a": 0, "b": 2}))
+    assert explain_outcome(evaluation) == "event.a == 1 was false (event.a was 0) and event.b == 2 was true (event.b was 2)"
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def test_a_capped_message_shows_the_cap_and_the_sends_it_counted(state):
+    text = explain(state, "--customer", "c1", "--rule", "thanks").stdout
+    assert "suppressed (cap:marketing-daily); due 2026-04-01T15:00:00+08:00" in text
+    assert ("cap marketing-daily (rolling 1d, max 1) at 2026-04-01T15:00:00+08:00: counted 1: "
+            "2026-04-01T10:00:00+08:00 by rule thanks (thanks|c1|o-1); suppressed") in text
+    gate = next(g for a in rule_of(as_json(state, "--customer", "c1"), "thanks")["actions"] for g in a["gates"]
+                if g["gate"] == "cap")
+    assert gate["count"] == 1 and gate["counted"][0]["at"] == "2026-04-01T10:00:00+08:00"
+
+
+def test_a_quiet_hours_hold_shows_the_local_time_and_the_release(state):
+    text = explain(state, "--customer", "c1", "--rule", "thanks").stdout
+    assert ("quiet hours 22:00-08:00 Asia/Shanghai: local time 2026-04-02 23:10; "
+            "held until 2026-04-03T08:00:00+08:00") in text
+    action = next(a for a in rule_of(as_json(state, "--customer", "c1"), "thanks")["actions"] if a["trigger"] == "o-3")
+    assert action["sent_at"] == "2026-04-03T08:00:00+08:00"
+    assert action["gates"][0]["release_at"] == "2026-04-03T08:00:00+08:00"
+
+
+def test_opt_out_shows_when_the_customer_opted_out(state):
+    text = explain(state, "--customer", "c2", "--rule", "thanks").stdout
+    assert "opt-out: the customer opted out at 2026-04-01T08:00:00+08:00 (oo-1); suppressed" in text
+    assert "verdict: suppressed 1 time (opt-out)" in text
+
+
+def test_no_address_says_what_was_missing(state):
+    report = as_json(state, "--customer", "c2", "--rule", "bad-review")
+    (action,) = rule_of(report, "bad-review")["actions"]
+    assert action["reason"] == "no-address"
+    assert action["gates"][0]["field"] == "owner"
+
+
+def test_a_rule_that_never_matched_shows_the_false_comparison(state):
+    text = explain(state, "--customer", "c1", "--rule", "bad-review").stdout
+    assert ("verdict: never matched: event.rating <= 2 was false (event.rating was 4) "
+            "on review.created r-9 at 2026-04-03T10:00:00+08:00") in text
+
+
+def test_event_rules_see_the_profile_as_it_was_then(state):
+    report = as_json(state, "--customer", "c1", "--rule", "tea-repurchase")
+    condition = rule_of(report, "tea-repurchase")["condition"]
+    assert condition["against"]["id"] == "o-3" and condition["result"] is True
+    assert condition["delay"] == "27d"
+
+
+def test_profile_rules_are_evaluated_now(state):
+    report = as_json(state, "--customer", "c1", "--rule", "repeat-buyer")
+    assert report["profile"]["read_by_rules"] == {"customer.order_count": 3}
+    condition = rule_of(report, "repeat-buyer")["condition"]
+    assert condition["against"] == {"what": "profile now"}
+    assert condition["why"] == "customer.order_count >= 2 was true (customer.order_count was 3)"
+
+
+def test_pending_timers_show_due_times_and_what_cancels_them(state):
+    text = explain(state, "--customer", "c1").stdout
+    assert ("verdict: waiting: delay due 2026-04-29T23:10:00+08:00 unless order.placed with sku tea-xqg") in text
+    timers = as_json(state, "--customer", "c1")["timers"]
+    kinds = {t["kind"]: t for t in timers}
+    assert kinds["delay"]["due_at"] == "2026-04-29T23:10:00+08:00"
+    assert kinds["delay"]["trigger"]["id"] == "o-3"
+    assert kinds["lifecycle"]["becomes"] == "dormant"
+
+
+def test_json_has_the_same_facts_as_the_text(state):
+    text = explain(state, "--customer", "c1").stdout
+    report = as_json(state, "--customer", "c1")
+    assert report["customer"] == "c1"
+    for rule in report["rules"]:
+        assert f"verdict: {rule['verdict']}" in text
+        for action in rule["actions"]:
+            assert action["key"] in text
+    for timer in report["timers"]:
+        assert timer["due_at"] in text
+
+
+def test_unknown_customer_fails_with_a_suggestion(state):
+    result = explain(state, "--customer", "c", check=False)
+    assert result.returncode == 1
+    assert "customer 'c' is not in state" in result.stderr
+    result = explain(state, "--customer", "c1x", check=False)
+    assert result.returncode == 1 and "did you mean 'c1'?" in result.stderr
+
+
+def test_unknown_rule_fails_with_a_suggestion(state):
+    result = explain(state, "--customer", "c1", "--rule", "bad-reveiw", check=False)
+    assert result.returncode == 1 and "did you mean 'bad-review'?" in result.stderr
+
+
+def test_explain_does_not_change_the_state(state):
+    _rules, db = state
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    explain(state, "--customer", "c1")
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
