@@ -1,5 +1,25 @@
 """rulecrm's testing kit: drive a shop's rules in tests and check what they do."""
-from .harness import Shop
+from .clock import Clock
+from ..rulefile.loader import load_rules
+from .harness import Shop, run_events, settling_time
+from .invariants import (
+    InvariantViolation,
+    assert_at_most,
+    assert_escalated_or_handled,
+    caps_not_bypassed,
+    caps_respected,
+    check_all,
+    escalations_justified,
+    no_duplicate_sends,
+    no_marketing_to_opted_out,
+    quiet_hours_respected,
+)
 from .recording import RecordingChannel
+from .strategies import chats, customers, event_streams, orders, reviews, timestamps
 
-__all__ = ["RecordingChannel", "Shop"]
+__all__ = [
+    "Clock", "InvariantViolation", "RecordingChannel", "Shop", "assert_at_most", "assert_escalated_or_handled",
+    "caps_not_bypassed", "caps_respected", "chats", "check_all", "customers", "escalations_justified",
+    "event_streams", "load_rules", "no_duplicate_sends", "no_marketing_to_opted_out", "orders", "quiet_hours_respected",
+    "reviews", "run_events", "settling_time", "timestamps",
+]

@@ -1,10 +1,14 @@
 """A shop under test: a rules directory, an engine on a store, events in, actions out, time by hand."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import attrs
+
+from ..engine.caps import horizon as caps_horizon
 from ..events import Event, synthetic_id
+from ..expr.ast import Literal, Name
 from ..replay import build_engine
 from ..rulefile.loader import load_rules
 from ..store import Store
@@ -19,13 +23,19 @@ class Shop:
     ties keeping their order). `state` is ":memory:" (default) or a file path; `restart()` flushes
     and builds a new engine on the same store, as a restarted process would; `reload(rules)` does
     the same with other rules, keeping profiles and timers.
+
+    With `clock=` (a `rulecrm.testing.Clock`), events given without `at` happen at the clock's
+    now, `add` moves the clock up to the latest event, and `tick(delta)` moves it and fires the
+    timers that became due. `recording=` shares a `RecordingChannel` (default: a new one).
     """
 
-    def __init__(self, rules, *, backend: str = "python", state: str = ":memory:", functions=None):
+    def __init__(self, rules, *, backend: str = "python", state: str = ":memory:", functions=None,
+                 clock=None, recording=None):
         self.backend_name = backend
         self.functions = functions
         self.state = str(state)
-        self.recording = RecordingChannel()
+        self.clock = clock
+        self.recording = recording if recording is not None else RecordingChannel()
         self.ruleset = load_rules(rules) if not _is_ruleset(rules) else rules
         self._store = Store.open(self.state)
         self._occurrences: dict[str, int] = {}
@@ -81,7 +91,36 @@ class Shop:
             for n in order:
                 self._engine.ingest(parsed[n])
             self._engine.flush()
+        if self.clock is not None and parsed:
+            latest = max(event.at for event in parsed)
+            if latest > self.clock.now():
+                self.clock.set(latest)
         return self.recording.actions[start:]
+
+    def tick(self, delta: timedelta = timedelta(0)) -> list[dict]:
+        """Move the clock forward by `delta` and fire every timer due by then."""
+        if self.clock is None:
+            raise RuntimeError("Shop.tick() needs a clock: Shop(rules, clock=Clock(start))")
+        return self.advance(self.clock.advance(delta))
+
+    def run(self, events, *, until=None) -> list[dict]:
+        """Apply `events`, fire every timer due by `until` (default: the last event plus
+        `settling_time`), report what is still held; returns the actions of this call."""
+        start = len(self.recording.actions)
+        events = list(events)
+        self.add(*events)
+        end = until if until is not None else self.settle_until(events)
+        if end is not None:
+            self.advance(end)
+        self.finish()
+        return self.recording.actions[start:]
+
+    def settle_until(self, events) -> datetime | None:
+        """The last event's instant plus `settling_time(ruleset, events)` (None without events)."""
+        instants = [self._event(e).at for e in events] if events else []
+        if not instants:
+            return self.now
+        return max(instants) + settling_time(self.ruleset, instants)
 
     def advance(self, to) -> list[dict]:
         """Fire every timer due at or before `to` (a datetime or ISO text)."""
@@ -114,6 +153,8 @@ class Shop:
         if isinstance(value, Event):
             event = value
         else:
+            if self.clock is not None and isinstance(value, dict) and "at" not in value:
+                value = {**value, "at": self.clock.now().isoformat()}
             event = Event.from_dict(value, default_tz=self.ruleset.shop.timezone)
         if event.id is None:
             digest = event.to_json()
@@ -121,6 +162,57 @@ class Shop:
             event = Event(type=event.type, customer_id=event.customer_id, at=event.at, data=event.data,
                           id=synthetic_id(event, self._occurrences[digest]))
         return event
+
+
+def run_events(rules, events, *, backend: str = "python", until=None, functions=None) -> list[dict]:
+    """One-shot replay for tests: a fresh in-memory `Shop` on `rules` runs `events` to the end
+    (`until`, default the last event plus `settling_time`) and returns every action reported."""
+    with Shop(rules, backend=backend, functions=functions) as shop:
+        shop.run(events, until=until)
+        return list(shop.actions)
+
+
+def settling_time(ruleset, instants=()) -> timedelta:
+    """How long after the last event every consequence of the rules has happened.
+
+    A generous bound: the longest rule or step delay (durations added up, plus the longest
+    product cycle where `cycle` is used, plus the events' own span when cycles are learned),
+    three deferrals of the longest cap, a day for quiet hours, and the lifecycle thresholds
+    when a rule listens to `stage.changed`.
+    """
+    longest_cycle = max((p.cycle for p in ruleset.products if p.cycle is not None), default=timedelta(0))
+    if any(p.learn_cycle for p in ruleset.products) and instants:
+        longest_cycle = max(longest_cycle, max(instants) - min(instants))
+    delays = [timedelta(0)]
+    for rule in ruleset.active_rules:
+        trees = [rule.after] + [step.after for step in (rule.escalate.steps if rule.escalate else ())]
+        for tree in trees:
+            if tree is not None:
+                durations, uses_cycle = _durations(tree)
+                delays.append(sum(durations, timedelta(0)) + (longest_cycle if uses_cycle else timedelta(0)))
+    total = max(delays) + 3 * caps_horizon(ruleset.caps) + timedelta(days=1, minutes=1)
+    if any(rule.on == "stage.changed" for rule in ruleset.active_rules):
+        total += max(ruleset.lifecycle.dormant_after, ruleset.lifecycle.churned_after)
+    return total
+
+
+def _durations(tree) -> tuple[list[timedelta], bool]:
+    """The absolute duration literals in an expression tree, and whether it reads `cycle`."""
+    found: list[timedelta] = []
+    uses_cycle = False
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Literal):
+            if isinstance(node.value, timedelta):
+                found.append(abs(node.value))
+        elif isinstance(node, Name):
+            uses_cycle |= node.root == "cycle"
+        elif attrs.has(type(node)):
+            stack.extend(getattr(node, f.name) for f in attrs.fields(type(node)))
+        elif isinstance(node, (tuple, list)):
+            stack.extend(node)
+    return found, uses_cycle
 
 
 def _is_ruleset(value) -> bool:

@@ -24,3 +24,14 @@ class RecordingChannel:
 
     def by_rule(self, rule_id: str) -> list[dict]:
         return [a for a in self.actions if a["rule"] == rule_id]
+
+    def of(self, **match) -> list[dict]:
+        """Actions whose fields equal every given value, e.g. `of(customer_id="c-1", status="sent")`."""
+        return [a for a in self.actions if all(a.get(field) == value for field, value in match.items())]
+
+    def messages(self, customer_id: str | None = None) -> list[dict]:
+        """Every notify/escalate action (any status), optionally of one customer, in decision order."""
+        return [
+            a for a in self.actions
+            if a["kind"] in ("notify", "escalate") and (customer_id is None or a["customer_id"] == customer_id)
+        ]
