@@ -14,6 +14,7 @@ from .timeutil import parse_timestamp
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_REJECTED = 3
+EXIT_UNDELIVERED = 4  # replay --dispatch: some action ended `failed` or `dead`
 
 
 def _echo_err(text: str) -> None:
@@ -48,8 +49,9 @@ def check(rules):
 @click.option("--state", "state", default=None, help="SQLite state file; a second replay of the same events outputs nothing.")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Write actions as JSONL here ('-' for stdout).")
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
-def replay(rules, events, until, state, out, backend):
-    """Apply EVENTS in event-time order and decide the actions; channels are not called."""
+@click.option("--dispatch", "dispatch", is_flag=True, help="Deliver the actions through their channels (messages real people!).")
+def replay(rules, events, until, state, out, backend, dispatch):
+    """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
     from .backends import default_backend_name
     from .plugins import build_plugin_manager, load_rules_with
     from .replay import replay as run_replay
@@ -82,6 +84,7 @@ def replay(rules, events, until, state, out, backend):
         summary = run_replay(
             rules, events, until=until_at, state=state, out=stream, backend_name=backend,
             progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
+            dispatch=dispatch, dispatch_options={"on_warning": _echo_err},
         )
     except RuleFileError as exc:
         for diagnostic in exc.diagnostics:
@@ -95,6 +98,8 @@ def replay(rules, events, until, state, out, backend):
             stream.close()
     for line in summary.lines():
         _echo_err(line)
+    if summary.undelivered:
+        sys.exit(EXIT_UNDELIVERED)
     sys.exit(EXIT_REJECTED if summary.rejected else EXIT_OK)
 
 
@@ -187,3 +192,12 @@ def entry() -> None:
         _echo_err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
     main()
+
+from .testcommand import test_command  # noqa: E402
+main.add_command(test_command, "test")
+
+from .explaincommand import explain_command  # noqa: E402
+main.add_command(explain_command, "explain")
+
+from .runcommand import run_command  # noqa: E402
+main.add_command(run_command, "run")

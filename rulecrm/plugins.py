@@ -5,11 +5,11 @@ from collections.abc import Iterable
 
 import pluggy
 
-from . import builtin_channels, hookspecs
+from . import builtin_channels, hookspecs, sources
 from .errors import RulecrmError
 
 ENTRY_POINT_GROUP = "rulecrm"
-BUILTIN_PLUGINS = (("rulecrm.builtin_channels", builtin_channels),)
+BUILTIN_PLUGINS = (("rulecrm.builtin_channels", builtin_channels), ("rulecrm.sources", sources))
 
 
 class PluginError(RulecrmError):
@@ -60,6 +60,21 @@ def channel_types(manager) -> dict:
                 )
             found[channel_type.name] = channel_type
             owners[channel_type.name] = plugin
+    return found
+
+
+def event_sources(manager) -> dict:
+    """Every event source type by name; two plugins providing one name is an error naming both."""
+    found, owners = {}, {}
+    for plugin, types in _results_by_plugin(manager, "rulecrm_event_sources"):
+        for source_type in types or ():
+            if source_type.name in found:
+                raise PluginError(
+                    f"event source {source_type.name!r} is provided by both {owners[source_type.name]!r} "
+                    f"and {plugin!r}; uninstall or block one"
+                )
+            found[source_type.name] = source_type
+            owners[source_type.name] = plugin
     return found
 
 

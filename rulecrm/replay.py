@@ -43,7 +43,13 @@ class ReplaySummary:
         ]
         if self.rejected:
             text.append("rejected lines are in the dead-letter store: rulecrm dead-letters --state DB")
+        if self.undelivered:
+            text.append(f"{self.undelivered} action(s) not delivered (failed or dead): see their `error` in --out")
         return text
+
+    @property
+    def undelivered(self) -> int:
+        return self.actions.get("failed", 0) + self.actions.get("dead", 0)
 
 
 class ActionWriter:
@@ -54,18 +60,22 @@ class ActionWriter:
         self.counts: Counter = Counter()
 
     def __call__(self, action) -> None:
-        self.counts[action.status] += 1
+        """`action`: an engine Action, or a dispatched outbox record (already a public dict)."""
+        record = action if isinstance(action, dict) else action.public_dict()
+        self.counts[record["status"]] += 1
         if self.stream is not None:
             # orjson: actions are most of the output; the standard encoder was a tenth of replay time
-            self.stream.write(orjson.dumps(action.public_dict()).decode() + "\n")
+            self.stream.write(orjson.dumps(record).decode() + "\n")
 
 
-def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None, address_fields=None):
+def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None, address_fields=None,
+                 dispatcher=None):
     backend_cls = get_backend(backend_name or default_backend_name())
     backend = backend_cls(ruleset.active_rules, functions=functions)
     engine = Engine(
         ruleset, backend=backend, store=store, functions=functions, on_action=on_action,
         address_fields=address_fields,
+        waits_for_channel=dispatcher.waits_for_channel if dispatcher is not None else None,
     )
     engine.load()
     return engine
@@ -82,28 +92,40 @@ def replay(
     progress: bool = False,
     on_rejected=None,
     plugin_manager=None,
+    dispatch: bool = False,
+    dispatch_options: dict | None = None,
 ) -> ReplaySummary:
     """Apply the events in event-time order, then fire timers due at or before `until`.
 
     `out` is a text stream for the actions JSONL (or None). `on_rejected(line_no, error)` is
-    called for each malformed line, which is also kept in the dead-letter store.
+    called for each malformed line, which is also kept in the dead-letter store. With `dispatch`,
+    actions go through their channels after each committed batch (`rulecrm.dispatch.Dispatcher`,
+    built with `dispatch_options`) and retries are waited for before returning.
     """
     manager = plugin_manager or plugins.build_plugin_manager()
     ruleset = plugins.load_rules_with(manager, rules_path)
     started = wallclock.perf_counter()
     summary = ReplaySummary(backend=backend_name or default_backend_name())
     writer = ActionWriter(out)
-    store = Store.open(state) if state is not None else ScratchStore.open_scratch()
+    # Dispatch reads the outbox back, so it needs a store that keeps it (a temporary one at worst).
+    store = Store.open(state) if state is not None or dispatch else ScratchStore.open_scratch()
+    dispatcher = None
     try:
         if state not in (None, ":memory:"):
             store.lock()
+        if dispatch:
+            from .dispatch import Dispatcher
+
+            dispatcher = Dispatcher(ruleset, manager, store, on_report=writer, **(dispatch_options or {}))
         engine = build_engine(
             ruleset, store, backend_name=summary.backend, on_action=writer,
             functions=plugins.functions(manager), address_fields=plugins.address_fields(manager),
+            dispatcher=dispatcher,
         )
         with store.transaction():
             store.set_meta("rules_path", str(rules_path))
-        last_at = _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected)
+        after_batch = dispatcher.dispatch_ready if dispatcher is not None else None
+        last_at = _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected, after_batch)
         with store.transaction():
             horizon = until or last_at
             if horizon is not None:
@@ -111,14 +133,19 @@ def replay(
             engine.report_pending()
             engine.flush()
         engine.backend.close()
+        if dispatcher is not None:
+            dispatcher.drain()
+            dispatcher.report_unfinished()
     finally:
+        if dispatcher is not None:
+            dispatcher.close()
         store.close()
     summary.actions = writer.counts
     summary.seconds = wallclock.perf_counter() - started
     return summary
 
 
-def _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected):
+def _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected, after_batch=None):
     items = read_events(events_path, default_tz=ruleset.shop.timezone)
     bar = _progress_bar(progress)
     last_at = None
@@ -145,6 +172,8 @@ def _run_events(engine, store, events_path, ruleset, until, summary, progress, o
                 if last_at is None or item.at > last_at:
                     last_at = item.at
             engine.flush()
+        if after_batch is not None:  # only committed actions reach channels
+            after_batch()
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

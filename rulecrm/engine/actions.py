@@ -32,7 +32,7 @@ class Action:
     address: str | None = None
     message_kind: str | None = None  # marketing | service | transactional (notify / escalate)
     message: str | None = None
-    status: str = "pending"
+    status: str = "pending"  # sent | suppressed | deferred; with dispatch also queued | failed | dead
     reason: str | None = None
     sent_at: datetime | None = None
     step: int | None = None

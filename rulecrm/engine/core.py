@@ -33,12 +33,17 @@ STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at t
 
 
 class Engine:
-    def __init__(self, ruleset, *, backend, store, functions=None, address_fields=None, on_action=None):
+    def __init__(self, ruleset, *, backend, store, functions=None, address_fields=None, on_action=None,
+                 waits_for_channel=None):
         self.ruleset = ruleset
         self.backend = backend
         self.store = store
         self.functions = dict(functions or {})
         self.on_action = on_action or (lambda action: None)
+        # With dispatch (`replay --dispatch`, `run`): `waits_for_channel(action, profile)` says whether
+        # an action that passed every gate waits for its channel; it is then written as `queued` (and
+        # reported by the dispatcher once delivered). Without it, `sent` means "would have been sent".
+        self.waits_for_channel = waits_for_channel
         self.tz = ruleset.shop.timezone
         self.lifecycle = ruleset.lifecycle
         rules = ruleset.active_rules
@@ -538,6 +543,9 @@ class Engine:
             )
 
     def _finish(self, action: Action, status: str, reason=None, *, sent_at=None) -> None:
+        waits = self.waits_for_channel
+        if status == "sent" and waits is not None and waits(action, self.profile(action.customer_id)):
+            status = "queued"  # written with this state change; the dispatcher delivers it after commit
         action.status = status
         action.reason = reason
         action.sent_at = sent_at.astimezone(self.tz) if sent_at is not None else None
@@ -545,7 +553,8 @@ class Engine:
         self.pending.pop(action.key, None)
         self._dirty_actions[action.key] = action
         self.stats[f"actions_{status}"] += 1
-        self.report(action)
+        if status != "queued":  # a queued action is reported with its channel's answer
+            self.report(action)
 
     def report(self, action: Action) -> None:
         """Hand an action to the output once per status it reaches."""

@@ -1,0 +1,253 @@
+"""Delivery from the outbox: hands committed `queued` actions to channels and records their answers.
+
+Status flow of an action that passed every gate (SPEC §6, docs/running.md):
+
+    queued --DELIVERED--> sent
+    queued --RETRYABLE--> failed --(backoff, retry)--> sent | failed | dead (after max_attempts)
+    queued --PERMANENT / unknown channel type--> dead
+
+The engine writes `queued` in the same transaction as the state change that decided the action; this
+module only reads committed rows, sends, then commits the answer in a transaction of its own. A crash
+between the send and that commit leaves the row `queued`/`failed`, so the send is repeated after a
+restart (at least once); the channel gets the action key in `Message.key` to drop the repeat, and a
+key whose row says `sent` is never handed to a channel again.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+from .channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
+from .channelset import ChannelSet
+from .ratelimit import RateLimiter
+
+QUEUED, SENT, FAILED, DEAD = "queued", "sent", "failed", "dead"
+TAG_KINDS = ("tag", "untag")
+MESSAGE_KINDS = ("notify", "escalate")
+MAX_ATTEMPTS = 5
+BASE_DELAY = 2.0  # seconds before the first retry; doubles each attempt
+MAX_DELAY = 600.0
+_BOOKKEEPING = ("reported", "rule_index", "next_attempt")
+_ORDER = ("key", "rule", "customer_id", "kind", "channel", "to", "address", "due_at", "sent_at", "status", "reason",
+          "message", "message_kind", "trigger", "step", "late_by", "late_seconds", "defers")
+
+
+def backoff(key: str, attempt: int, *, seed: int = 0, base: float = BASE_DELAY, cap: float = MAX_DELAY,
+            retry_after: float | None = None) -> float:
+    """Seconds before retrying after failed attempt number `attempt` (1, 2, ...).
+
+    Exponential (base·2^(attempt−1), at most `cap`) with "equal jitter": half fixed, half drawn
+    from a generator seeded by (seed, key, attempt), so a schedule is reproducible; never sooner
+    than the provider's `retry_after`.
+    """
+    raw = min(cap, base * 2 ** (attempt - 1))
+    jitter = random.Random(f"{seed}|{key}|{attempt}").uniform(0, raw / 2)
+    return max(raw / 2 + jitter, retry_after or 0.0)
+
+
+def public(record: dict) -> dict:
+    """An outbox row as `--out` writes it: the fields in `Action.public_dict` order, then delivery fields."""
+    ordered = {k: record[k] for k in _ORDER if k in record}
+    ordered.update((k, v) for k, v in record.items() if k not in ordered and k not in _BOOKKEEPING)
+    return ordered
+
+
+class Dispatcher:
+    """Delivers the outbox of one store through the channels of one rule set.
+
+    `clock` (epoch seconds) and `sleep` are the only wall-clock uses; tests inject fakes.
+    `on_report(record)` receives each action once it is `sent` or `dead` (and, from
+    `report_unfinished`, the ones still `failed`); `on_warning(text)` receives plugin problems.
+    """
+
+    def __init__(self, ruleset, manager, store, *, env=None, clock=time.time, sleep=time.sleep, seed=0,
+                 max_attempts=MAX_ATTEMPTS, base_delay=BASE_DELAY, max_delay=MAX_DELAY,
+                 on_report=None, on_warning=None, limiter=None):
+        self.manager = manager
+        self.store = store
+        self.env = env
+        self.clock = clock
+        self.sleep = sleep
+        self.seed = seed
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.on_report = on_report or (lambda record: None)
+        self.on_warning = on_warning or (lambda text: None)
+        self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
+        self.channels = ChannelSet(ruleset, manager, env=env)
+        self.counts: Counter = Counter()  # final statuses reported
+        self.attempts = 0
+
+    # -- the engine side ----------------------------------------------------------------
+    def waits_for_channel(self, action, profile) -> bool:
+        """Engine callback: does this action, having passed every gate, wait for a channel?
+
+        Messages always do. Tag actions do when the customer's preferred channel (`channel` profile
+        field) syncs tags; the action is then routed there. Other tag and stage actions stay `sent`
+        with no channel: nothing outside rulecrm needs to hear about them.
+        """
+        if action.kind in MESSAGE_KINDS:
+            return True
+        if action.kind not in TAG_KINDS:
+            return False
+        name = profile.fields.get("channel")
+        channel_type = self.channels.tag_channel(name) if isinstance(name, str) else None
+        if channel_type is None:
+            return False
+        field = channel_type.address_field
+        address = profile.fields.get(field) if field else profile.id
+        if not isinstance(address, str) or not address:
+            return False
+        action.channel, action.address = name, address
+        return True
+
+    # -- delivering ---------------------------------------------------------------------
+    def due(self, limit: int = 500) -> list[dict]:
+        """Committed actions ready for an attempt: every `queued`, and `failed` whose retry time came."""
+        rows = []
+        for row in self.store.iter_actions(status=QUEUED):
+            rows.append(row)
+            if len(rows) >= limit:
+                return rows
+        now = self.clock()
+        for row in self.store.iter_actions(status=FAILED):
+            if row.get("next_attempt", 0) <= now:
+                rows.append(row)
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    def next_retry(self) -> float | None:
+        """The epoch time of the earliest scheduled retry, or None."""
+        times = [row.get("next_attempt", 0) for row in self.store.iter_actions(status=FAILED)]
+        return min(times) if times else None
+
+    def dispatch(self, *, limit: int = 500, stop=lambda: False) -> int:
+        """One pass over the due actions; returns how many delivery attempts were made."""
+        made = 0
+        for row in self.due(limit):
+            if stop():
+                break
+            if self.deliver(row["key"]):
+                made += 1
+        return made
+
+    def dispatch_ready(self, *, stop=lambda: False) -> None:
+        """Dispatch until nothing is due now (retries scheduled later are left for later)."""
+        while self.dispatch(stop=stop) and not stop():
+            pass
+
+    def use_rules(self, ruleset) -> None:
+        """Switch to the channels of reloaded rules; on error the current channels stay in use."""
+        channels = ChannelSet(ruleset, self.manager, env=self.env)
+        old, self.channels = self.channels, channels
+        for name, exc in old.close():
+            self.on_warning(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
+
+    def drain(self, *, deadline: float | None = None) -> None:
+        """Dispatch until nothing is queued or waiting for a retry (or the next retry is after `deadline`)."""
+        while True:
+            self.dispatch_ready()
+            upcoming = self.next_retry()
+            if upcoming is None or (deadline is not None and upcoming > deadline):
+                return
+            wait = upcoming - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+
+    def deliver(self, key: str) -> bool:
+        """One attempt for one action, read again from the store; False when it was not due any more."""
+        record = self.store.get_action(key)
+        if record is None or record.get("status") not in (QUEUED, FAILED):
+            return False  # e.g. already `sent`: never hand a sent key to a channel again
+        delivery = self._attempt(record)
+        self.attempts += 1
+        record = self._record(record, delivery)
+        with self.store.transaction():
+            self.store.put_actions([record])
+        if record["status"] in (SENT, DEAD):
+            self.counts[record["status"]] += 1
+            self.on_report(public(record))
+        self._observe(public(record), delivery)
+        return True
+
+    def _attempt(self, record: dict) -> Delivery:
+        instance, channel_type = self.channels.get(record.get("channel"))
+        if instance is None:
+            return Delivery(PERMANENT, code="unknown-channel", detail=channel_type)
+        name = record["channel"]
+        self.limiter.acquire(self.channels.rate_bucket(name), channel_type.limits.per_minute)
+        try:
+            if record["kind"] in TAG_KINDS:
+                if not channel_type.supports_tags:
+                    return Delivery(PERMANENT, code="no-tag-support", detail=f"channel {name!r} does not sync tags")
+                tags = (record["to"],)
+                add, remove = (tags, ()) if record["kind"] == "tag" else ((), tags)
+                delivery = instance.sync_tags(record["customer_id"], record["address"], add, remove)
+            else:
+                delivery = instance.send(Message(
+                    key=record["key"], channel=name, address=record["address"], text=record.get("message") or "",
+                    kind=record.get("message_kind") or "service", customer_id=record["customer_id"],
+                    rule=record["rule"],
+                ))
+        except Exception as exc:  # a crashing channel is a failed attempt, retried like any other
+            return Delivery(RETRYABLE, code="exception", detail=f"{type(exc).__name__}: {exc}")
+        if not isinstance(delivery, Delivery):
+            return Delivery(PERMANENT, code="bad-answer", detail=f"channel {name!r} returned {delivery!r}, not a Delivery")
+        return delivery
+
+    def _record(self, record: dict, delivery: Delivery) -> dict:
+        attempts = record.get("attempts", 0) + 1
+        now = self.clock()
+        record = {**record, "attempts": attempts, "code": delivery.code, "last_attempt_at": _iso(now)}
+        record.pop("next_attempt", None)
+        record.pop("next_attempt_at", None)
+        if delivery.status == DELIVERED:
+            record.update(status=SENT, error=None, delivered_at=_iso(now))
+        elif delivery.status == RETRYABLE and attempts < self.max_attempts:
+            wait = backoff(record["key"], attempts, seed=self.seed, base=self.base_delay, cap=self.max_delay,
+                           retry_after=delivery.retry_after)
+            record.update(status=FAILED, error=delivery.detail or delivery.status,
+                          next_attempt=now + wait, next_attempt_at=_iso(now + wait))
+        else:
+            error = delivery.detail or delivery.status
+            if delivery.status == RETRYABLE:
+                error = f"gave up after {attempts} attempts: {error}"
+            record.update(status=DEAD, error=error)
+        return record
+
+    def _observe(self, action: dict, delivery: Delivery) -> None:
+        """Call every `rulecrm_action_dispatched` implementation; a failing one is reported by name."""
+        hook = self.manager.hook.rulecrm_action_dispatched
+        arguments = {"action": action, "delivery": delivery}
+        for impl in reversed(hook.get_hookimpls()):  # registration order, each on its own
+            name = _plugin_label(self.manager, impl.plugin)
+            try:
+                impl.function(*[arguments[arg] for arg in impl.argnames])
+            except Exception as exc:
+                self.on_warning(f"plugin {name!r} failed in rulecrm_action_dispatched: {type(exc).__name__}: {exc}")
+
+    def report_unfinished(self) -> None:
+        """Report the actions still `failed` (their retries are left to a later run)."""
+        for row in self.store.iter_actions(status=FAILED):
+            self.counts[FAILED] += 1
+            self.on_report(public(row))
+
+    def close(self) -> None:
+        for name, exc in self.channels.close():
+            self.on_warning(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
+
+
+def _plugin_label(manager, plugin) -> str:
+    """The plugin's registered name; for an object registered without one, its class."""
+    name = manager.get_name(plugin)
+    if not name or name.isdigit():  # pluggy names unnamed objects by id()
+        return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+    return name
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,71 @@
+"""`rulecrm run`: the live runner's command line (signals, exit codes, messages on stderr)."""
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from .errors import RuleFileError, RulecrmError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@click.command("run")
+@click.option("--rules", "rules", required=True, type=click.Path(exists=True), help="Rules directory or file (reloaded on change).")
+@click.option("--state", "state", required=True, type=click.Path(dir_okay=False), help="SQLite state file (one runner at a time).")
+@click.option("--source", "sources", multiple=True, metavar="NAME:ARG",
+              help="Event source, repeatable: jsonl:PATH (follow a file), http:127.0.0.1:PORT (POST /events).")
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Append actions as JSONL here ('-' for stdout).")
+@click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
+@click.option("--once", is_flag=True, help="Apply what the sources hold now, fire due timers, deliver, then exit.")
+@click.option("--allow-remote", is_flag=True, help="Let the http source bind a non-loopback address (it has no authentication).")
+def run_command(rules, state, sources, out, backend, once, allow_remote):
+    """Run live: ingest from sources, fire timers on the wall clock, deliver through channels.
+
+    Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
+    """
+    from .backends import default_backend_name
+    from .runner import Runner
+
+    if backend is None and default_backend_name() != "durable":
+        _echo_err("note: durable-rules is not available on this Python; using the python backend")
+    stream = None
+    runner = None
+    try:
+        if out == "-":
+            stream = sys.stdout
+        elif out is not None:
+            stream = open(out, "a", encoding="utf-8", buffering=1)  # line-buffered: each action is written whole
+        runner = Runner(rules, state, sources=sources, out=stream, backend_name=backend, allow_remote=allow_remote,
+                        on_message=_echo_err)
+        # Installed before start-up: a SIGTERM that arrives while starting stops right after it.
+        previous = {sig: signal.signal(sig, lambda *_: runner.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            runner.start()
+            _echo_err(f"running: rules {rules}, state {state}, sources {', '.join(sources) or 'none'}")
+            runner.run(once=once)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        stats = runner.stats
+        _echo_err(f"stopped: applied {stats['applied']}, duplicates {stats['duplicates']}, "
+                  f"rejected {stats['rejected']}, reloads {stats['reloads']}")
+    except RuleFileError as exc:
+        for diagnostic in exc.diagnostics:
+            _echo_err(diagnostic.format())
+        sys.exit(EXIT_ERROR)
+    except RulecrmError as exc:
+        _echo_err(f"error: {exc}")
+        sys.exit(EXIT_ERROR)
+    finally:
+        if runner is not None:
+            runner.close()
+        if stream is not None and stream is not sys.stdout:
+            stream.close()
+    sys.exit(EXIT_OK)

@@ -1,0 +1,59 @@
+"""The per-channel send budget: waits instead of exceeding `per_minute`, per shared bucket."""
+from __future__ import annotations
+
+from rulecrm.ratelimit import RateLimiter
+
+
+class FakeTime:
+    def __init__(self, start=1000.0):
+        self.now = start
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_a_burst_up_to_the_limit_goes_out_at_once_then_it_waits():
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    assert [limiter.acquire("robot", 3) for _ in range(3)] == [0, 0, 0]
+    assert limiter.acquire("robot", 3) == 60.0  # the first token comes back a minute after it was spent
+    assert t.now == 1060.0
+    assert t.sleeps == [60.0]
+
+
+def test_no_sixty_second_window_ever_holds_more_than_the_limit():
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    sent = []
+    for i in range(50):
+        t.now += 0.75 * (i % 3)  # irregular arrivals (binary-exact steps keep the comparison exact)
+        limiter.acquire(("wecom-robot", "key-1"), 20)
+        sent.append(t.now)
+    for start in sent:
+        assert sum(1 for s in sent if start - 60 < s <= start) <= 20
+
+
+def test_buckets_are_independent_and_no_limit_never_waits():
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    limiter.acquire("a", 1)
+    assert limiter.acquire("b", 1) == 0
+    assert limiter.delay("a", 1) == 60.0
+    assert all(limiter.acquire("c", None) == 0 for _ in range(100))
+    assert t.sleeps == []
+
+
+def test_tokens_come_back_as_time_passes():
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    limiter.acquire("k", 2)
+    t.now += 30
+    limiter.acquire("k", 2)
+    t.now += 31  # the first send is now more than a minute old
+    assert limiter.acquire("k", 2) == 0
+    assert limiter.delay("k", 2) == 29.0
