@@ -1,6 +1,7 @@
 """The `rulecrm` command line: the only place that turns errors into messages and exit codes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -8,17 +9,11 @@ from pathlib import Path
 
 import click
 
-from .errors import RuleFileError, RulecrmError
+from .cliutil import EXIT_ERROR, EXIT_OK, reported_errors
+from .cliutil import echo_err as _echo_err
 from .timeutil import parse_timestamp
-
-EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_REJECTED = 3
 EXIT_UNDELIVERED = 4  # replay --dispatch: some action ended `failed` or `dead`
-
-
-def _echo_err(text: str) -> None:
-    click.echo(text, err=True)
 
 
 @click.group()
@@ -57,12 +52,8 @@ def replay(rules, events, until, state, out, backend, dispatch):
     from .replay import replay as run_replay
 
     manager = build_plugin_manager()
-    try:
+    with reported_errors():
         ruleset = load_rules_with(manager, rules)
-    except RuleFileError as exc:
-        for diagnostic in exc.diagnostics:
-            _echo_err(diagnostic.format())
-        sys.exit(EXIT_ERROR)
     until_at = None
     if until is not None:
         try:
@@ -75,27 +66,17 @@ def replay(rules, events, until, state, out, backend, dispatch):
     def report_rejected(line_no, error):
         _echo_err(f"{events}:{line_no}: rejected: {error}")
 
-    stream = None
-    try:
+    with reported_errors(), contextlib.ExitStack() as resources:
+        stream = None
         if out == "-":
             stream = sys.stdout
         elif out is not None:
-            stream = open(out, "w", encoding="utf-8")
+            stream = resources.enter_context(open(out, "w", encoding="utf-8"))
         summary = run_replay(
             rules, events, until=until_at, state=state, out=stream, backend_name=backend,
             progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
             dispatch=dispatch, dispatch_options={"on_warning": _echo_err},
         )
-    except RuleFileError as exc:
-        for diagnostic in exc.diagnostics:
-            _echo_err(diagnostic.format())
-        sys.exit(EXIT_ERROR)
-    except RulecrmError as exc:
-        _echo_err(f"error: {exc}")
-        sys.exit(EXIT_ERROR)
-    finally:
-        if stream is not None and stream is not sys.stdout:
-            stream.close()
     for line in summary.lines():
         _echo_err(line)
     if summary.undelivered:
@@ -118,9 +99,9 @@ def dead_letters(state, retry, rules, fixes, remove):
     from .deadletters import read_corrections, remove_dead_letters, retry_dead_letters
     from .store import Store
 
-    try:
-        if fixes is not None and not retry:
-            raise click.UsageError("--from goes with --retry")
+    if fixes is not None and not retry:
+        raise click.UsageError("--from goes with --retry")
+    with reported_errors():
         if retry:
             corrections = read_corrections(fixes) if fixes is not None else None
             result = retry_dead_letters(state, rules_path=rules, corrections=corrections)
@@ -138,13 +119,6 @@ def dead_letters(state, retry, rules, fixes, remove):
                 click.echo(json.dumps(item, ensure_ascii=False))
         finally:
             store.close()
-    except RuleFileError as exc:
-        for diagnostic in exc.diagnostics:
-            _echo_err(diagnostic.format())
-        sys.exit(EXIT_ERROR)
-    except RulecrmError as exc:
-        _echo_err(f"error: {exc}")
-        sys.exit(EXIT_ERROR)
 
 
 @main.command()

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .errors import RuleFileError, RulecrmError
-
-EXIT_ERROR = 1
+from .cliutil import reported_errors
 
 
 @click.command("explain")
@@ -21,7 +19,7 @@ def explain_command(ctx, rules, state, customer, rule_id, as_json):
     from .explain import StateReader, explain, render_json, render_text
     from .plugins import address_fields, build_plugin_manager, functions, load_rules_with
 
-    try:
+    with reported_errors():
         manager = build_plugin_manager()
         ruleset = load_rules_with(manager, rules)
         with StateReader(state) as reader:
@@ -30,11 +28,4 @@ def explain_command(ctx, rules, state, customer, rule_id, as_json):
             ruleset, customer_state, rule_id=rule_id,
             functions=functions(manager), address_fields=address_fields(manager),
         )
-    except RuleFileError as exc:
-        for diagnostic in exc.diagnostics:
-            click.echo(diagnostic.format(), err=True)
-        ctx.exit(EXIT_ERROR)
-    except RulecrmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(EXIT_ERROR)
     click.echo(render_json(report) if as_json else render_text(report))

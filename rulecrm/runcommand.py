@@ -1,19 +1,14 @@
 """`rulecrm run`: the live runner's command line (signals, exit codes, messages on stderr)."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 
 import click
 
-from .errors import RuleFileError, RulecrmError
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-
-
-def _echo_err(text: str) -> None:
-    click.echo(text, err=True)
+from .cliutil import EXIT_OK, reported_errors
+from .cliutil import echo_err as _echo_err
 
 
 @click.command("run")
@@ -37,11 +32,13 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
         _echo_err("note: durable-rules is not available on this Python; using the python backend")
     stream = None
     runner = None
-    try:
+    with reported_errors(), contextlib.ExitStack() as cleanup:
         if out == "-":
             stream = sys.stdout
         elif out is not None:
-            stream = open(out, "a", encoding="utf-8", buffering=1)  # line-buffered: each action is written whole
+            # line-buffered: each action is written whole
+            stream = cleanup.enter_context(open(out, "a", encoding="utf-8", buffering=1))
+        cleanup.callback(lambda: runner is not None and runner.close())  # runs before the stream closes
         runner = Runner(rules, state, sources=sources, out=stream, backend_name=backend, allow_remote=allow_remote,
                         on_message=_echo_err)
         # Installed before start-up: a SIGTERM that arrives while starting stops right after it.
@@ -56,16 +53,4 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
         stats = runner.stats
         _echo_err(f"stopped: applied {stats['applied']}, duplicates {stats['duplicates']}, "
                   f"rejected {stats['rejected']}, reloads {stats['reloads']}")
-    except RuleFileError as exc:
-        for diagnostic in exc.diagnostics:
-            _echo_err(diagnostic.format())
-        sys.exit(EXIT_ERROR)
-    except RulecrmError as exc:
-        _echo_err(f"error: {exc}")
-        sys.exit(EXIT_ERROR)
-    finally:
-        if runner is not None:
-            runner.close()
-        if stream is not None and stream is not sys.stdout:
-            stream.close()
     sys.exit(EXIT_OK)

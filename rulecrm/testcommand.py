@@ -7,7 +7,7 @@ import sys
 import attrs
 import click
 
-from .errors import RuleFileError, RulecrmError
+from .cliutil import reported_errors
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,19 +82,11 @@ def test_command(rules, examples, seed, backend):
     unhandled, nothing is sent twice, quiet hours hold. On failure, prints the shrunk
     counter-example and exits 1.
     """
-    from .rulefile.loader import load_rules
+    from .plugins import build_plugin_manager, load_rules_with
 
-    try:
-        ruleset = load_rules(rules)
-    except RuleFileError as exc:
-        for diagnostic in exc.diagnostics:
-            click.echo(diagnostic.format(), err=True)
-        sys.exit(EXIT_FAILED)
-    try:
+    with reported_errors(EXIT_FAILED):
+        ruleset = load_rules_with(build_plugin_manager(), rules)
         found = find_counterexample(ruleset, examples=examples, seed=seed, backend=backend)
-    except RulecrmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
     if found is None:
         click.echo(f"{examples} examples, all invariants held")
         sys.exit(EXIT_OK)
