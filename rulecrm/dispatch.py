@@ -29,7 +29,7 @@ MESSAGE_KINDS = ("notify", "escalate")
 MAX_ATTEMPTS = 5
 BASE_DELAY = 2.0  # seconds before the first retry; doubles each attempt
 MAX_DELAY = 600.0
-_BOOKKEEPING = ("reported", "rule_index", "next_attempt")
+_BOOKKEEPING = ("reported", "reported_status", "rule_index", "next_attempt")
 _ORDER = ("key", "rule", "customer_id", "kind", "channel", "to", "address", "due_at", "sent_at", "status", "reason",
           "message", "message_kind", "trigger", "step", "late_by", "late_seconds", "defers")
 

@@ -186,9 +186,6 @@ FEWER_STEPS = _variant(BASE, bad_review={"steps": ((2 * H, "cs"),)})
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="engine bug: an escalation timer for a step the reloaded rule no longer has "
-                          "raises IndexError in Engine._fire_escalation instead of being dropped")
 def test_regression_reload_removing_an_escalation_step_with_its_timer_pending(tmp_path, backend):
     (tmp_path / "base.yaml").write_text(BASE.to_yaml(), encoding="utf-8")
     (tmp_path / "fewer.yaml").write_text(FEWER_STEPS.to_yaml(), encoding="utf-8")
@@ -205,8 +202,6 @@ def test_regression_reload_removing_an_escalation_step_with_its_timer_pending(tm
         assert [comparable(a) for a in shop.actions] == model.actions
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Store.put_actions stores `reported` as a bool, so after a restart "
-                                       "an action still held is reported as `deferred` a second time")
 def test_regression_held_action_reported_once_across_a_restart(tmp_path):
     (tmp_path / "base.yaml").write_text(BASE.to_yaml(), encoding="utf-8")
     events = [{"id": "m", "type": "message.sent", "customer_id": "c1", "at": START, "data": {"kind": "marketing"}},

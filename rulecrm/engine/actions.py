@@ -38,7 +38,7 @@ class Action:
     step: int | None = None
     late_by: timedelta | None = None  # escalations: how long the item had waited
     defers: int = 0  # times a deferring cap rescheduled it
-    reported: str | None = None  # the status last written to --out
+    reported_status: str | None = None  # the status last handed to the output (reported once each)
 
     @property
     def is_final(self) -> bool:
@@ -65,7 +65,8 @@ class Action:
             "late_seconds": int(self.late_by.total_seconds()) if self.late_by is not None else None,
             "defers": self.defers,
             "rule_index": self.rule_index,
-            "reported": self.reported,
+            "reported_status": self.reported_status,
+            "reported": self.reported_status is not None,  # the store's flag
         }
 
     @classmethod
@@ -79,11 +80,11 @@ class Action:
             reason=data.get("reason"),
             sent_at=parse_timestamp(data["sent_at"], tz) if data.get("sent_at") else None,
             step=data.get("step"), late_by=timedelta(seconds=late) if late is not None else None,
-            defers=data.get("defers", 0), reported=data.get("reported"),
+            defers=data.get("defers", 0), reported_status=data.get("reported_status"),
         )
 
     def public_dict(self) -> dict:
         """The --out record (SPEC §6 fields plus a few extras), without bookkeeping fields."""
         data = self.to_dict()
-        del data["reported"], data["rule_index"]
+        del data["reported"], data["reported_status"], data["rule_index"]
         return data

@@ -370,22 +370,30 @@ class Engine:
 
     # -- timers ------------------------------------------------------------------------
     def _timer_trigger(self, timer):
+        """The rule, trigger event, profile and context of a rule timer that should still act, else None.
+
+        A timer outlives reloads: when its rule (or the escalation step) is gone, it is dropped;
+        a `recheck` that is false drops it too.
+        """
         rule = self.rules_by_id.get(timer.payload["rule"])
-        if rule is None:  # the rule was removed or disabled since the timer was set
+        step = timer.payload.get("step")
+        if rule is None or (step is not None and (rule.escalate is None or step > len(rule.escalate.steps))):
             self.stats["timers_orphaned"] += 1
-            return None, None, None, None
+            return None
         event = timer.payload["event"]
         profile = self.profile(timer.customer_id)
-        return rule, event, profile, self._context(profile, event.as_mapping(), event.data.get("sku"))
-
-    def _fire_delayed(self, timer: Timer) -> None:
-        rule, event, profile, ctx = self._timer_trigger(timer)
-        if rule is None:
-            return
+        ctx = self._context(profile, event.as_mapping(), event.data.get("sku"))
         recheck = self._recheck.get(rule.id)
         if recheck is not None and not recheck(ctx):
             self.stats["rechecks_failed"] += 1
+            return None
+        return rule, event, profile, ctx
+
+    def _fire_delayed(self, timer: Timer) -> None:
+        found = self._timer_trigger(timer)
+        if found is None:
             return
+        rule, event, profile, ctx = found
         if rule.tag and rule.tag not in profile.tags:
             self._set_tag(rule, profile, rule.tag, True, event.id, timer.due)
             self._run_profile_rules(profile, event.id, timer.due)
@@ -394,17 +402,13 @@ class Engine:
             self._notify(rule, rule.notify, profile, ctx, event.id, timer.due)
 
     def _fire_escalation(self, timer: Timer) -> None:
-        rule, event, profile, ctx = self._timer_trigger(timer)
-        if rule is None:
+        found = self._timer_trigger(timer)
+        if found is None:
             return
-        recheck = self._recheck.get(rule.id)
-        if recheck is not None and not recheck(ctx):
-            self.stats["rechecks_failed"] += 1
-            return
+        rule, event, profile, ctx = found
         number = timer.payload["step"]
-        step = rule.escalate.steps[number - 1]
         self._notify(
-            rule, step.notify, profile, ctx, event.id, timer.due,
+            rule, rule.escalate.steps[number - 1].notify, profile, ctx, event.id, timer.due,
             kind="escalate", step=number, late_by=timer.due - event.at,
         )
 
@@ -558,8 +562,8 @@ class Engine:
 
     def report(self, action: Action) -> None:
         """Hand an action to the output once per status it reaches."""
-        if action.reported != action.status:
-            action.reported = action.status
+        if action.reported_status != action.status:
+            action.reported_status = action.status
             self._dirty_actions[action.key] = action
             self.on_action(action)
 
