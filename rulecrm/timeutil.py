@@ -68,7 +68,19 @@ def parse_timestamp(text: str, default_tz) -> datetime:
         raise ValueError(f"expected an ISO 8601 timestamp such as 2026-03-01T10:15:00+08:00, found {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=default_tz)
-    return value
+    return fixed_offset(value)
+
+
+def fixed_offset(value: datetime) -> datetime:
+    """The same instant with its UTC offset frozen (a `datetime.timezone`), not a zone's rules.
+
+    Arithmetic on datetimes that share a zone object is wall-clock arithmetic in Python (24h after
+    01:30 on a DST night is not 24 hours later); with a fixed offset it is exact elapsed time, and
+    the local time the event was written in is kept for templates.
+    """
+    if isinstance(value.tzinfo, timezone):
+        return value
+    return value.replace(tzinfo=timezone(value.utcoffset()))
 
 
 def isoformat(value: datetime | None) -> str | None:

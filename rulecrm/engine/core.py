@@ -19,7 +19,7 @@ from ..events import Event
 from ..expr.compiler import compile_condition, compile_expression
 from ..expr.context import EvalContext
 from ..profile import Profile
-from ..timeutil import parse_timestamp
+from ..timeutil import fixed_offset, parse_timestamp
 from .actions import Action, action_key
 from .birthdays import next_birthday
 from .gates import Gates
@@ -101,7 +101,7 @@ class Engine:
             due = parse_timestamp(payload["due"], timezone.utc).astimezone(timezone.utc)
             if "event" in payload:
                 event = Event.from_dict(json.loads(payload["event"]), default_tz=timezone.utc)
-                payload = {**payload, "event": attrs.evolve(event, at=event.at.astimezone(timezone.utc))}
+                payload = {**payload, "event": event}
             timer = Timer(key, due, rule_index, seq, customer_id, payload)
             self.timers.push(timer)
             if payload.get("unless"):
@@ -153,10 +153,10 @@ class Engine:
     # -- time --------------------------------------------------------------------------
     def ingest(self, event: Event) -> bool:
         """Apply one input event (inputs arrive in event-time order). False: a duplicate id."""
-        if event.at.tzinfo is not timezone.utc:
-            # Engine time is UTC: durations are exact elapsed time, even across DST changes
-            # (aware arithmetic in one zone would be wall-clock arithmetic).
-            event = attrs.evolve(event, at=event.at.astimezone(timezone.utc))
+        if not isinstance(event.at.tzinfo, timezone):
+            # Durations must be exact elapsed time, even across DST changes: aware arithmetic
+            # within one zone object would be wall-clock arithmetic (parsed events are already fixed).
+            event = attrs.evolve(event, at=fixed_offset(event.at))
         self._fire_until(event.at, inclusive=False)
         # A store that keeps no state only needs the id; skip serialising the event for it.
         text = event.to_json() if self.store.keeps_state else ""
