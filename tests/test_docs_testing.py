@@ -25,7 +25,7 @@ def test_the_guides_examples_pass_under_pytest(repo, pytester):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body, encoding="utf-8")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "tests")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=9)
 
 
 def test_the_guides_rules_pass_rulecrm_test(repo, tmp_path):

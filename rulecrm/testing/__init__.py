@@ -15,11 +15,12 @@ from .invariants import (
     quiet_hours_respected,
 )
 from .recording import RecordingChannel
+from .rulegen import mutated_rule_files, rule_files
 from .strategies import chats, customers, event_streams, orders, reviews, timestamps
 
 __all__ = [
     "Clock", "InvariantViolation", "RecordingChannel", "Shop", "assert_at_most", "assert_escalated_or_handled",
     "caps_not_bypassed", "caps_respected", "chats", "check_all", "customers", "escalations_justified",
     "event_streams", "load_rules", "no_duplicate_sends", "no_marketing_to_opted_out", "orders", "quiet_hours_respected",
-    "reviews", "run_events", "settling_time", "timestamps",
+    "reviews", "rule_files", "mutated_rule_files", "run_events", "settling_time", "timestamps",
 ]
