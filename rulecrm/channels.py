@@ -86,6 +86,28 @@ class ChannelConfig:
     def get(self, key, default=None):
         return self.settings.get(key, default)
 
+    def positive(self, key: str, default, kind=float):
+        """A setting that must be a positive number of `kind` (int or float), or `default` when absent."""
+        value = self.settings.get(key)
+        if value is None:
+            return default
+        try:
+            number = kind(value)
+            valid = not isinstance(value, bool) and number > 0 and number == float(value)
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ChannelConfigError(
+                f"channel {self.name!r}: `{key}` must be a positive {kind.__name__}, found {value!r}")
+        return number
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        """A setting that must be true or false."""
+        value = self.settings.get(key, default)
+        if not isinstance(value, bool):
+            raise ChannelConfigError(f"channel {self.name!r}: `{key}` must be true or false, found {value!r}")
+        return value
+
     def secret(self, key: str) -> str:
         """The value of the environment variable named by `<key>_env` (never logged)."""
         variable = self.settings.get(f"{key}_env")

@@ -48,45 +48,38 @@ def _results_by_plugin(manager, hook_name):
         yield name, result
 
 
-def channel_types(manager) -> dict:
-    """Every channel type by name; two plugins providing one name is an error naming both."""
+def _collect(manager, hook_name: str, what: str, named) -> dict:
+    """Merge what every plugin returned from a hook into one dict by name; a name provided by two
+    plugins is an error naming both. `named(result)` yields (name, item) pairs of one result."""
     found, owners = {}, {}
-    for plugin, types in _results_by_plugin(manager, "rulecrm_channel_types"):
-        for channel_type in types or ():
-            if channel_type.name in found:
+    for plugin, result in _results_by_plugin(manager, hook_name):
+        for name, item in named(result):
+            if name in found:
                 raise PluginError(
-                    f"channel type {channel_type.name!r} is provided by both {owners[channel_type.name]!r} "
-                    f"and {plugin!r}; uninstall or block one"
+                    f"{what} {name!r} is provided by both {owners[name]!r} and {plugin!r}; uninstall or block one"
                 )
-            found[channel_type.name] = channel_type
-            owners[channel_type.name] = plugin
+            found[name] = item
+            owners[name] = plugin
     return found
+
+
+def _by_name(items):
+    return ((item.name, item) for item in items or ())
+
+
+def channel_types(manager) -> dict:
+    """Every channel type by name."""
+    return _collect(manager, "rulecrm_channel_types", "channel type", _by_name)
 
 
 def event_sources(manager) -> dict:
-    """Every event source type by name; two plugins providing one name is an error naming both."""
-    found, owners = {}, {}
-    for plugin, types in _results_by_plugin(manager, "rulecrm_event_sources"):
-        for source_type in types or ():
-            if source_type.name in found:
-                raise PluginError(
-                    f"event source {source_type.name!r} is provided by both {owners[source_type.name]!r} "
-                    f"and {plugin!r}; uninstall or block one"
-                )
-            found[source_type.name] = source_type
-            owners[source_type.name] = plugin
-    return found
+    """Every event source type by name."""
+    return _collect(manager, "rulecrm_event_sources", "event source", _by_name)
 
 
 def functions(manager) -> dict:
-    found, owners = {}, {}
-    for plugin, provided in _results_by_plugin(manager, "rulecrm_functions"):
-        for name, function in dict(provided or {}).items():
-            if name in found:
-                raise PluginError(f"function {name!r} is provided by both {owners[name]!r} and {plugin!r}")
-            found[name] = function
-            owners[name] = plugin
-    return found
+    """Every function usable in conditions and templates, by name."""
+    return _collect(manager, "rulecrm_functions", "function", lambda provided: dict(provided or {}).items())
 
 
 def describe(manager) -> list[dict]:

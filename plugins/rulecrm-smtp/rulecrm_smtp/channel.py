@@ -25,18 +25,18 @@ class SmtpChannel:
     def __init__(self, config):
         self.name = config.name
         self.host = _required(config, "host")
-        self.port = _number(config, "port", DEFAULT_PORT, int)
+        self.port = config.positive("port", DEFAULT_PORT, int)
         self.sender = _required(config, "sender")
         self.envelope_from = parseaddr(self.sender)[1]
         if not _ADDRESS.fullmatch(self.envelope_from):
             raise ChannelConfigError(
                 f"channel {self.name!r}: `sender` must be an e-mail address such as shop@example.com")
-        self.starttls = _flag(config, "starttls")
+        self.starttls = config.flag("starttls")
         self.smtps = self.port == SMTPS_PORT
         if self.smtps and self.starttls:
             raise ChannelConfigError(
                 f"channel {self.name!r}: port 465 is SMTPS (TLS from the start); drop `starttls`")
-        self.timeout = _number(config, "timeout", DEFAULT_TIMEOUT, float)
+        self.timeout = config.positive("timeout", DEFAULT_TIMEOUT, float)
         self.default_subject = config.get("subject")
         self._username = config.secret("username") if config.get("username_env") else None
         self._password = config.secret("password") if config.get("password_env") else None
@@ -124,25 +124,3 @@ def _required(config, name: str) -> str:
     if not value:
         raise ChannelConfigError(f"channel {config.name!r}: set `{name}`")
     return str(value)
-
-
-def _flag(config, name: str) -> bool:
-    value = config.get(name, False)
-    if not isinstance(value, bool):
-        raise ChannelConfigError(f"channel {config.name!r}: `{name}` must be true or false, found {value!r}")
-    return value
-
-
-def _number(config, name: str, default, kind):
-    value = config.get(name)
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-        valid = not isinstance(value, bool) and number > 0 and number == float(value)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ChannelConfigError(
-            f"channel {config.name!r}: `{name}` must be a positive {kind.__name__}, found {value!r}")
-    return number

@@ -39,8 +39,8 @@ class WebhookChannel:
     def __init__(self, config, *, clock=time.time):
         self.name = config.name
         self.url = _url(config)
-        self.timeout = _positive(config, "timeout", DEFAULT_TIMEOUT, float)
-        self.limits = Limits(per_minute=_positive(config, "per_minute", None, int))
+        self.timeout = config.positive("timeout", DEFAULT_TIMEOUT, float)
+        self.limits = Limits(per_minute=config.positive("per_minute", None, int))
         self._secret = config.secret("secret") if config.get("secret_env") else None
         self._clock = clock
         self._opener = urllib.request.build_opener(_NoRedirect)
@@ -164,18 +164,3 @@ def _url(config) -> str:
     if not valid:
         raise ChannelConfigError(f"channel {config.name!r}: `url` must be an http:// or https:// address")
     return str(url)
-
-
-def _positive(config, name: str, default, kind):
-    value = config.get(name)
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-        valid = not isinstance(value, bool) and number > 0 and number == float(value)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ChannelConfigError(
-            f"channel {config.name!r}: `{name}` must be a positive {kind.__name__}, found {value!r}")
-    return number
