@@ -69,6 +69,11 @@ class Message:
 
 
 class Channel(Protocol):
+    """What a channel instance does. Optional extras the dispatcher uses when present:
+    `limits` (a `Limits` for this instance, overriding its type's), `units(message) -> int` (how
+    many of the provider's messages this send takes, for rate limits), and
+    `sync_tags(customer_id, address, add, remove) -> Delivery` on types that support tags."""
+
     def send(self, message: Message) -> Delivery: ...
 
     def close(self) -> None: ...

@@ -179,7 +179,25 @@ class Dispatcher:
         if instance is None:
             return Delivery(PERMANENT, code="unknown-channel", detail=channel_type)
         name = record["channel"]
-        self.limiter.acquire(self.channels.rate_bucket(name), channel_type.limits.per_minute)
+        message = None
+        if record["kind"] not in TAG_KINDS:
+            message = Message(
+                key=record["key"], channel=name, address=record["address"], text=record.get("message") or "",
+                kind=record.get("message_kind") or "service", customer_id=record["customer_id"], rule=record["rule"],
+            )
+        # An instance may pace itself (e.g. a webhook's own `per_minute`); a send may take several of
+        # the provider's messages (a long WeCom text is split): `units(message)` says how many.
+        limits = getattr(instance, "limits", None) or channel_type.limits
+        units = 1
+        if message is not None and hasattr(instance, "units"):
+            try:
+                units = max(1, int(instance.units(message)))
+            except Exception:  # a channel that cannot count its parts is paced as one message
+                units = 1
+        with self.limiter.slot(self.channels.rate_bucket(name), limits.per_minute, units):
+            return self._deliver(instance, channel_type, name, record, message)
+
+    def _deliver(self, instance, channel_type, name, record, message) -> Delivery:
         try:
             if record["kind"] in TAG_KINDS:
                 if not channel_type.supports_tags:
@@ -188,11 +206,7 @@ class Dispatcher:
                 add, remove = (tags, ()) if record["kind"] == "tag" else ((), tags)
                 delivery = instance.sync_tags(record["customer_id"], record["address"], add, remove)
             else:
-                delivery = instance.send(Message(
-                    key=record["key"], channel=name, address=record["address"], text=record.get("message") or "",
-                    kind=record.get("message_kind") or "service", customer_id=record["customer_id"],
-                    rule=record["rule"],
-                ))
+                delivery = instance.send(message)
         except Exception as exc:  # a crashing channel is a failed attempt, retried like any other
             return Delivery(RETRYABLE, code="exception", detail=f"{type(exc).__name__}: {exc}")
         if not isinstance(delivery, Delivery):

@@ -1,6 +1,7 @@
 """Per-channel send budgets: wait rather than exceed a provider's messages-per-minute limit."""
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -24,8 +25,8 @@ class RateLimiter:
         self._spent: dict[Hashable, deque] = {}
         self.waited = 0.0  # total seconds spent waiting (for reports and tests)
 
-    def delay(self, bucket: Hashable, per_minute: int | None) -> float:
-        """Seconds to wait before the next send in `bucket` is allowed (0: now)."""
+    def delay(self, bucket: Hashable, per_minute: int | None, units: int = 1) -> float:
+        """Seconds to wait before `units` more sends in `bucket` are allowed (0: now)."""
         if not per_minute:
             return 0.0
         spent = self._spent.get(bucket)
@@ -34,21 +35,46 @@ class RateLimiter:
         now = self._clock()
         while spent and spent[0] <= now - WINDOW:
             spent.popleft()
-        if len(spent) < per_minute:
+        units = min(units, per_minute)
+        if len(spent) + units <= per_minute:
             return 0.0
-        return spent[0] + WINDOW - now
+        return spent[len(spent) + units - per_minute - 1] + WINDOW - now
 
-    def acquire(self, bucket: Hashable, per_minute: int | None) -> float:
-        """Wait until a send is allowed, then spend one token; returns the seconds waited."""
+    def acquire(self, bucket: Hashable, per_minute: int | None, units: int = 1) -> float:
+        """Wait until `units` sends are allowed, then spend the tokens; returns the seconds waited."""
         if not per_minute or per_minute < 1:
             return 0.0
         waited = 0.0
         while True:
-            wait = self.delay(bucket, per_minute)
+            wait = self.delay(bucket, per_minute, units)
             if wait <= 0:
                 break
             self._sleep(wait)
             waited += wait
-        self._spent.setdefault(bucket, deque()).append(self._clock())
+        now = self._clock()
+        self._spent.setdefault(bucket, deque()).extend([now] * units)
         self.waited += waited
         return waited
+
+    def settle(self, bucket: Hashable, units: int = 1) -> None:
+        """Count the last `units` tokens from now, when the send finished.
+
+        A provider counts messages when they arrive, which is after the send started: a token whose
+        minute began at the start could come back a little before the provider's minute is over.
+        """
+        spent = self._spent.get(bucket)
+        if not spent:
+            return
+        now = self._clock()
+        for index in range(max(0, len(spent) - units), len(spent)):
+            spent[index] = now
+
+    @contextlib.contextmanager
+    def slot(self, bucket: Hashable, per_minute: int | None, units: int = 1):
+        """Hold `units` sends of `bucket` for the duration of a send (waiting first if needed)."""
+        self.acquire(bucket, per_minute, units)
+        try:
+            yield
+        finally:
+            if per_minute:
+                self.settle(bucket, min(units, per_minute))

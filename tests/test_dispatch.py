@@ -48,15 +48,24 @@ class FlakyChannel:
         pass
 
 
+class PacedChannel(FlakyChannel):
+    """Paces itself with its own `per_minute` setting (like a webhook to a slow gateway)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.limits = Limits(per_minute=config.positive("per_minute", None, int))
+
+
 class FlakyPlugin:
     @hookimpl
     def rulecrm_channel_types(self):
-        settings = tuple(Setting(n) for n in ("fail_first", "permanent_for", "retry_after")) + (
+        settings = tuple(Setting(n) for n in ("fail_first", "permanent_for", "retry_after", "per_minute")) + (
             Setting("token", secret=True), Setting("key", secret=True),
         )
         return [
             ChannelType("flaky", FlakyChannel, settings=settings),
             ChannelType("limited", FlakyChannel, settings=settings, limits=Limits(per_minute=2, rate_key="key")),
+            ChannelType("paced", PacedChannel, settings=settings),
         ]
 
 
@@ -293,6 +302,24 @@ def test_rate_limits_are_shared_by_channels_with_the_same_rate_key(tmp_path):
            dispatch_options={"clock": time.clock, "sleep": time.sleep})
     assert len(FlakyChannel.calls) == 4
     assert time.sleeps == [60.0]  # per_minute 2 for the robot key both use: the third send waits for the first token
+
+
+def test_a_channel_instance_with_its_own_limits_is_paced_by_them(tmp_path):
+    rules = write_rules(tmp_path, """
+        shop: {timezone: UTC}
+        channels:
+          gateway: {type: paced, per_minute: 1}
+        rules:
+          - id: hello
+            on: order.placed
+            notify: {to: customer, channel: gateway, kind: service, template: hi}
+    """)
+    events = write_events(tmp_path, EVENTS[:1] + EVENTS[2:])
+    time = FakeTime()
+    replay(rules, events, backend_name="python", plugin_manager=_manager(), dispatch=True,
+           dispatch_options={"clock": time.clock, "sleep": time.sleep})
+    assert len(FlakyChannel.calls) == 2
+    assert time.sleeps == [60.0]  # the type declares no limit; the instance's per_minute: 1 applies
 
 
 def test_tag_actions_go_to_the_preferred_channel_when_it_syncs_tags(tmp_path):

@@ -57,3 +57,30 @@ def test_tokens_come_back_as_time_passes():
     t.now += 31  # the first send is now more than a minute old
     assert limiter.acquire("k", 2) == 0
     assert limiter.delay("k", 2) == 29.0
+
+
+def test_a_tokens_minute_starts_when_the_send_finished():
+    # The provider counts a message when it arrives: a slow first send must not let the 21st
+    # message in before the provider's minute is over.
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    with limiter.slot("robot", 2):
+        t.now += 0.5  # the first send takes half a second to arrive
+    with limiter.slot("robot", 2):
+        pass
+    with limiter.slot("robot", 2):
+        pass
+    assert t.now == 1060.5  # a minute after the first send *finished*
+
+
+def test_a_send_of_several_provider_messages_takes_that_many_tokens():
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    with limiter.slot("robot", 5, units=3):  # a long text split in three robot posts
+        pass
+    with limiter.slot("robot", 5, units=2):
+        pass
+    assert t.sleeps == []
+    with limiter.slot("robot", 5, units=1):
+        pass
+    assert t.now == 1060.0  # the sixth post waits for the first minute to pass

@@ -43,6 +43,12 @@ class RobotChannel:
             text = text + "\n" + " ".join(f"<@{user}>" for user in self.mentioned_list)
         return split_text(text, MAX_BYTES[self.msgtype])
 
+    def units(self, message: Message) -> int:
+        """How many robot messages this send posts (each counts toward the 20 a minute)."""
+        with self._lock:
+            done = self._sent_parts.get(message.key, 0)
+        return max(1, len(self.parts(message.text)) - done)
+
     def send(self, message: Message) -> Delivery:
         """Posts every part not yet delivered; DELIVERED once all are, else the first failure."""
         parts = self.parts(message.text)

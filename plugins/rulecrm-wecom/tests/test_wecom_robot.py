@@ -159,3 +159,13 @@ def test_the_key_never_shows(wecom, robot_config, caplog, unused_port):
 def test_bad_settings_are_configuration_errors(robot_config, settings):
     with pytest.raises(ChannelConfigError):
         RobotChannel(robot_config(**settings))
+
+
+def test_units_counts_the_robot_messages_a_send_posts(robot_config):
+    from rulecrm_wecom.robot import RobotChannel
+    from wecom_standin import message
+
+    channel = RobotChannel(robot_config())
+    assert channel.units(message("短消息")) == 1
+    long_text = "茶" * 2000  # 6,000 bytes of UTF-8: three posts of at most 2048 bytes
+    assert channel.units(message(long_text)) == len(channel.parts(long_text)) == 3
