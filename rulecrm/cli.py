@@ -42,7 +42,8 @@ def check(rules):
 @click.option("--events", "events", required=True, type=click.Path(exists=True, dir_okay=False), help="Events JSONL.")
 @click.option("--until", "until", default=None, help="Fire timers due at or before this time (default: the last event's).")
 @click.option("--state", "state", default=None, help="SQLite state file; a second replay of the same events outputs nothing.")
-@click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Write actions as JSONL here ('-' for stdout).")
+@click.option("--out", "out", default="-", show_default=True, type=click.Path(dir_okay=False),
+              help="Write the actions as JSONL to this file ('-': stdout).")
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
 @click.option("--dispatch", "dispatch", is_flag=True, help="Deliver the actions through their channels (messages real people!).")
 def replay(rules, events, until, state, out, backend, dispatch):
