@@ -154,6 +154,8 @@ def plugins(as_json):
         click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
         if row["channel_types"]:
             click.echo(f"  channel types: {', '.join(row['channel_types'])}")
+        if row["event_sources"]:
+            click.echo(f"  event sources: {', '.join(row['event_sources'])}")
 
 
 def entry() -> None:

@@ -39,7 +39,7 @@ def build_plugin_manager(*, load_entry_points: bool = True, blocked: Iterable[st
 def _results_by_plugin(manager, hook_name):
     """(plugin name, result) for every implementation of a hook, so errors can name the plugin."""
     hook = getattr(manager.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # registration order
+    for impl in hook.get_hookimpls():  # registration order: built-ins first, then installed plugins
         name = manager.get_name(impl.plugin) or repr(impl.plugin)
         try:
             result = impl.function()
@@ -90,17 +90,20 @@ def describe(manager) -> list[dict]:
         if plugin is None:
             continue
         hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or ())
-        provided = []
-        if hasattr(plugin, "rulecrm_channel_types"):
-            provided = sorted(t.name for t in plugin.rulecrm_channel_types() or ())
         dist = distributions.get(id(plugin))
         rows.append({
             "name": name,
             "distribution": f"{dist.project_name} {dist.version}" if dist else "rulecrm (built in)",
             "hooks": hooks,
-            "channel_types": provided,
+            "channel_types": _names_provided(plugin, "rulecrm_channel_types"),
+            "event_sources": _names_provided(plugin, "rulecrm_event_sources"),
         })
     return rows
+
+
+def _names_provided(plugin, hook_name) -> list[str]:
+    implementation = getattr(plugin, hook_name, None)
+    return sorted(item.name for item in implementation() or ()) if implementation else []
 
 
 def check_channel_info(manager):
