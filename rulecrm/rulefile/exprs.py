@@ -59,38 +59,33 @@ def _source_text(report: Report, node, label: str, what: str):
 
 def expression(report: Report, node, *, label: str, scope: Scope, want: str, lines: list[str]):
     """The checked expression tree of a scalar, or INVALID (every problem reported)."""
-    source = _source_text(report, node, label, "an expression" if want == "bool" else "a duration expression")
+    what = "an expression" if want == "bool" else "a duration expression"
+    return _parsed(report, node, label, what, lines, parse_expression,
+                   lambda tree: check_expression(tree, scope=scope, want=want))
+
+
+def template(report: Report, node, *, label: str, scope: Scope, lines: list[str]):
+    """The checked Template of a scalar, or INVALID."""
+    return _parsed(report, node, label, "a message template", lines, parse_template,
+                   lambda parsed: check_template(parsed, scope=scope))
+
+
+def _parsed(report: Report, node, label: str, what: str, lines: list[str], parse, check):
+    """Parse a scalar at its place in the file and check it; INVALID when anything is an error."""
+    source = _source_text(report, node, label, what)
     if source is INVALID:
         return INVALID
     where = place(node, lines)
     try:
-        tree = parse_expression(source, line=where.line, column=where.column)
+        parsed = parse(source, line=where.line, column=where.column)
     except ExpressionError as exc:
         report.error(where.fix(exc.line, exc.column), exc.message, expected=exc.expected, found=exc.found,
                      hint=exc.hint)
         return INVALID
     except RecursionError:
-        report.error(node, "expression is nested too deeply", hint="split it into simpler parts")
+        report.error(node, f"{what} is nested too deeply", hint="split it into simpler parts")
         return INVALID
-    issues = check_expression(tree, scope=scope, want=want)
-    for issue in issues:
-        _report(report, where, issue)
-    return INVALID if any(issue.is_error for issue in issues) else tree
-
-
-def template(report: Report, node, *, label: str, scope: Scope, lines: list[str]):
-    """The checked Template of a scalar, or INVALID."""
-    source = _source_text(report, node, label, "a message template")
-    if source is INVALID:
-        return INVALID
-    where = place(node, lines)
-    try:
-        parsed = parse_template(source, line=where.line, column=where.column)
-    except ExpressionError as exc:
-        report.error(where.fix(exc.line, exc.column), exc.message, expected=exc.expected, found=exc.found,
-                     hint=exc.hint)
-        return INVALID
-    issues = check_template(parsed, scope=scope)
+    issues = check(parsed)
     for issue in issues:
         _report(report, where, issue)
     return INVALID if any(issue.is_error for issue in issues) else parsed
