@@ -11,9 +11,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from smtp_server import PASSWORD, USERNAME
 
 from rulecrm_smtp.compose import message_id
+
+# The loopback test server asks for AUTH without TLS on purpose; aiosmtpd warns about that.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 TIMEOUT = 60  # seconds for one subprocess; the tests stay far below it
 SENDER = "茶叶铺 <shop@example.com>"
