@@ -58,7 +58,8 @@ class WebhookChannel:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def headers(self, message, timestamp: int, body: bytes) -> dict[str, str]:
-        """Content type, idempotency key, timestamp and (with a secret) the signature."""
+        """Content type, idempotency key, timestamp (as in the body's `sent_at`) and, with a secret,
+        the signature of the body."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -66,7 +67,7 @@ class WebhookChannel:
             TIMESTAMP_HEADER: str(timestamp),
         }
         if self._secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
+            headers[SIGNATURE_HEADER] = sign(self._secret, body)
         return headers
 
     def send(self, message) -> Delivery:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
+from datetime import datetime
 
 PREFIX = "sha256="
 TIMESTAMP_HEADER = "X-Rulecrm-Timestamp"
@@ -14,25 +16,27 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8")
 
 
-def sign(secret: str | bytes, timestamp: int | str, body: str | bytes) -> str:
-    """The `X-Rulecrm-Signature` value: `sha256=` + hex HMAC-SHA256 of `<timestamp>.<body>`."""
-    signed = _as_bytes(str(timestamp)) + b"." + _as_bytes(body)
-    return PREFIX + hmac.new(_as_bytes(secret), signed, hashlib.sha256).hexdigest()
+def sign(secret: str | bytes, body: str | bytes) -> str:
+    """The `X-Rulecrm-Signature` value: `sha256=` + hex HMAC-SHA256 of the raw body."""
+    return PREFIX + hmac.new(_as_bytes(secret), _as_bytes(body), hashlib.sha256).hexdigest()
 
 
-def verify_signature(secret: str | bytes, timestamp: int | str, body: str | bytes, header: str | None,
+def verify_signature(secret: str | bytes, body: str | bytes, header: str | None,
                      tolerance: float | None = 300, *, now: float | None = None) -> bool:
-    """True if `header` signs exactly this timestamp and raw body, sent at most `tolerance` seconds ago.
+    """True if `header` signs exactly this raw body and the body's `sent_at` is at most `tolerance`
+    seconds away from now (the body is signed, so its time cannot be altered: replays go stale).
 
-    Pass the raw request body (bytes, before any JSON parsing) and the two headers as received;
-    `tolerance=None` skips the freshness check.
+    Pass the raw request body (bytes, before any JSON parsing); `tolerance=None` skips the
+    freshness check.
     """
-    if not header or not header.startswith(PREFIX):
+    if not header or not header.strip().startswith(PREFIX):
         return False
+    if not hmac.compare_digest(sign(secret, body), header.strip()):
+        return False
+    if tolerance is None:
+        return True
     try:
-        sent_at = int(timestamp)
-    except (TypeError, ValueError):
+        sent_at = datetime.fromisoformat(json.loads(body)["sent_at"]).timestamp()
+    except (ValueError, KeyError, TypeError):
         return False
-    if tolerance is not None and abs((time.time() if now is None else now) - sent_at) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, str(timestamp).strip(), body), header.strip())
+    return abs((time.time() if now is None else now) - sent_at) <= tolerance

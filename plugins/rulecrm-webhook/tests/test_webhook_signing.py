@@ -5,41 +5,44 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rulecrm.channels import ChannelConfig, Message
 from rulecrm_webhook import BODY_FIELDS, WebhookChannel, sign, verify_signature
 
-BODY = '{"key":"k","text":"您好"}'.encode()
 NOW = 1_780_000_000
+BODY = ('{"key":"k","text":"您好","sent_at":"%s"}'
+        % datetime.fromtimestamp(NOW, timezone.utc).isoformat(timespec="seconds")).encode()
 
 
-def test_signature_is_hmac_sha256_of_timestamp_dot_body():
-    expected = hmac.new(b"s3cret", b"1780000000." + BODY, hashlib.sha256).hexdigest()
-    assert sign("s3cret", NOW, BODY) == "sha256=" + expected
+def test_signature_is_hmac_sha256_of_the_raw_body():
+    expected = hmac.new(b"s3cret", BODY, hashlib.sha256).hexdigest()
+    assert sign("s3cret", BODY) == "sha256=" + expected
 
 
 def test_verify_accepts_the_genuine_signature():
-    header = sign("s3cret", NOW, BODY)
-    assert verify_signature("s3cret", str(NOW), BODY, header, now=NOW + 299)
-    assert verify_signature(b"s3cret", NOW, BODY, header, tolerance=None, now=NOW + 10**6)
+    header = sign("s3cret", BODY)
+    assert verify_signature("s3cret", BODY, header, now=NOW + 299)
+    assert verify_signature(b"s3cret", BODY, header, tolerance=None, now=NOW + 10**6)
 
 
 def test_verify_rejects_wrong_secret_tampering_and_staleness():
-    header = sign("s3cret", NOW, BODY)
-    assert not verify_signature("wrong", NOW, BODY, header, now=NOW)
-    assert not verify_signature("s3cret", NOW, BODY + b" ", header, now=NOW)
-    assert not verify_signature("s3cret", NOW + 1, BODY, header, now=NOW)
-    assert not verify_signature("s3cret", NOW, BODY, header, now=NOW + 301)
-    assert not verify_signature("s3cret", NOW, BODY, header, now=NOW - 301)
+    header = sign("s3cret", BODY)
+    assert not verify_signature("wrong", BODY, header, now=NOW)
+    assert not verify_signature("s3cret", BODY + b" ", header, now=NOW)
+    assert not verify_signature("s3cret", BODY.replace(b"2026", b"2027"), header, now=NOW)
+    assert not verify_signature("s3cret", BODY, header, now=NOW + 301)
+    assert not verify_signature("s3cret", BODY, header, now=NOW - 301)
 
 
 def test_verify_rejects_malformed_input():
-    header = sign("s3cret", NOW, BODY)
-    assert not verify_signature("s3cret", NOW, BODY, None, now=NOW)
-    assert not verify_signature("s3cret", NOW, BODY, header.removeprefix("sha256="), now=NOW)
-    assert not verify_signature("s3cret", "yesterday", BODY, header, now=NOW)
-    assert not verify_signature("s3cret", None, BODY, header, now=NOW)
+    header = sign("s3cret", BODY)
+    assert not verify_signature("s3cret", BODY, None, now=NOW)
+    assert not verify_signature("s3cret", BODY, header.removeprefix("sha256="), now=NOW)
+    no_time = b'{"key":"k"}'
+    assert not verify_signature("s3cret", no_time, sign("s3cret", no_time), now=NOW)
+    assert verify_signature("s3cret", no_time, sign("s3cret", no_time), tolerance=None, now=NOW)
 
 
 def readme_block(language: str) -> str:
@@ -51,10 +54,11 @@ def test_readme_receiver_snippet_agrees_with_sign():
     namespace = {}
     exec(readme_block("python").split("# in a request handler")[0], namespace)
     verify = namespace["verify"]
-    now = str(int(time.time()))
-    assert verify(b"s3cret", now, BODY, sign("s3cret", now, BODY))
-    assert not verify(b"wrong", now, BODY, sign("s3cret", now, BODY))
-    assert not verify(b"s3cret", str(NOW), BODY, sign("s3cret", NOW, BODY))
+    fresh = ('{"key":"k","sent_at":"%s"}'
+             % datetime.fromtimestamp(time.time(), timezone.utc).isoformat(timespec="seconds")).encode()
+    assert verify(b"s3cret", fresh, sign("s3cret", fresh))
+    assert not verify(b"wrong", fresh, sign("s3cret", fresh))
+    assert not verify(b"s3cret", BODY, sign("s3cret", BODY))  # signed, but stale
 
 
 def test_readme_body_example_matches_the_channel():

@@ -50,8 +50,7 @@ class Receiver:
             extra = {"Retry-After": retry_after} if retry_after else {}
             return respond(handler, status, {"error": text or "planned failure"}, extra)
         if self.secret is not None and not verify_signature(
-                self.secret, headers.get("X-Rulecrm-Timestamp"), body, headers.get("X-Rulecrm-Signature"),
-                self.tolerance):
+                self.secret, body, headers.get("X-Rulecrm-Signature"), self.tolerance):
             return respond(handler, 401, {"error": "bad signature"})
         key = headers["Idempotency-Key"]
         with self.lock:
