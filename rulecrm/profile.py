@@ -54,6 +54,11 @@ class Profile:
     def changed(self) -> None:
         self._mapping = None
 
+    def release(self) -> None:
+        """Forget the cached mapping once the customer's evaluation is over: the next event changes
+        the profile anyway, and keeping it would cost every resident customer ~1.5 KB."""
+        self._mapping = None
+
     def mapping(self) -> dict[str, Any]:
         if self._mapping is None:
             self._mapping = {

@@ -167,6 +167,7 @@ class Engine:
             self.now = event.at
         self.stats["events"] += 1
         self._apply(event)
+        self.profile(event.customer_id).release()
         return True
 
     def advance(self, until: datetime) -> None:
@@ -189,6 +190,7 @@ class Engine:
                 self.now = timer.due
             self.stats["timers_fired"] += 1
             self._fire[timer.payload["type"]](timer)
+            self.profile(timer.customer_id).release()
 
     def _schedule(self, key, due, rule_index, customer_id, payload, unless=None) -> None:
         """Add a timer, replacing any pending one with the same key."""
