@@ -260,6 +260,12 @@ class Engine:
             self._drop_timer(key)
             self.stats["timers_cancelled"] += 1
 
+    def context_for(self, profile, event: Event | None = None) -> EvalContext:
+        """What a rule's expressions see for this customer and trigger event (for tools like explain)."""
+        if event is None:
+            return self._context(profile)
+        return self._context(profile, event.as_mapping(), event.data.get("sku"))
+
     def _context(self, profile, event_map=None, sku=None) -> EvalContext:
         return EvalContext(
             event=event_map,

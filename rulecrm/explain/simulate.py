@@ -54,7 +54,7 @@ def last_sightings(ruleset, state, *, functions=None, address_fields=None) -> di
     def look(event: Event, index: int | None) -> None:
         profile = engine.profile(event.customer_id)
         # The engine's own context builder, so values (the learned `cycle` too) are exactly its.
-        ctx = engine._context(profile, event.as_mapping(), event.data.get("sku"))  # noqa: SLF001
+        ctx = engine.context_for(profile, event)
         for rule in by_type.get(event.type, ()):
             evaluation = evaluate(rule.when, ctx, functions) if rule.when is not None else None
             delay = compile_expression(rule.after)(ctx) if rule.after is not None else None
