@@ -3,27 +3,20 @@ from __future__ import annotations
 
 import io
 import json
-import textwrap
 from pathlib import Path
 
 from rulecrm.replay import replay
+from rulecrm.testing import files
 from rulecrm.timeutil import parse_timestamp
 from rulecrm.timeutil import get_zone
 
 
 def write_rules(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
-    directory = tmp_path / "rules"
-    directory.mkdir(exist_ok=True)
-    (directory / name).write_text(textwrap.dedent(text), encoding="utf-8")
-    return directory
+    return files.write_rules(tmp_path, text, name)
 
 
 def write_events(tmp_path: Path, events, name: str = "events.jsonl") -> Path:
-    path = tmp_path / name
-    with path.open("w", encoding="utf-8") as handle:
-        for event in events:
-            handle.write((event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)) + "\n")
-    return path
+    return files.write_events(tmp_path / name, events)
 
 
 def run(tmp_path, rules: str, events, *, until=None, backend="python", state=None, tz="UTC", stages=False):

@@ -1,6 +1,7 @@
 """rulecrm's testing kit: drive a shop's rules in tests and check what they do."""
 from .clock import Clock
 from ..rulefile.loader import load_rules
+from .files import replay_cli, write_events, write_rules
 from .harness import Shop, run_events, settling_time
 from .invariants import (
     InvariantViolation,
@@ -22,5 +23,5 @@ __all__ = [
     "Clock", "InvariantViolation", "RecordingChannel", "Shop", "assert_at_most", "assert_escalated_or_handled",
     "caps_not_bypassed", "caps_respected", "chats", "check_all", "customers", "escalations_justified",
     "event_streams", "load_rules", "no_duplicate_sends", "no_marketing_to_opted_out", "orders", "quiet_hours_respected",
-    "reviews", "rule_files", "mutated_rule_files", "run_events", "settling_time", "timestamps",
+    "replay_cli", "reviews", "rule_files", "write_events", "write_rules", "mutated_rule_files", "run_events", "settling_time", "timestamps",
 ]

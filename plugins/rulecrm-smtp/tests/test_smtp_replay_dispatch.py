@@ -5,16 +5,13 @@ the subprocess environment, then compares the envelopes the server accepted with
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 from smtp_server import PASSWORD, USERNAME
 
 from rulecrm_smtp.compose import message_id
+from rulecrm.testing import replay_cli, write_events
 
 # The loopback test server asks for AUTH without TLS on purpose; aiosmtpd warns about that.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -54,15 +51,10 @@ def order(n, cid, sku="tea-xqg"):
 
 def replay_dispatch(tmp_path, rules, events):
     """Run the real command line; returns (completed process, --out notify actions by customer id)."""
-    events_path = tmp_path / "events.jsonl"
-    events_path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
+    done, actions = replay_cli(rules, write_events(tmp_path, events), workdir=tmp_path, dispatch=True,
+                               env=SECRETS, timeout=TIMEOUT)
     out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "rulecrm", "replay", "--rules", str(rules), "--events", str(events_path),
-               "--dispatch", "--state", str(tmp_path / "state.db"), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **SECRETS},
-                          timeout=TIMEOUT, cwd=tmp_path)
-    actions = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] if out.exists() else []
-    assert PASSWORD not in done.stdout + done.stderr + out.read_text(encoding="utf-8")
+    assert PASSWORD not in done.stdout + done.stderr + (out.read_text(encoding="utf-8") if out.exists() else "")
     return done, {a["customer_id"]: a for a in actions if a["kind"] == "notify"}
 
 

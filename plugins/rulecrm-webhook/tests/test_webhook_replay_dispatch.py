@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 from webhook_receiver import SECRET, SECRET_ENV, Receiver, serve
 
 from rulecrm_webhook.signing import verify_signature
+from rulecrm.testing import replay_cli, write_events, write_rules
 
 TIMEOUT = 60  # seconds for one subprocess; the tests stay far below it
 
@@ -45,29 +41,16 @@ def timed_receiver():
     server.server_close()
 
 
-def write_rules(tmp_path, text):
-    directory = tmp_path / "rules"
-    directory.mkdir(exist_ok=True)
-    (directory / "shop.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
-    return directory
 
 
-def write_events(tmp_path, events):
-    path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
-    return path
+
+
 
 
 def replay_dispatch(tmp_path, rules, events, *, env=None):
-    """Run the real command line; returns (completed process, --out actions as dicts)."""
-    out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "rulecrm", "replay", "--rules", str(rules), "--events", str(events),
-               "--dispatch", "--state", str(tmp_path / "state.db"), "--out", str(out)]
-    environment = {**os.environ, SECRET_ENV: SECRET, **(env or {})}
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=TIMEOUT,
-                          cwd=tmp_path)
-    actions = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] if out.exists() else []
-    return done, actions
+    """The real command line with --dispatch and the signing secret in its environment."""
+    return replay_cli(rules, events, workdir=tmp_path, dispatch=True, env={SECRET_ENV: SECRET, **(env or {})},
+                      timeout=TIMEOUT)
 
 
 def review(n, rating, text, customer="c-1"):

@@ -7,16 +7,13 @@ with the `--out` lines.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 from wecom_standin import CONTACT_SECRET, ROBOT_KEY, ROBOT_PER_MINUTE, StandIn, serve
 
 from rulecrm_wecom.protocol import FREQ_OUT_OF_LIMIT
+from rulecrm.testing import replay_cli, write_events, write_rules
 
 ROBOT_PATH = "/cgi-bin/webhook/send"
 SECRETS = {"WECOM_ROBOT_KEY": ROBOT_KEY, "WECOM_SECRET": CONTACT_SECRET}
@@ -48,28 +45,16 @@ def standin():
     server.server_close()
 
 
-def write_rules(tmp_path, text):
-    directory = tmp_path / "rules"
-    directory.mkdir(exist_ok=True)
-    (directory / "shop.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
-    return directory
 
 
-def write_events(tmp_path, events):
-    path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
-    return path
+
+
 
 
 def replay_dispatch(tmp_path, rules, events, *, env=None, timeout=60):
-    """Run the real command line; returns (completed process, --out actions as dicts)."""
-    out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "rulecrm", "replay", "--rules", str(rules), "--events", str(events),
-               "--dispatch", "--state", str(tmp_path / "state.db"), "--out", str(out)]
-    environment = {**os.environ, **SECRETS, **(env or {})}
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=timeout, cwd=tmp_path)
-    actions = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] if out.exists() else []
-    return done, actions
+    """The real command line with --dispatch and the WeCom secrets in its environment."""
+    return replay_cli(rules, events, workdir=tmp_path, dispatch=True, env={**SECRETS, **(env or {})},
+                      timeout=timeout)
 
 
 def review(n, rating, text, customer="c-1"):
