@@ -1,16 +1,18 @@
-# The two commands of the README. Each sets up everything it needs in .venv on a fresh machine.
+# The two commands of the README. Each sets up everything it needs in .venv on a fresh machine,
+# installing the exact versions pinned in constraints.txt (refresh them with `make lock`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP_VERSION := 26.3
 
-.PHONY: example test bench clean
+.PHONY: example test bench lock clean
 
 PLUGINS := $(wildcard plugins/*/setup.cfg)
 
-$(BIN)/rulecrm: setup.cfg pyproject.toml $(PLUGINS)
+$(BIN)/rulecrm: setup.cfg pyproject.toml constraints.txt $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/pip install --quiet 'pip==$(PIP_VERSION)'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(BIN)/rulecrm
 
 example: $(BIN)/rulecrm
@@ -23,5 +25,14 @@ test: $(BIN)/rulecrm
 bench: $(BIN)/rulecrm
 	$(BIN)/python -m bench.run_all
 
+# Re-resolve the newest versions that setup.cfg's ranges allow and pin them (first-party plugins
+# depend only on rulecrm, so the core's dependencies and its test extra are the whole set).
+lock:
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet pip-tools
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra test --strip-extras --allow-unsafe \
+	    --no-emit-index-url --no-emit-find-links -o constraints.txt setup.cfg
+	rm -rf $(VENV)-lock
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV)-lock build *.egg-info

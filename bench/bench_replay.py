@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "cdnow" / "cdnow.yaml"
-CDNOW = Path(os.environ.get("RULECRM_DATA", ROOT.parent / "shared" / "data")) / "cdnow" / "CDNOW_master.txt"
+CDNOW = Path(os.environ.get("RULECRM_DATA", ROOT / "tests" / "data")) / "cdnow" / "CDNOW_master.txt"
 WORK = Path(tempfile.gettempdir()) / "rulecrm-bench"
 CONTENDERS = ("handwritten", "python", "durable")
 SLOW = 60.0  # seconds: a contender slower than this is measured once, not best of N

@@ -1,4 +1,4 @@
-"""Converters from the real data in ../shared/data to event JSONL, for benchmarks and end-to-end tests.
+"""Converters from the real data in tests/data to event JSONL, for benchmarks and end-to-end tests.
 
 Timestamps are written without an offset, as in the sources: they are read in the shop's time zone.
 `src`/`dst` may be paths or open text streams; every converter returns the number of events written.

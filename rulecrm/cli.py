@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import click
 
+from . import __version__
 from .cliutil import EXIT_ERROR, EXIT_OK, reported_errors
 from .cliutil import echo_err as _echo_err
 from .timeutil import parse_timestamp
@@ -17,7 +17,7 @@ EXIT_UNDELIVERED = 4  # replay --dispatch: some action ended `failed` or `dead`
 
 
 @click.group()
-@click.version_option(package_name="rulecrm")
+@click.version_option(__version__, prog_name="rulecrm")
 def main() -> None:
     """rulecrm: rules for private-domain customer operations."""
 
@@ -126,16 +126,18 @@ def dead_letters(state, retry, rules, fixes, remove):
 @click.argument("directory", type=click.Path(file_okay=False))
 def init(directory):
     """Create a starter project: a rules directory and sample events."""
+    from importlib.resources import files
+
     target = Path(directory)
-    starter = Path(__file__).parent / "starter"
+    starter = files("rulecrm.starter")  # package data: works from a wheel as well as a checkout
     rules_dir = target / "rules"
     if rules_dir.exists() and any(rules_dir.iterdir()):
         _echo_err(f"error: {rules_dir} already has files; choose an empty directory")
         sys.exit(EXIT_ERROR)
     rules_dir.mkdir(parents=True, exist_ok=True)
-    for source in sorted(starter.glob("*.yaml")):
-        shutil.copy(source, rules_dir / source.name)
-    shutil.copy(starter / "events.jsonl", target / "events.jsonl")
+    for source in sorted((item for item in starter.iterdir() if item.name.endswith(".yaml")), key=lambda i: i.name):
+        (rules_dir / source.name).write_bytes(source.read_bytes())
+    (target / "events.jsonl").write_bytes(starter.joinpath("events.jsonl").read_bytes())
     click.echo(f"created {rules_dir} and {target / 'events.jsonl'}")
     click.echo(f"next: rulecrm check {rules_dir} && rulecrm replay --rules {rules_dir} --events {target / 'events.jsonl'} --out -")
 

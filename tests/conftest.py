@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+REAL_DATA = REPO / "tests" / "data"
 
 # CI runs the same examples every time (a landing must not depend on a lucky draw); local runs
 # search at random, and what they find is kept as a regression example.
@@ -21,9 +21,9 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"expected the shared data at {SHARED_DATA}"
-    return SHARED_DATA
+def real_data() -> Path:
+    assert REAL_DATA.is_dir(), f"expected the real data sets at {REAL_DATA}"
+    return REAL_DATA
 
 
 @pytest.fixture(scope="session")

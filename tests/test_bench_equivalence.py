@@ -16,8 +16,8 @@ LINES = 3_000
 
 
 @pytest.fixture(scope="module")
-def events(shared_data, tmp_path_factory):
-    with open(shared_data / "cdnow" / "CDNOW_master.txt", encoding="ascii") as source:
+def events(real_data, tmp_path_factory):
+    with open(real_data / "cdnow" / "CDNOW_master.txt", encoding="ascii") as source:
         head = "".join(itertools.islice(source, LINES + 1))  # the header and LINES purchases
     path = tmp_path_factory.mktemp("bench") / "cdnow-head.jsonl"
     assert cdnow_events(io.StringIO(head), path) == LINES

@@ -1,4 +1,4 @@
-"""The command line as a subprocess, on the bundled example and on the real data in ../shared/data."""
+"""The command line as a subprocess, on the bundled example and on the real data in tests/data."""
 from __future__ import annotations
 
 import csv
@@ -101,16 +101,16 @@ def test_second_replay_with_state_outputs_nothing(tmp_path, backend):
 
 
 @pytest.fixture(scope="module")
-def cdnow_jsonl(tmp_path_factory, shared_data):
+def cdnow_jsonl(tmp_path_factory, real_data):
     path = tmp_path_factory.mktemp("cdnow") / "cdnow.jsonl"
-    cdnow_events(shared_data / "cdnow" / "CDNOW_master.txt", path)
+    cdnow_events(real_data / "cdnow" / "CDNOW_master.txt", path)
     return path
 
 
 @pytest.fixture(scope="module")
-def cdnow_raw(shared_data):
+def cdnow_raw(real_data):
     rows = []
-    for line in (shared_data / "cdnow" / "CDNOW_master.txt").read_text().splitlines():
+    for line in (real_data / "cdnow" / "CDNOW_master.txt").read_text().splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[1].isdigit():
             rows.append((parts[0], parts[1], int(parts[2]), float(parts[3])))
@@ -153,16 +153,16 @@ def test_cdnow_replay_counts_match_an_independent_computation(tmp_path, cdnow_js
 
 
 @pytest.mark.parametrize("backend", ["python", "durable"])
-def test_olist_reviews_escalations_match_the_real_answer_times(tmp_path, shared_data, backend):
+def test_olist_reviews_escalations_match_the_real_answer_times(tmp_path, real_data, backend):
     events = tmp_path / "reviews.jsonl"
-    olist_review_events(shared_data / "olist-sample", events)
+    olist_review_events(real_data / "olist-sample", events)
     out = tmp_path / "actions.jsonl"
     result = rulecrm("replay", "--rules", REPO / "rules/reviews", "--events", events, "--out", out,
                      "--backend", backend)
     assert result.returncode == 0, result.stderr
     actions = read_actions(out)
 
-    with open(shared_data / "olist-sample" / "olist_order_reviews_dataset.csv", newline="", encoding="utf-8") as f:
+    with open(real_data / "olist-sample" / "olist_order_reviews_dataset.csv", newline="", encoding="utf-8") as f:
         reviews = list(csv.DictReader(f))
     zone = ZoneInfo("America/Sao_Paulo")  # the rule set's shop time zone; durations are elapsed time
 

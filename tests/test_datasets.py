@@ -33,8 +33,8 @@ def all_valid(path, tz=SAO_PAULO):
     return [item for _, item in results]
 
 
-def test_cdnow(shared_data, tmp_path):
-    src = shared_data / "cdnow" / "CDNOW_master.txt"
+def test_cdnow(real_data, tmp_path):
+    src = real_data / "cdnow" / "CDNOW_master.txt"
     raw = [line.split() for line in src.read_text().splitlines()[1:] if line.strip()]
     dst = tmp_path / "cdnow.jsonl"
     assert cdnow_events(src, dst) == len(raw) == 69_659
@@ -59,8 +59,8 @@ def test_cdnow_accepts_streams():
     assert json.loads(out.getvalue())["at"] == "1998-06-30T00:00:00"
 
 
-def test_olist_reviews(shared_data, tmp_path):
-    src = shared_data / "olist-sample"
+def test_olist_reviews(real_data, tmp_path):
+    src = real_data / "olist-sample"
     rows = csv_rows(src / "olist_order_reviews_dataset.csv")
     answered = sum(1 for row in rows if row["review_answer_timestamp"])
     dst = tmp_path / "reviews.jsonl"
@@ -81,8 +81,8 @@ def test_olist_reviews(shared_data, tmp_path):
     assert texted["review_comment_message"].strip() in event.data["text"]
 
 
-def test_olist_orders(shared_data, tmp_path):
-    src = shared_data / "olist-sample"
+def test_olist_orders(real_data, tmp_path):
+    src = real_data / "olist-sample"
     rows = csv_rows(src / "olist_orders_dataset.csv")
     delivered = sum(1 for row in rows if row["order_delivered_customer_date"])
     dst = tmp_path / "orders.jsonl"

@@ -1,6 +1,8 @@
 """YAML with positions: nodes, duplicate keys, merges, tags and syntax errors."""
 from __future__ import annotations
 
+import pytest
+
 from rulecrm.rulefile.yamlpos import Map, Scalar, Seq, compose, decode, describe
 
 
@@ -72,15 +74,26 @@ def test_non_scalar_keys_are_errors():
     assert [(d.line, d.message) for d in parsed.diagnostics] == [(1, "a mapping key must be a plain name")]
 
 
-def test_deep_nesting_does_not_crash():
-    parsed = compose("[" * 5000 + "]" * 5000, "f.yaml")
-    assert parsed.diagnostics
-    parsed = compose("- " * 3000 + "x", "f.yaml")
-    node = parsed.documents[0]
-    depth = 0
+@pytest.mark.parametrize("text, where", [
+    ("[" * 5000 + "]" * 5000, (1, 201)),
+    ("- " * 3000 + "x", (1, 401)),
+    ("a:\n" + "".join("  " * n + "k:\n" for n in range(1, 400)) + "  " * 400 + "x: 1\n", (201, 401)),
+])
+def test_deep_nesting_is_a_positioned_error_not_a_crash(text, where):
+    parsed = compose(text, "f.yaml")
+    assert parsed.broken
+    [problem] = parsed.diagnostics
+    assert "nested deeper than 200 levels" in problem.message
+    assert (problem.line, problem.column) == where
+
+
+def test_nesting_up_to_the_limit_is_read():
+    parsed = compose("- " * 199 + "x", "f.yaml")
+    assert not parsed.diagnostics
+    node, depth = parsed.documents[0], 0
     while isinstance(node, Seq):
         node, depth = node.items[0], depth + 1
-    assert depth == 3000
+    assert (depth, node.value) == (199, "x")
 
 
 def test_empty_and_multiple_documents():

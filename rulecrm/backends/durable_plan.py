@@ -2,7 +2,7 @@
 
 Pure Python (no durable_rules import), so the plan can be inspected and tested anywhere.
 Every guard below cites the durable-rules 2.0.28 limit it keeps us under (see
-/work/shared/notes/durable-rules.md and the C sources `rete.c`, `events.c`, `json.c`, `rules.h`).
+docs/durable-rules-notes.md and the C sources `rete.c`, `events.c`, `json.c`, `rules.h`).
 """
 from __future__ import annotations
 

@@ -21,7 +21,9 @@ _KINDS = {
     _TAG + "timestamp": "date",
 }
 _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
-_MAX_FLOW_DEPTH = 1000
+# Far beyond any real rule file, and below every libyaml's own limit (which differs between
+# versions), so the diagnostic is ours and the same everywhere.
+_MAX_DEPTH = 200
 
 
 @attrs.define(slots=True, eq=False)
@@ -95,11 +97,14 @@ def compose(text: str, path: str) -> Parsed:
     broken = False
     too_deep = _flow_too_deep(text)
     if too_deep is not None:
-        composer.error(too_deep, f"brackets nested deeper than {_MAX_FLOW_DEPTH} levels", hint="flatten the data")
+        composer.error(too_deep, _TOO_DEEP, hint="flatten the data")
         return Parsed((), tuple(composer.diagnostics), True)
     try:
         for event in yaml.parse(text, Loader=_Loader):
             composer.feed(event)
+    except _NestedTooDeep as exc:
+        composer.error(exc.where, _TOO_DEEP, hint="flatten the data")
+        broken = True
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -118,6 +123,15 @@ def compose(text: str, path: str) -> Parsed:
     return Parsed(tuple(composer.documents), tuple(composer.diagnostics), broken)
 
 
+_TOO_DEEP = f"values nested deeper than {_MAX_DEPTH} levels"
+
+
+class _NestedTooDeep(Exception):
+    def __init__(self, where: tuple[int, int]):
+        super().__init__(where)
+        self.where = where
+
+
 def _offset_position(text: str, offset: int) -> tuple[int, int]:
     head = text[:offset]
     return head.count("\n") + 1, offset - (head.rfind("\n") + 1) + 1
@@ -125,13 +139,13 @@ def _offset_position(text: str, offset: int) -> tuple[int, int]:
 
 def _flow_too_deep(text: str) -> tuple[int, int] | None:
     """libyaml slows down quadratically with bracket nesting; refuse absurd depths up front."""
-    if text.count("[") + text.count("{") <= _MAX_FLOW_DEPTH:
+    if text.count("[") + text.count("{") <= _MAX_DEPTH:
         return None
     depth = 0
     for offset, char in enumerate(text):
         if char in "[{":
             depth += 1
-            if depth > _MAX_FLOW_DEPTH:
+            if depth > _MAX_DEPTH:
                 return _offset_position(text, offset)
         elif char in "]}" and depth:
             depth -= 1
@@ -164,6 +178,8 @@ class _Composer:
         elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             self._check_collection_tag(event)
             line, column = event.start_mark.line + 1, event.start_mark.column + 1
+            if len(self._stack) >= _MAX_DEPTH:
+                raise _NestedTooDeep((line, column))
             node = Seq([], line, column) if isinstance(event, yaml.SequenceStartEvent) else Map([], line, column)
             if event.anchor is not None:
                 self._anchors[event.anchor] = node
