@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 MAX_DEFERS = 3  # docs: a deferring cap reschedules a send at most 3 times, then suppresses it
 MAX_PROFILE_PASSES = 8  # docs: profile rules run to a fixpoint of at most 8 passes
@@ -154,6 +155,22 @@ def _unless(unless) -> str:
     return f"{event_type} same {same}" if same else event_type
 
 
+def same_value(value) -> tuple:
+    """docs: `same` values are equal when they are the same JSON value, numbers compared as numbers
+    (1 is 1.0) and kinds kept apart (true is not 1, "1" is not 1), inside lists and objects too."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", Fraction(value))
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("list", tuple(same_value(item) for item in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((key, same_value(item)) for key, item in value.items()))
+    return ("null",)
+
+
 # -- state ---------------------------------------------------------------------------------------
 @dataclass
 class Customer:
@@ -292,7 +309,8 @@ class Model:
             if timer.customer != customer.id or timer.unless is None or timer.unless[0] != event["type"]:
                 return False
             _, same, value = timer.unless
-            return same is None or (value is not None and event["data"].get(same) == value)
+            other = event["data"].get(same) if same else None
+            return same is None or (value is not None and other is not None and same_value(other) == same_value(value))
 
         self.timers = [t for t in self.timers if not cancels(t)]
 
@@ -380,7 +398,7 @@ class Model:
     def _timer_key(what: str, rule: Rule, customer: Customer, event: dict) -> tuple:
         """A trigger replaces the pending timer of the same rule and key: the `same` value, else the customer."""
         same = rule.unless[1] if rule.unless else None
-        return (what, rule.id, customer.id, repr(event["data"].get(same)) if same else None)
+        return (what, rule.id, customer.id, same_value(event["data"].get(same)) if same else None)
 
     # -- actions -----------------------------------------------------------------------------------
     def _set_tag(self, rule: Rule, customer: Customer, add: bool, trigger: str, at: datetime) -> None:

@@ -406,3 +406,56 @@ def test_channel_address_field_names_the_profile_field_to_send_to(tmp_path, back
     actions, _ = run(tmp_path, rules, events, backend=backend)
     assert [(a["customer_id"], a["address"], a["status"], a["reason"]) for a in actions] == [
         ("c1", "+8613900000001", "sent", None), ("c2", None, "suppressed", "no-address")]
+
+
+TICKETS = """
+rules:
+  - id: follow-up
+    on: ticket.opened
+    after: 2d
+    unless: ticket.closed same ref
+    notify: {to: customer, kind: service, template: "ticket {event.ref}"}
+"""
+# (first ref, second ref, whether they are the same `same` value): numbers compare as numbers,
+# but true is not 1 and "1" is not 1, inside lists and objects too.
+SAME_REFS = [
+    (1, 1.0, True), (1, 1, True), (2.5, 2.5, True), (1, True, False), (1.0, True, False), (1, "1", False),
+    ("1", "1.0", False), (True, True, True), (False, 0, False), ([1, "a"], [1.0, "a"], True),
+    ([True], [1], False), ({"a": 1, "b": [2]}, {"b": [2.0], "a": 1.0}, True), ({"a": 1}, {"a": "1"}, False),
+]
+
+
+def ticket(kind, at, ref, n):
+    return ev(f"ticket.{kind}", "c1", at, id=f"{kind}-{n}", ref=ref)
+
+
+@pytest.mark.parametrize(("first", "second", "same"), SAME_REFS)
+def test_same_value_replaces_the_pending_timer(tmp_path, backend, first, second, same):
+    events = [ticket("opened", "2026-01-01T00:00:00Z", first, 1), ticket("opened", "2026-01-02T00:00:00Z", second, 2)]
+    actions, _ = run(tmp_path, TICKETS, events, until="2026-02-01T00:00:00Z", backend=backend)
+    expected = ["2026-01-04T00:00:00+00:00"] if same else ["2026-01-03T00:00:00+00:00", "2026-01-04T00:00:00+00:00"]
+    assert sorted(a["due_at"] for a in actions) == expected
+
+
+@pytest.mark.parametrize(("first", "second", "same"), SAME_REFS)
+def test_same_value_cancels_the_pending_timer(tmp_path, backend, first, second, same):
+    events = [ticket("opened", "2026-01-01T00:00:00Z", first, 1), ticket("closed", "2026-01-02T00:00:00Z", second, 2)]
+    actions, _ = run(tmp_path, TICKETS, events, until="2026-02-01T00:00:00Z", backend=backend)
+    assert [a["due_at"] for a in actions] == ([] if same else ["2026-01-03T00:00:00+00:00"])
+
+
+@pytest.mark.parametrize(("first", "second", "same"), [(1, 1.0, True), (1.0, 1, True), (1, True, False)])
+def test_same_value_equality_survives_a_restart(tmp_path, backend, first, second, same):
+    """The pending timer comes back from the state file (JSON) and still compares the same way."""
+    state = tmp_path / "state.db"
+    run(tmp_path, TICKETS, [ticket("opened", "2026-01-01T00:00:00Z", first, 1)], until="2026-01-01T12:00:00Z",
+        backend=backend, state=state)
+    later = [ticket("opened", "2026-01-02T00:00:00Z", second, 2), ticket("closed", "2026-01-02T06:00:00Z", second, 3)]
+    actions, _ = run(tmp_path, TICKETS, later, until="2026-02-01T00:00:00Z", backend=backend, state=state)
+    assert [a["due_at"] for a in actions] == ([] if same else ["2026-01-03T00:00:00+00:00"])
+
+
+def test_missing_same_value_never_cancels(tmp_path, backend):
+    events = [ticket("opened", "2026-01-01T00:00:00Z", None, 1), ticket("closed", "2026-01-02T00:00:00Z", None, 2)]
+    actions, _ = run(tmp_path, TICKETS, events, until="2026-02-01T00:00:00Z", backend=backend)
+    assert [a["due_at"] for a in actions] == ["2026-01-03T00:00:00+00:00"]

@@ -37,6 +37,7 @@ BASE = RuleSet(
              unless=("review.handled", "review_id"), steps=((2 * H, "cs"), (D, "boss"))),
         Rule("win-back", on="stage.changed", when=(Cond("event", "to", "==", "dormant"),), to="customer"),
         Rule("lost", on="stage.changed", when=(Cond("event", "to", "==", "churned"),), to="boss"),
+        Rule("ticket", on="ticket.opened", after=12 * H, unless=("ticket.closed", "ref"), to="cs"),
     ),
 )
 
@@ -67,6 +68,9 @@ EVENT_DATA = st.one_of(
     st.tuples(st.just("review.handled"), st.fixed_dictionaries({"review_id": st.sampled_from(["r1", "r2"])})),
     st.tuples(st.sampled_from(["customer.opted_out", "customer.opted_in"]), st.just({})),
     st.tuples(st.just("message.sent"), st.just({"kind": "marketing", "channel": "console"})),
+    # `same` values that Python's == would confuse or split: 1 and 1.0 are one value, true and "1" others.
+    st.tuples(st.sampled_from(["ticket.opened", "ticket.closed"]),
+              st.fixed_dictionaries({"ref": st.sampled_from([1, 1.0, True, "1", [1], [1.0], None])})),
 )
 
 
@@ -215,4 +219,24 @@ def test_regression_held_action_reported_once_across_a_restart(tmp_path):
         shop.finish()  # promo|c1|e2 is held by the `burst` cap: reported once as deferred
         shop.restart()
         shop.finish()
+        assert [comparable(a) for a in shop.actions] == model.actions
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("second", ["opened", "closed"])
+@pytest.mark.parametrize(("first_ref", "second_ref"), [(1, 1.0), (1.0, 1), (1, True), (1, "1"), ([1], [1.0])])
+def test_regression_same_values_agree_with_the_model(tmp_path, backend, second, first_ref, second_ref):
+    """One equality of `same` values for replacing and for cancelling, across a restart too."""
+    (tmp_path / "base.yaml").write_text(BASE.to_yaml(), encoding="utf-8")
+    events = [{"id": "t1", "type": "ticket.opened", "customer_id": "c1", "at": START, "data": {"ref": first_ref}},
+              {"id": "t2", "type": f"ticket.{second}", "customer_id": "c1", "at": START + H,
+               "data": {"ref": second_ref}}]
+    model = Model(BASE)
+    model.add(*events)
+    model.advance(START + D)
+    with Shop(tmp_path / "base.yaml", backend=backend, state=tmp_path / "state.db") as shop:
+        shop.add({**events[0], "at": START.isoformat()})
+        shop.restart()
+        shop.add({**events[1], "at": (START + H).isoformat()})
+        shop.advance(START + D)
         assert [comparable(a) for a in shop.actions] == model.actions

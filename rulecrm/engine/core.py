@@ -25,6 +25,7 @@ from .birthdays import next_birthday
 from .gates import Gates
 from .lifecycle import next_change, stage_at
 from .routing import Router
+from .samekey import same_key
 from .timers import Timer, TimerQueue
 
 MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
@@ -64,6 +65,7 @@ class Engine:
         self.pending: dict[str, Action] = {}  # actions held by quiet hours or a deferring cap
         self.seq = 0
         self.now: datetime | None = None
+        self.firing: Timer | None = None  # the timer being fired, for attributing a failure to it
         self.stats = Counter()
         self._dirty_profiles: set[str] = set()
         self._dirty_actions: dict[str, Action] = {}
@@ -189,7 +191,9 @@ class Engine:
             if self.now is None or timer.due > self.now:
                 self.now = timer.due
             self.stats["timers_fired"] += 1
+            self.firing = timer  # left set if firing raises: the guarded applier sets that timer aside
             self._fire[timer.payload["type"]](timer)
+            self.firing = None
             self.profile(timer.customer_id).release()
 
     def _schedule(self, key, due, rule_index, customer_id, payload, unless=None) -> None:
@@ -204,6 +208,11 @@ class Engine:
         self.timers.push(timer)
         self._timers_put[key] = timer
         self._timers_deleted.discard(key)
+
+    def discard_timer(self, key) -> None:
+        """Drop a pending timer for good (one whose firing raised; see rulecrm.applying)."""
+        self._drop_timer(key)
+        self.firing = None
 
     def _drop_timer(self, key) -> None:
         timer = self.timers.remove(key)
@@ -252,11 +261,15 @@ class Engine:
         entries = self.cancellable.get(profile.id)
         if not entries:
             return
+        keys: dict[str, str | None] = {}  # the event's same_key per field, computed once
         for key, (event_type, same, value) in list(entries.items()):
             if event_type != event.type:
                 continue
-            if same is not None and (value is None or event.data.get(same) != value):
-                continue
+            if same is not None:
+                if same not in keys:
+                    keys[same] = same_key(event.data.get(same))
+                if keys[same] is None or keys[same] != same_key(value):
+                    continue
             self._drop_timer(key)
             self.stats["timers_cancelled"] += 1
 
@@ -353,7 +366,8 @@ class Engine:
         if unless.same is None:
             return "", (unless.event_type, None, None)
         value = event.data.get(unless.same)
-        return json.dumps(value, sort_keys=True), (unless.event_type, unless.same, value)
+        key = same_key(value)  # the equality _cancel_by uses too: 1 and 1.0 replace each other
+        return ("null" if key is None else key), (unless.event_type, unless.same, value)
 
     def _schedule_delayed(self, rule, profile, event, ctx) -> None:
         delay = self._after[rule.id](ctx)
