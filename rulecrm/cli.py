@@ -11,12 +11,31 @@ import click
 from . import __version__
 from .cliutil import EXIT_ERROR, EXIT_OK, reported_errors
 from .cliutil import echo_err as _echo_err
+from .masking import mask_personal
 from .timeutil import parse_timestamp
 EXIT_REJECTED = 3
 EXIT_UNDELIVERED = 4  # replay --dispatch: some action ended `failed` or `dead`
 
 
-@click.group()
+class _RulecrmGroup(click.Group):
+    """Usage errors (a bad option value, a missing file) exit 1 like every other error (SPEC §8);
+    click's own convention is 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_ERROR)
+        except click.exceptions.Abort:
+            _echo_err("Aborted!")
+            sys.exit(EXIT_ERROR)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+@click.group(cls=_RulecrmGroup)
 @click.version_option(__version__, prog_name="rulecrm")
 def main() -> None:
     """rulecrm: rules for private-domain customer operations."""
@@ -65,7 +84,7 @@ def replay(rules, events, until, state, out, backend, dispatch):
         _echo_err("note: durable-rules is not available on this Python; using the python backend")
 
     def report_rejected(line_no, error):
-        _echo_err(f"{events}:{line_no}: rejected: {error}")
+        _echo_err(f"{events}:{line_no}: rejected: {mask_personal(error)}")
 
     with reported_errors(), contextlib.ExitStack() as resources:
         stream = None
@@ -105,14 +124,23 @@ def dead_letters(state, retry, rules, fixes, remove):
     with reported_errors():
         if retry:
             corrections = read_corrections(fixes) if fixes is not None else None
-            result = retry_dead_letters(state, rules_path=rules, corrections=corrections)
-            _echo_err(f"re-ingested {result.applied}, still rejected {result.still_rejected}")
+            result = retry_dead_letters(
+                state, rules_path=rules, corrections=corrections, on_warning=_echo_err,
+                on_report=lambda record: click.echo(json.dumps(record, ensure_ascii=False, default=str)),
+            )
+            statuses = ", ".join(f"{n} {status}" for status, n in sorted(result.actions.items())) or "none"
+            _echo_err(f"re-ingested {result.applied}, duplicates {result.duplicates}, "
+                      f"still rejected {result.still_rejected}")
+            _echo_err(f"actions: {statuses}" + ("" if result.delivered else
+                                                 " (decided only: this state's actions are not delivered)"))
             for item in result.remaining:
-                _echo_err(f"{item['source']}:{item['line_no']}: rejected: {item['error']}")
+                _echo_err(f"{item['source']}:{item['line_no']}: rejected: {mask_personal(item['error'])}")
+            if result.actions.get("failed") or result.actions.get("dead"):
+                sys.exit(EXIT_UNDELIVERED)
             sys.exit(EXIT_REJECTED if result.still_rejected else EXIT_OK)
         if remove:
             remove_dead_letters(state, remove)
-            _echo_err(f"removed {len(remove)} dead letter(s)")
+            _echo_err(f"removed {len(set(remove))} dead letter(s)")
             return
         store = Store.open(state)
         try:

@@ -5,15 +5,17 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 import attrs
+import orjson
 
+from rulecrm.engine.birthdays import parse_birthday
 from rulecrm.errors import EventError
 from rulecrm.schema import BUILTIN_EVENT_TYPES
 from rulecrm.suggest import did_you_mean
-from rulecrm.timeutil import isoformat, parse_duration, parse_timestamp
+from rulecrm.timeutil import get_zone, isoformat, parse_duration, parse_timestamp
 
 ENVELOPE_KEYS = ("type", "customer_id", "at", "id", "data")
 SYNTHETIC_ID_PREFIX = "auto-"
@@ -41,17 +43,65 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_finite(value: Any, path: str) -> None:
-    """Reject NaN and infinities anywhere inside a JSON value (iteratively: nesting depth is the input's)."""
-    stack = [(value, path)]
+# Input limits. A value that passes validation must be processable end to end, so everything the
+# engine could not store, compare or do arithmetic on is refused here, with the field named.
+MAX_NUMBER = 2**53 - 1  # the largest integer a float (and a JSON reader in any language) holds exactly
+MAX_DEPTH = 32  # nesting of objects and arrays inside `data`
+# Event times: with delays of at most 100 years (bounded at `check`), quiet-hour windows, calendar
+# periods and birthdays, every instant the engine derives from these stays far inside datetime's range.
+EARLIEST_AT = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_AT = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+def check_text(value: str, path: str) -> None:
+    """A string the store and every channel can carry: valid Unicode (no lone surrogates), no NUL."""
+    if "\x00" in value:
+        raise EventError(f"{path}: text must not contain the NUL character (\\u0000)", field=path)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EventError(
+            f"{path}: text is not valid Unicode (a lone surrogate \\u{ord(value[exc.start]):04x} at "
+            f"character {exc.start + 1}); encode the text as UTF-8 before writing it", field=path,
+        ) from None
+
+
+def _check_values(value: Any, path: str) -> None:
+    """Numbers finite and in range, strings (keys too) valid Unicode, nesting bounded; iteratively,
+    so the input's own depth cannot exhaust the stack."""
+    stack = [(value, path, 0)]
     while stack:
-        value, path = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            check_text(value, path)
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, float) and not math.isfinite(value):
             raise EventError(f"{path}: expected a finite number, found {value!r}", field=path)
-        if isinstance(value, dict):
-            stack.extend((item, f"{path}.{key}") for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+        elif isinstance(value, (int, float)) and abs(value) > MAX_NUMBER:
+            shown = f"{value:.3g}" if isinstance(value, float) or value.bit_length() > 200 else str(value)
+            raise EventError(
+                f"{path}: number out of range, found {shown}; numbers must lie within ±{MAX_NUMBER} "
+                "(send identifiers and other long digit strings as strings)", field=path,
+            )
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise EventError(f"{path}: nested deeper than {MAX_DEPTH} levels; flatten the data", field=path)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check_text(key, f"{path} key")
+                    stack.append((item, f"{path}.{key}", depth + 1))
+            else:
+                stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+
+
+def check_instant(value: datetime, path: str) -> None:
+    """An instant the engine can compute with (see EARLIEST_AT and LATEST_AT)."""
+    if not EARLIEST_AT <= value < LATEST_AT:
+        raise EventError(
+            f"{path}: {value.isoformat()} is outside the supported range "
+            f"{EARLIEST_AT.year}-01-01 to {LATEST_AT.year - 1}-12-31", field=path,
+        )
 
 
 def _value_matches(value: Any, kind: str) -> bool:
@@ -68,8 +118,8 @@ def _value_matches(value: Any, kind: str) -> bool:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if kind == "timestamp":
         try:
-            parse_timestamp(value, None)
-        except ValueError:
+            check_instant(parse_timestamp(value, timezone.utc), "")
+        except (ValueError, EventError):
             return False
         return True
     if kind == "duration":
@@ -89,12 +139,12 @@ _EXPECTED = {
     "bool": "true or false",
     "mapping": "an object",
     "tags": "an array of strings",
-    "timestamp": "an ISO 8601 timestamp string",
+    "timestamp": f"an ISO 8601 timestamp string between {EARLIEST_AT.year} and {LATEST_AT.year - 1}",
     "duration": "a duration such as 30d",
 }
 
 
-def _check_builtin_data(type_: str, data: dict) -> None:
+def _check_builtin_data(type_: str, data: dict, at: datetime) -> None:
     """Check the known fields of a built-in event type; unknown fields are allowed."""
     fields = BUILTIN_EVENT_TYPES.get(type_)
     if fields is None:
@@ -116,6 +166,8 @@ def _check_builtin_data(type_: str, data: dict) -> None:
                 f"data.rating: a review.created event needs an integer rating from 1 to 5, found {found}",
                 field="data.rating",
             )
+    if type_ == "customer.upserted":
+        _check_profile_data(data, at)
     if type_ == "order.placed":
         amount = data.get("amount")
         if amount is not None and amount < 0:
@@ -126,6 +178,46 @@ def _check_builtin_data(type_: str, data: dict) -> None:
             )
 
 
+def _check_profile_data(data: dict, at: datetime) -> None:
+    """A birthday that exists and is not after the event; a time zone the engine knows."""
+    birthday = data.get("birthday")
+    if isinstance(birthday, str) and birthday.strip():
+        parsed = parse_birthday(birthday)
+        if parsed is None:
+            raise EventError(
+                f"data.birthday: expected a date such as 1990-05-17 or 05-17, found {_describe(birthday)}",
+                field="data.birthday",
+            )
+        year, month, day = parsed
+        if year is not None:
+            try:
+                born = date(year, month, day)
+            except ValueError:
+                raise EventError(f"data.birthday: {birthday.strip()} does not exist (no such day that year)",
+                                 field="data.birthday") from None
+            if year < EARLIEST_AT.year or born > at.date():
+                raise EventError(
+                    f"data.birthday: {born.isoformat()} is not a possible birthday on {at.date().isoformat()} "
+                    f"(it must lie between {EARLIEST_AT.year}-01-01 and the event's date)", field="data.birthday",
+                )
+    zone = data.get("timezone")
+    if isinstance(zone, str) and zone.strip():
+        try:
+            get_zone(zone)
+        except ValueError:
+            hint = did_you_mean(zone, _zone_names())
+            raise EventError(
+                f"data.timezone: unknown time zone {zone!r}; use an IANA name such as Asia/Shanghai"
+                + (f"; {hint}" if hint else ""), field="data.timezone",
+            ) from None
+
+
+def _zone_names() -> list[str]:
+    import zoneinfo
+
+    return sorted(zoneinfo.available_timezones())
+
+
 def _identifier(obj: Mapping, key: str, *, required: bool) -> str | None:
     """A non-empty string field; an integer is accepted and written in decimal."""
     value = obj.get(key)
@@ -134,6 +226,7 @@ def _identifier(obj: Mapping, key: str, *, required: bool) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str) and value.strip():
+        check_text(value, key)
         return value
     found = "nothing" if value is None else _describe(value)
     raise EventError(f"{key}: expected a non-empty string (or an integer), found {found}", field=key)
@@ -192,6 +285,7 @@ class Event:
         if not isinstance(type_, str) or not type_.strip():
             found = "nothing" if type_ is None else _describe(type_)
             raise EventError(f"type: expected a non-empty string such as \"order.placed\", found {found}", field="type")
+        check_text(type_, "type")
         customer_id = _identifier(obj, "customer_id", required=True)
         event_id = _identifier(obj, "id", required=False)
         if "at" not in obj or obj["at"] is None:
@@ -200,13 +294,14 @@ class Event:
             at = parse_timestamp(obj["at"], default_tz)
         except ValueError as exc:
             raise EventError(f"at: {exc}", field="at") from None
+        check_instant(at, "at")
         data = obj.get("data")
         if data is None:
             data = {}
         elif not isinstance(data, dict):
             raise EventError(f"data: expected an object, found {_describe(data)}", field="data")
-        _check_finite(data, "data")
-        _check_builtin_data(type_, data)
+        _check_values(data, "data")
+        _check_builtin_data(type_, data, at)
         return cls(type=type_, customer_id=customer_id, at=at, data=data, id=event_id)
 
 
@@ -239,6 +334,22 @@ def content_digest(event: Event) -> str:
     obj = {"type": event.type, "customer_id": event.customer_id, "at": isoformat(event.at), "data": event.data}
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def id_conflict(event_id: str) -> str:
+    """The error of an event whose id was applied before with other content."""
+    return (f"id {event_id!r} was already used by a different event, so this one was not applied; "
+            "give it an id of its own (or resend the original event unchanged)")
+
+
+def fingerprint(event: Event) -> str:
+    """What makes two events with one id the same event: type, customer, instant and data.
+
+    The instant, not its spelling: the same time written with another offset is the same event.
+    """
+    body = orjson.dumps([event.type, event.customer_id, event.at.timestamp(), event.data],
+                        option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def synthetic_id(event: Event, occurrence: int, *, digest: str | None = None) -> str:

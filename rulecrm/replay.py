@@ -10,12 +10,15 @@ from datetime import datetime
 import attrs
 import orjson
 
+from .applying import EngineFailed, GuardedApplier
+from .errors import RulecrmError
 from .backends import default_backend_name, get_backend
-from .engine.core import Engine
+from .engine.core import APPLIED, CONFLICT, DUPLICATE, Engine
+from .events import id_conflict
 from .eventsource import Rejected, read_events
 from . import plugins
 from .scratchstore import ScratchStore
-from .store import Store
+from .store import DELIVERS, Store
 
 BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
 
@@ -26,7 +29,9 @@ class ReplaySummary:
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
+    fixed_before: int = 0  # malformed lines already fixed (or removed) in the dead-letter store
     after_until: int = 0
+    state: str | None = None
     actions: Counter = attrs.field(factory=Counter)
     backend: str = ""
     seconds: float = 0.0
@@ -38,11 +43,16 @@ class ReplaySummary:
         text = [
             f"replayed {self.events} events in {self.seconds:.2f}s ({rate:,.0f}/s, backend {self.backend})",
             f"applied {self.applied}, duplicates {self.duplicates}, rejected {self.rejected}"
+            + (f", fixed before {self.fixed_before}" if self.fixed_before else "")
             + (f", after --until {self.after_until}" if self.after_until else ""),
             f"actions: {statuses}",
         ]
-        if self.rejected:
-            text.append("rejected lines are in the dead-letter store: rulecrm dead-letters --state DB")
+        if self.rejected and self.state not in (None, ":memory:"):
+            text.append(f"rejected lines are in the dead-letter store: rulecrm dead-letters --state {self.state}")
+        elif self.rejected:
+            # without --state the dead-letter store is temporary: the lines above are all that remains
+            text.append("rejected lines are listed above; replay with --state STATE to keep them for "
+                        "`rulecrm dead-letters --retry`")
         if self.undelivered:
             text.append(f"{self.undelivered} action(s) not delivered (failed or dead): see their `error` in --out")
         return text
@@ -55,14 +65,19 @@ class ReplaySummary:
 class ActionWriter:
     """Writes each reported action as one JSON line (or nowhere) and counts statuses."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, *, already_written: int = 0):
         self.stream = stream
         self.counts: Counter = Counter()
+        self.written = 0
+        self._skip = already_written  # written by an earlier attempt of the same replay
 
     def __call__(self, action) -> None:
         """`action`: an engine Action, or a dispatched outbox record (already a public dict)."""
         record = action if isinstance(action, dict) else action.public_dict()
         self.counts[record["status"]] += 1
+        self.written += 1
+        if self.written <= self._skip:
+            return
         if self.stream is not None:
             # orjson: actions are most of the output; the standard encoder was a tenth of replay time
             self.stream.write(orjson.dumps(record).decode() + "\n")
@@ -98,18 +113,71 @@ def replay(
     """Apply the events in event-time order, then fire timers due at or before `until`.
 
     `out` is a text stream for the actions JSONL (or None). `on_rejected(line_no, error)` is
-    called for each malformed line, which is also kept in the dead-letter store. With `dispatch`,
-    actions go through their channels after each committed batch (`rulecrm.dispatch.Dispatcher`,
-    built with `dispatch_options`) and retries are waited for before returning.
+    called once for each malformed line and each line the engine failed on; both are kept in the
+    dead-letter store. With `dispatch`, actions go through their channels after each committed
+    batch (`rulecrm.dispatch.Dispatcher`, built with `dispatch_options`) and retries are waited for
+    before returning.
     """
     manager = plugin_manager or plugins.build_plugin_manager()
     ruleset = plugins.load_rules_with(manager, rules_path)
     started = wallclock.perf_counter()
-    summary = ReplaySummary(backend=backend_name or default_backend_name())
-    writer = ActionWriter(out)
+    report = _once_per_line(on_rejected or (lambda line_no, error: None))
+    retry = _Retry()
+    while True:
+        summary = ReplaySummary(backend=backend_name or default_backend_name(), state=state)
+        writer = ActionWriter(out, already_written=retry.written)
+        try:
+            _replay_attempt(
+                ruleset, manager, rules_path, events_path, until=until, state=state, summary=summary, writer=writer,
+                progress=progress, report=report, dispatch=dispatch, dispatch_options=dispatch_options, retry=retry,
+            )
+        except EngineFailed as failure:
+            # Only a replay without --state gets here: its state was in memory only. Replaying is
+            # deterministic, so the run starts again without the failing line (or timer) and the
+            # actions already written are not written twice.
+            retry.set_aside(failure, report)
+            retry.written = writer.written
+            continue
+        break
+    summary.actions = writer.counts
+    summary.seconds = wallclock.perf_counter() - started
+    return summary
+
+
+@attrs.define
+class _Retry:
+    """What earlier attempts of one replay without --state set aside."""
+
+    lines: dict = attrs.field(factory=dict)  # line number -> error
+    timers: dict = attrs.field(factory=dict)  # (timer key, due) -> error
+    written: int = 0  # actions already written to --out
+
+    def set_aside(self, failure: EngineFailed, report) -> None:
+        if failure.timer is not None:
+            self.timers[(failure.timer.key, failure.timer.due)] = failure.error
+            report(0, f"timer {failure.timer.key} set aside: {failure.error}")
+        elif failure.item is not None:
+            self.lines[failure.item[0]] = failure.error
+        else:
+            raise RulecrmError(failure.error)
+
+
+def _once_per_line(report):
+    seen = set()
+
+    def once(line_no, error):
+        if line_no == 0 or line_no not in seen:
+            seen.add(line_no)
+            report(line_no, error)
+
+    return once
+
+
+def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
+                    dispatch, dispatch_options, retry):
     # Dispatch reads the outbox back, so it needs a store that keeps it (a temporary one at worst).
     store = Store.open(state) if state is not None or dispatch else ScratchStore.open_scratch()
-    dispatcher = None
+    dispatcher = applier = None
     try:
         if state not in (None, ":memory:"):
             store.lock()
@@ -117,61 +185,106 @@ def replay(
             from .dispatch import Dispatcher
 
             dispatcher = Dispatcher(ruleset, manager, store, on_report=writer, **(dispatch_options or {}))
-        engine = build_engine(
-            ruleset, store, backend_name=summary.backend, on_action=writer,
-            functions=plugins.functions(manager), address_fields=plugins.address_fields(manager),
-            dispatcher=dispatcher,
+
+        def make_engine(on_action):
+            engine = build_engine(
+                ruleset, store, backend_name=summary.backend, on_action=on_action,
+                functions=plugins.functions(manager), address_fields=plugins.address_fields(manager),
+                dispatcher=dispatcher,
+            )
+            engine.skip_timers = set(retry.timers)
+            return engine
+
+        def set_aside(item, error):
+            line_no, event = item
+            summary.rejected += 1
+            store.add_dead_letter(source=str(events_path), line_no=line_no, raw=event.to_json(), error=error)
+            report(line_no, error)
+
+        applier = GuardedApplier(
+            store, make_engine, set_aside=set_aside, on_committed=lambda actions: list(map(writer, actions)),
+            on_timer_set_aside=lambda key, error: report(0, f"timer {key} set aside: {error}"),
         )
         with store.transaction():
             store.set_meta("rules_path", str(rules_path))
+            if dispatch:
+                store.set_meta(DELIVERS, True)
         after_batch = dispatcher.dispatch_ready if dispatcher is not None else None
-        last_at = _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected, after_batch)
-        with store.transaction():
-            horizon = until or last_at
+        last_at = _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch,
+                              retry.lines)
+        horizon = until or last_at
+
+        def finish(engine):
             if horizon is not None:
                 engine.advance(horizon)
             engine.report_pending()
-            engine.flush()
-        engine.backend.close()
+
+        applier.step((), _never, finish)
+        applier.close()
         if dispatcher is not None:
             dispatcher.drain()
             dispatcher.report_unfinished()
     finally:
+        if applier is not None:
+            applier.close()
         if dispatcher is not None:
             dispatcher.close()
         store.close()
-    summary.actions = writer.counts
-    summary.seconds = wallclock.perf_counter() - started
-    return summary
 
 
-def _run_events(engine, store, events_path, ruleset, until, summary, progress, on_rejected, after_batch=None):
+def _never(engine, item):
+    raise AssertionError("no items")
+
+
+def _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch, set_aside):
     items = read_events(events_path, default_tz=ruleset.shop.timezone)
     bar = _progress_bar(progress)
+
+    def apply_event(engine, item):
+        line_no, event = item
+        outcome = engine.ingest_outcome(event)
+        if outcome == CONFLICT:
+            store.add_dead_letter(source=str(events_path), line_no=line_no, raw=event.to_json(),
+                                  error=id_conflict(event.id))
+        return outcome
+
     last_at = None
     while True:
         batch = list(itertools.islice(items, BATCH))
         if not batch:
             break
+        valid = []
         with store.transaction():
             for line_no, item in batch:
                 summary.events += 1
                 if isinstance(item, Rejected):
+                    kept = store.add_dead_letter(source=str(events_path), line_no=line_no, raw=item.raw,
+                                                 error=item.error)
+                    if kept is None:
+                        summary.fixed_before += 1  # fixed and re-ingested, or removed, after an earlier replay
+                        continue
                     summary.rejected += 1
-                    store.add_dead_letter(source=str(events_path), line_no=line_no, raw=item.raw, error=item.error)
-                    if on_rejected is not None:
-                        on_rejected(line_no, item.error)
-                    continue
-                if until is not None and item.at > until:
+                    report(line_no, item.error)
+                elif until is not None and item.at > until:
                     summary.after_until += 1
-                    continue
-                if engine.ingest(item):
-                    summary.applied += 1
+                elif line_no in set_aside:  # the engine failed on it in an earlier attempt
+                    summary.rejected += 1
+                    store.add_dead_letter(source=str(events_path), line_no=line_no, raw=item.to_json(),
+                                          error=set_aside[line_no])
+                    report(line_no, set_aside[line_no])
                 else:
-                    summary.duplicates += 1
-                if last_at is None or item.at > last_at:
-                    last_at = item.at
-            engine.flush()
+                    valid.append((line_no, item))
+        result = applier.step(valid, apply_event)
+        for (line_no, event), outcome in result.outcomes:
+            if outcome == APPLIED:
+                summary.applied += 1
+            elif outcome == DUPLICATE:
+                summary.duplicates += 1
+            else:
+                summary.rejected += 1
+                report(line_no, id_conflict(event.id))
+            if last_at is None or event.at > last_at:
+                last_at = event.at
         if after_batch is not None:  # only committed actions reach channels
             after_batch()
         if bar is not None:

@@ -17,10 +17,18 @@ from . import plugins
 from .dispatch import Dispatcher
 from .errors import RuleFileError, RulecrmError, UsageError
 from .eventsource import Rejected
+from .masking import mask_personal
 from .reload import RuleWatcher
+from .applying import GuardedApplier
+from .engine.core import APPLIED, CONFLICT, DUPLICATE
+from .events import id_conflict
 from .replay import ActionWriter, build_engine
 from .sources import SourceContext
-from .store import Store
+from .store import DELIVERS, Store
+
+# runner.stats keys of ingest outcomes (the names the runner has always counted under)
+_STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", "rejected": "rejected",
+            "fixed_before": "fixed_before"}
 
 
 class Runner:
@@ -49,8 +57,7 @@ class Runner:
         self.dispatch_options = dict(dispatch_options or {})
         self.stats = Counter()
         self._stopping = threading.Event()
-        self._decided: list = []  # actions the engine reported during the open transaction
-        self.store = self.engine = self.dispatcher = self.watcher = None
+        self.store = self.applier = self.dispatcher = self.watcher = None
         self.sources: list = []
 
     # -- life cycle ---------------------------------------------------------------------
@@ -65,10 +72,15 @@ class Runner:
                 ruleset, self.manager, self.store, env=self.env, clock=self.clock, on_report=self.writer,
                 on_warning=self.on_message, **self.dispatch_options,
             )
-            self.engine = self._build_engine(ruleset)
+            self.applier = GuardedApplier(
+                self.store, self._engine_maker(ruleset), set_aside=self._set_aside,
+                on_committed=self._write_actions,
+                on_timer_set_aside=lambda key, error: self.on_message(f"timer {key} set aside: {error}"),
+            )
             self.sources = [self._make_source(spec, ruleset) for spec in self.source_specs]
             with self.store.transaction():
                 self.store.set_meta("rules_path", str(self.rules_path))
+                self.store.set_meta(DELIVERS, True)
             for source in self.sources:
                 source.open(self.store)
             self.watcher = RuleWatcher(self.rules_path, interval=self.reload_interval)
@@ -76,12 +88,22 @@ class Runner:
             self.close()
             raise
 
-    def _build_engine(self, ruleset):
-        return build_engine(
-            ruleset, self.store, backend_name=self.backend_name, on_action=self._decided.append,
-            functions=plugins.functions(self.manager), address_fields=plugins.address_fields(self.manager),
-            dispatcher=self.dispatcher,
-        )
+    @property
+    def engine(self):
+        return self.applier.engine if self.applier is not None else None
+
+    def _engine_maker(self, ruleset):
+        def make_engine(on_action):
+            return build_engine(
+                ruleset, self.store, backend_name=self.backend_name, on_action=on_action,
+                functions=plugins.functions(self.manager), address_fields=plugins.address_fields(self.manager),
+                dispatcher=self.dispatcher,
+            )
+        return make_engine
+
+    def _write_actions(self, actions) -> None:
+        for action in actions:  # written only once committed: a crash cannot put an undone action in --out
+            self.writer(action)
 
     def _make_source(self, spec: str, ruleset):
         name, _, arg = spec.partition(":")
@@ -116,11 +138,11 @@ class Runner:
         self.sources = []
         if self.dispatcher is not None:
             self.dispatcher.close()
-        if self.engine is not None:
-            self.engine.backend.close()
+        if self.applier is not None:
+            self.applier.close()
         if self.store is not None:
             self.store.close()
-        self.dispatcher = self.engine = self.store = None
+        self.dispatcher = self.applier = self.store = None
 
     # -- one step -----------------------------------------------------------------------
     def step(self) -> int:
@@ -143,29 +165,40 @@ class Runner:
         return top is not None and top[0] <= now.timestamp()
 
     def _commit_step(self, polled, now) -> None:
-        with self.store.transaction():
-            for source, items in polled:
-                for line_no, item in items:
-                    self._apply(source, line_no, item)
-            self.engine.advance(now)  # events older than the engine's time were applied late, at their own `at`
-            self.engine.flush()
+        entries = [(source, line_no, item) for source, items in polled for line_no, item in items]
+
+        def finish(engine):
+            engine.advance(now)  # events older than the engine's time were applied late, at their own `at`
             for source, _items in polled:
                 source.commit(self.store)
+
+        result = self.applier.step(entries, self._apply, finish)
         for source, _items in polled:
             source.committed()
-        decided, self._decided[:] = list(self._decided), []
-        for action in decided:  # written only once committed: a crash cannot put an undone action in --out
-            self.writer(action)
-
-    def _apply(self, source, line_no, item) -> None:
-        if isinstance(item, Rejected):
+        for (source, line_no, item), outcome in result.outcomes:
+            self.stats[_STAT_OF[outcome]] += 1
+            if outcome == "rejected":
+                self.on_message(f"{source.name}:{line_no}: rejected: {mask_personal(item.error)}")
+            elif outcome == CONFLICT:
+                self.on_message(f"{source.name}:{line_no}: rejected: {mask_personal(id_conflict(item.id))}")
+        for (source, line_no, _item), error in result.set_aside:
             self.stats["rejected"] += 1
-            self.store.add_dead_letter(source=source.name, line_no=line_no, raw=item.raw, error=item.error)
-            self.on_message(f"{source.name}:{line_no}: rejected: {item.error}")
-        elif self.engine.ingest(item):
-            self.stats["applied"] += 1
-        else:
-            self.stats["duplicates"] += 1
+            self.on_message(f"{source.name}:{line_no}: rejected: {mask_personal(error)}")
+
+    def _apply(self, engine, entry) -> str:
+        source, line_no, item = entry
+        if isinstance(item, Rejected):
+            kept = self.store.add_dead_letter(source=source.name, line_no=line_no, raw=item.raw, error=item.error)
+            return "rejected" if kept is not None else "fixed_before"
+        outcome = engine.ingest_outcome(item)
+        if outcome == CONFLICT:
+            self.store.add_dead_letter(source=source.name, line_no=line_no, raw=item.to_json(),
+                                       error=id_conflict(item.id))
+        return outcome
+
+    def _set_aside(self, entry, error) -> None:
+        source, line_no, event = entry
+        self.store.add_dead_letter(source=source.name, line_no=line_no, raw=event.to_json(), error=error)
 
     def reload(self) -> bool:
         """Load the edited rules; a broken edit is reported and the rules in force stay. Timers live in the store."""
@@ -180,8 +213,7 @@ class Runner:
         except RulecrmError as exc:
             self.on_message(f"rules not reloaded: {exc}; the previous rules stay in force")
             return False
-        self.engine.backend.close()
-        self.engine = self._build_engine(ruleset)
+        self.applier.rebuild(self._engine_maker(ruleset))
         self.stats["reloads"] += 1
         self.on_message(f"reloaded rules from {self.rules_path}: {len(ruleset.active_rules)} active rule(s)")
         return True

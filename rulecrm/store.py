@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -11,6 +12,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from rulecrm.errors import StateError
+from rulecrm.masking import mask_personal
 
 try:
     import fcntl
@@ -18,11 +20,13 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
 SCHEMA_VERSION = 1
+DELIVERS = "delivers"  # meta key: this state's actions go to channels (`run`, `replay --dispatch`)
 FORMAT = "rulecrm-state"
 _PAGE = 1000  # rows fetched per query by the iterators (keyset pagination)
 
 Timer = tuple[str, float, int, int, str, dict]
-_TABLES = {"meta", "events", "profiles", "timers", "actions", "dead_letters", "sqlite_sequence"}
+_TABLES = {"meta", "events", "profiles", "timers", "actions", "dead_letters", "dead_letters_resolved",
+           "sqlite_sequence"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -72,6 +76,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_line ON dead_letters (source, line_no);
+CREATE TABLE IF NOT EXISTS dead_letters_resolved (
+    source TEXT NOT NULL,
+    line_no INTEGER NOT NULL,
+    raw_sha256 TEXT NOT NULL,
+    how TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (source, line_no, raw_sha256)
+);
 """
 
 
@@ -85,6 +97,10 @@ def _json_default(value: Any) -> Any:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=_json_default)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _text(value: Any) -> str | None:
@@ -253,6 +269,11 @@ class Store:
             )
             return cursor.rowcount == 1
 
+    def event_text(self, event_id: str) -> str | None:
+        """What `record_event` stored for this id (the event's JSON; a fingerprint in a scratch store)."""
+        row = self._db.execute("SELECT json FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else row[0]
+
     def has_event(self, event_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
 
@@ -371,10 +392,20 @@ class Store:
 
     # -- dead letters --------------------------------------------------------------------
 
-    def add_dead_letter(self, *, source: str, line_no: int, raw: str, error: str) -> int:
-        """Keep a rejected input line; the same line of the same source is kept once (its error refreshed)."""
+    def add_dead_letter(self, *, source: str, line_no: int, raw: str, error: str) -> int | None:
+        """Keep a rejected input line; the same line of the same source is kept once (its error refreshed).
+
+        None: this very line was fixed and re-ingested, or removed on purpose, before (a second
+        replay of the same file must not bring it back).
+        """
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        error = mask_personal(error)  # `raw` stays as it came, so it can be fixed; the error is for people
         with self.transaction():
+            if self._db.execute(
+                "SELECT 1 FROM dead_letters_resolved WHERE source = ? AND line_no = ? AND raw_sha256 = ?",
+                (source, line_no, _sha256(raw)),
+            ).fetchone() is not None:
+                return None
             row = self._db.execute(
                 "SELECT id FROM dead_letters WHERE source = ? AND line_no = ? AND raw = ?", (source, line_no, raw)
             ).fetchone()
@@ -396,6 +427,22 @@ class Store:
     def remove_dead_letters(self, ids: Iterable[int]) -> None:
         with self.transaction():
             self._db.executemany("DELETE FROM dead_letters WHERE id = ?", ((id_,) for id_ in ids))
+
+    def resolve_dead_letter(self, id_: int, *, how: str) -> bool:
+        """Take a dead letter out of the store for good ("retried" or "removed"), remembering its line
+        so that reading the same source again does not add it back. False: no such dead letter."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self.transaction():
+            row = self._db.execute("SELECT source, line_no, raw FROM dead_letters WHERE id = ?", (id_,)).fetchone()
+            if row is None:
+                return False
+            source, line_no, raw = row
+            self._db.execute(
+                "INSERT OR REPLACE INTO dead_letters_resolved (source, line_no, raw_sha256, how, at) "
+                "VALUES (?, ?, ?, ?, ?)", (source, line_no, _sha256(raw), how, now),
+            )
+            self._db.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
+            return True
 
     # -- helpers -------------------------------------------------------------------------
 

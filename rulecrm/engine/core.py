@@ -15,11 +15,11 @@ from datetime import datetime, time, timedelta, timezone
 
 import attrs
 
-from ..events import Event
+from ..events import Event, fingerprint
 from ..expr.compiler import compile_condition, compile_expression
 from ..expr.context import EvalContext
 from ..profile import Profile
-from ..timeutil import fixed_offset, parse_timestamp
+from ..timeutil import add_delay, fixed_offset, parse_timestamp
 from .actions import Action, action_key
 from .birthdays import next_birthday
 from .gates import Gates
@@ -28,6 +28,7 @@ from .routing import Router
 from .samekey import same_key
 from .timers import Timer, TimerQueue
 
+APPLIED, DUPLICATE, CONFLICT = "applied", "duplicate", "conflict"  # what ingest_outcome did with an event
 MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
 DEFAULT_BIRTHDAY_AT = time(9, 0)
 STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at the same instant
@@ -66,6 +67,7 @@ class Engine:
         self.seq = 0
         self.now: datetime | None = None
         self.firing: Timer | None = None  # the timer being fired, for attributing a failure to it
+        self.skip_timers: set = set()  # (key, due) of timers set aside without a store to drop them from
         self.stats = Counter()
         self._dirty_profiles: set[str] = set()
         self._dirty_actions: dict[str, Action] = {}
@@ -154,23 +156,34 @@ class Engine:
 
     # -- time --------------------------------------------------------------------------
     def ingest(self, event: Event) -> bool:
-        """Apply one input event (inputs arrive in event-time order). False: a duplicate id."""
+        """Apply one input event (inputs arrive in event-time order). False: its id was seen before."""
+        return self.ingest_outcome(event) == APPLIED
+
+    def ingest_outcome(self, event: Event) -> str:
+        """Apply one input event: APPLIED, DUPLICATE (this id with the same content was applied
+        before) or CONFLICT (this id was applied before with different content; not applied)."""
         if not isinstance(event.at.tzinfo, timezone):
             # Durations must be exact elapsed time, even across DST changes: aware arithmetic
             # within one zone object would be wall-clock arithmetic (parsed events are already fixed).
             event = attrs.evolve(event, at=fixed_offset(event.at))
         self._fire_until(event.at, inclusive=False)
-        # A store that keeps no state only needs the id; skip serialising the event for it.
-        text = event.to_json() if self.store.keeps_state else ""
+        # A store that keeps no state only needs to recognise the event again: a fingerprint will do.
+        text = event.to_json() if self.store.keeps_state else fingerprint(event)
         if not self.store.record_event(event.id, event.customer_id, event.at.timestamp(), event.type, text):
+            recorded = self.store.event_text(event.id)
+            if self.store.keeps_state and recorded:
+                recorded = fingerprint(Event.from_dict(json.loads(recorded), default_tz=timezone.utc))
+            if recorded != fingerprint(event):
+                self.stats["id_conflicts"] += 1
+                return CONFLICT
             self.stats["duplicates"] += 1
-            return False
+            return DUPLICATE
         if self.now is None or event.at > self.now:
             self.now = event.at
         self.stats["events"] += 1
         self._apply(event)
         self.profile(event.customer_id).release()
-        return True
+        return APPLIED
 
     def advance(self, until: datetime) -> None:
         """Fire every timer due at or before `until`."""
@@ -188,6 +201,8 @@ class Engine:
                 return
             timer = timers.pop()
             self._forget_timer(timer)
+            if self.skip_timers and (timer.key, timer.due) in self.skip_timers:
+                continue  # its firing raised in an earlier attempt of this replay (rulecrm.applying)
             if self.now is None or timer.due > self.now:
                 self.now = timer.due
             self.stats["timers_fired"] += 1
@@ -374,8 +389,11 @@ class Engine:
         if not isinstance(delay, timedelta):
             self.stats["delays_without_duration"] += 1  # e.g. `cycle` of a product with none
             return
+        due = add_delay(event.at, delay)
+        if due is None:
+            self.stats["delays_out_of_range"] += 1  # computed beyond 100 years (e.g. `cycle * 10000`)
+            return
         suffix, unless = self._correlation(rule.unless, event)
-        due = max(event.at + delay, event.at)
         payload = {"type": "after", "rule": rule.id, "event": event}
         self._schedule(f"after|{rule.id}|{profile.id}|{suffix}", due, rule.index, profile.id, payload, unless)
 
@@ -386,9 +404,13 @@ class Engine:
             if not isinstance(delay, timedelta):
                 self.stats["delays_without_duration"] += 1
                 continue
+            due = add_delay(event.at, delay)
+            if due is None:
+                self.stats["delays_out_of_range"] += 1
+                continue
             payload = {"type": "escalate", "rule": rule.id, "step": number, "event": event}
             key = f"escalate|{rule.id}|{profile.id}|{suffix}|{number}"
-            self._schedule(key, max(event.at + delay, event.at), rule.index, profile.id, payload, unless)
+            self._schedule(key, due, rule.index, profile.id, payload, unless)
 
     # -- timers ------------------------------------------------------------------------
     def _timer_trigger(self, timer):
