@@ -93,7 +93,8 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None, manager
                 on_action=on_action, dispatcher=dispatcher,
             )
 
-        def set_aside(item, error):
+        def set_aside(pair, error):
+            item, _event = pair  # the stored line keeps its text (a correction can be given again)
             store.add_dead_letter(source=item["source"], line_no=item["line_no"], raw=item["raw"], error=error)
 
         def decided(actions):
@@ -116,7 +117,7 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None, manager
                 continue
             if event.id is None:
                 event = attrs.evolve(event, id=retried_event_id(event, item))
-            ready.append(({**item, "raw": raw}, event))
+            ready.append((item, event))
         ready.sort(key=lambda pair: pair[1].at)  # event time, like any input (stable: file order at ties)
 
         def apply(engine, pair):

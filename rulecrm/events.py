@@ -69,9 +69,9 @@ def check_text(value: str, path: str) -> None:
 def _check_values(value: Any, path: str) -> None:
     """Numbers finite and in range, strings (keys too) valid Unicode, nesting bounded; iteratively,
     so the input's own depth cannot exhaust the stack."""
-    stack = [(value, path, 0)]
+    stack = [(value, path, 0, path)]
     while stack:
-        value, path, depth = stack.pop()
+        value, path, depth, top = stack.pop()  # top: the data field this value is inside
         if isinstance(value, str):
             check_text(value, path)
         elif isinstance(value, bool) or value is None:
@@ -86,13 +86,13 @@ def _check_values(value: Any, path: str) -> None:
             )
         elif isinstance(value, (dict, list)):
             if depth >= MAX_DEPTH:
-                raise EventError(f"{path}: nested deeper than {MAX_DEPTH} levels; flatten the data", field=path)
+                raise EventError(f"{top}: nested deeper than {MAX_DEPTH} levels; flatten the data", field=top)
             if isinstance(value, dict):
                 for key, item in value.items():
                     check_text(key, f"{path} key")
-                    stack.append((item, f"{path}.{key}", depth + 1))
+                    stack.append((item, f"{path}.{key}", depth + 1, top if depth else f"{path}.{key}"))
             else:
-                stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+                stack.extend((item, f"{path}[{index}]", depth + 1, top) for index, item in enumerate(value))
 
 
 def check_instant(value: datetime, path: str) -> None:
