@@ -228,7 +228,7 @@ def test_json_has_the_same_facts_as_the_text(state):
 def test_unknown_customer_fails_with_a_suggestion(state):
     result = explain(state, "--customer", "c", check=False)
     assert result.returncode == 1
-    assert "customer 'c' is not in state" in result.stderr
+    assert "customer 'c' has no events in state" in result.stderr
     result = explain(state, "--customer", "c1x", check=False)
     assert result.returncode == 1 and "did you mean 'c1'?" in result.stderr
 
@@ -243,3 +243,174 @@ def test_explain_does_not_change_the_state(state):
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     explain(state, "--customer", "c1")
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+# -- explain from the engine's own decisions ---------------------------------------------------------
+
+
+def replayed(tmp_path, rules: str, events, until="2026-04-03T00:00:00+08:00") -> tuple:
+    """(rules path, state path, the outbox by key) after `rulecrm replay --state --until`."""
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(rules, encoding="utf-8")
+    events_path = tmp_path / "events.jsonl"
+    events_path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
+    db = tmp_path / "state.db"
+    out = rulecrm("replay", "--rules", str(rules_path), "--events", str(events_path), "--state", str(db),
+                  "--until", until).stdout
+    return rules_path, db, {a["key"]: a for a in map(json.loads, out.splitlines())}
+
+
+def explained(rules_path, db, customer, *args, check=True):
+    return rulecrm("explain", "--rules", str(rules_path), "--state", str(db), "--customer", customer, *args,
+                   check=check)
+
+
+def gates_of(report) -> dict:
+    return {action["key"]: action["gates"] for rule in report["rules"] for action in rule["actions"]}
+
+
+def order(at, oid, customer="c1"):
+    return {"type": "order.placed", "customer_id": customer, "at": at, "id": oid,
+            "data": {"sku": "cup", "category": "ware", "amount": 10}}
+
+
+TIES = {
+    # Two notifications due at one instant: the earlier rule goes through the cap first.
+    "same-event": ("""
+shop: {timezone: Asia/Shanghai}
+caps: [{id: daily, kinds: [marketing], max: 1, per: 1d}]
+rules:
+  - {id: zz-first, on: order.placed, notify: {to: customer, kind: marketing, template: "a"}}
+  - {id: aa-second, on: order.placed, notify: {to: customer, kind: marketing, template: "b"}}
+""", [order("2026-04-01T10:00:00+08:00", "o-1")], "zz-first|c1|o-1", "aa-second|c1|o-1"),
+    # A timer due at T fires after the events at T, although its rule comes first in the file.
+    "timer-after-event": ("""
+shop: {timezone: Asia/Shanghai}
+caps: [{id: daily, kinds: [marketing], max: 1, per: 1d}]
+rules:
+  - {id: later, on: order.placed, after: 1h, notify: {to: customer, kind: marketing, template: "later"}}
+  - {id: chat-reply, on: chat.received, notify: {to: customer, kind: marketing, template: "reply"}}
+""", [order("2026-04-01T10:00:00+08:00", "o-1"),
+      {"type": "chat.received", "customer_id": "c1", "at": "2026-04-01T11:00:00+08:00", "id": "m-1",
+       "data": {"text": "hi"}}],
+        "chat-reply|c1|m-1", "later|c1|o-1"),
+    # Two sends held by quiet hours and released together: by rule order, not by when each was due.
+    "quiet-release": ("""
+shop: {timezone: Asia/Shanghai, quiet_hours: "22:00-08:00"}
+caps: [{id: daily, kinds: [marketing], max: 1, per: 1d}]
+rules:
+  - {id: morning, on: chat.received, notify: {to: customer, kind: marketing, template: "m"}}
+  - {id: night, on: order.placed, notify: {to: customer, kind: marketing, template: "n"}}
+""", [order("2026-04-01T23:00:00+08:00", "o-1"),
+      {"type": "chat.received", "customer_id": "c1", "at": "2026-04-02T07:00:00+08:00", "id": "m-1",
+       "data": {"text": "hi"}}],
+        "morning|c1|m-1", "night|c1|o-1"),
+    # A `message.sent` counts from where it stands among the events at its instant.
+    "message-sent-after": ("""
+shop: {timezone: Asia/Shanghai}
+caps: [{id: daily, kinds: [marketing], max: 2, per: 1d}]
+rules:
+  - {id: thanks, on: order.placed, notify: {to: customer, kind: marketing, template: "t"}}
+  - {id: reply, on: chat.received, notify: {to: customer, kind: marketing, template: "r"}}
+""", [order("2026-04-01T10:00:00+08:00", "o-1"),
+      {"type": "message.sent", "customer_id": "c1", "at": "2026-04-01T10:00:00+08:00", "id": "ms-1",
+       "data": {"kind": "marketing"}},
+      {"type": "chat.received", "customer_id": "c1", "at": "2026-04-01T10:00:00+08:00", "id": "m-1",
+       "data": {"text": "hi"}}],
+        "thanks|c1|o-1", "reply|c1|m-1"),
+}
+
+
+@pytest.mark.parametrize("case", TIES)
+def test_ties_at_one_instant_are_explained_as_the_engine_decided(tmp_path, case):
+    rules, events, sent_key, suppressed_key = TIES[case]
+    rules_path, db, outbox = replayed(tmp_path, rules, events)
+    assert outbox[sent_key]["status"] == "sent"
+    assert (outbox[suppressed_key]["status"], outbox[suppressed_key]["reason"]) == ("suppressed", "cap:daily")
+    result = explained(rules_path, db, "c1")
+    assert "the rules or the history changed" not in result.stdout
+    gates = gates_of(json.loads(explained(rules_path, db, "c1", "--json").stdout))
+    assert [g["gate"] for g in gates[sent_key]][-1] == "passed"
+    cap = gates[suppressed_key][-1]
+    assert (cap["gate"], cap["outcome"]) == ("cap", "suppressed")
+    sent_at = outbox[sent_key]["sent_at"]
+    if case == "message-sent-after":
+        assert cap["count"] == 2 and cap["counted"] == [{"at": sent_at, "by": f"rule thanks ({sent_key})"},
+                                                        {"at": sent_at, "by": "message.sent ms-1"}]
+    else:
+        assert cap["count"] == 1
+        assert cap["counted"] == [{"at": sent_at, "by": f"rule {outbox[sent_key]['rule']} ({sent_key})"}]
+    assert cap["at"] == sent_at  # judged at the same instant, after the one that was sent
+
+
+def test_a_changed_rule_is_reported_as_a_change(tmp_path):
+    rules, events, sent_key, suppressed_key = TIES["same-event"]
+    rules_path, db, _outbox = replayed(tmp_path, rules, events)
+    rules_path.write_text(rules.replace("max: 1", "max: 2"), encoding="utf-8")
+    report = json.loads(explained(rules_path, db, "c1", "--json").stdout)
+    note = gates_of(report)[suppressed_key][-1]
+    assert note["gate"] == "note" and note["outcome"] == "sent"
+    assert ("re-running the stored events with the current rules gives sent at 2026-04-01T10:00:00+08:00, "
+            "but the outbox says suppressed (cap:daily): the rules or the history changed") in note["detail"]
+    assert all(g["gate"] != "note" for g in gates_of(report)[sent_key])
+
+
+def test_a_customer_whose_only_event_changed_nothing_is_explained(tmp_path):
+    rules = """
+shop: {timezone: Asia/Shanghai}
+contacts: {cs: {channel: console, address: cs-group}}
+rules:
+  - {id: vip, when: customer.order_count >= 3, tag: vip}
+  - {id: intent, on: chat.received, when: 'event.text contains "buy"', notify: {to: cs, template: "lead"}}
+  - {id: thanks, on: order.placed, notify: {to: customer, template: "thanks"}}
+"""
+    events = [order("2026-04-01T10:00:00+08:00", "o-1", customer="buyer"),
+              {"type": "chat.received", "customer_id": "quiet-one", "at": "2026-04-01T11:00:00+08:00",
+               "id": "m-1", "data": {"text": "hello"}}]
+    rules_path, db, outbox = replayed(tmp_path, rules, events)
+    assert not [a for a in outbox.values() if a["customer_id"] == "quiet-one"]
+    result = explained(rules_path, db, "quiet-one")
+    assert result.stderr == ""
+    report = json.loads(explained(rules_path, db, "quiet-one", "--json").stdout)
+    verdicts = {rule["id"]: rule["verdict"] for rule in report["rules"]}
+    assert verdicts == {
+        "vip": "not matched now: customer.order_count >= 3 was false (customer.order_count was 0)",
+        "intent": 'never matched: event.text contains "buy" was false (event.text was "hello") '
+                  "on chat.received m-1 at 2026-04-01T11:00:00+08:00",
+        "thanks": "never triggered: no order.placed event for this customer",
+    }
+    for verdict in verdicts.values():
+        assert f"verdict: {verdict}" in result.stdout
+
+
+def test_a_customer_without_events_gets_a_did_you_mean(tmp_path):
+    rules = "rules:\n  - {id: thanks, on: order.placed, notify: {to: customer, template: t}}\n"
+    rules_path, db, _ = replayed(tmp_path, rules, [order("2026-04-01T10:00:00+08:00", "o-1", customer="c-1042"),
+                                                   order("2026-04-01T10:00:00+08:00", "o-2", customer="zhang")])
+    result = explained(rules_path, db, "c-1024", check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"error: customer 'c-1024' has no events in state {db}; did you mean 'c-1042'?\n"
+    result = explained(rules_path, db, "nobody-at-all", check=False)
+    assert result.returncode == 1
+    assert result.stderr == (f"error: customer 'nobody-at-all' has no events in state {db}; "
+                             "2 customers are known, e.g. 'c-1042', 'zhang'\n")
+
+
+def test_events_applied_after_their_time_are_named_when_the_rerun_differs(tmp_path):
+    """A second replay brings an earlier order: the re-run cannot know when the first run's timers fired."""
+    rules = ("shop: {timezone: Asia/Shanghai}\nrules:\n  - {id: later, on: order.placed, after: 1h, "
+             "unless: chat.received, notify: {to: customer, template: later}}\n")
+    first = [order("2026-04-01T10:00:00+08:00", "o-1")]
+    rules_path, db, outbox = replayed(tmp_path, rules, first, until="2026-04-01T12:00:00+08:00")
+    assert outbox["later|c1|o-1"]["status"] == "sent"
+    (tmp_path / "late.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+        order("2026-04-01T09:00:00+08:00", "o-0"),
+        {"type": "chat.received", "customer_id": "c1", "at": "2026-04-01T09:30:00+08:00", "id": "m-1",
+         "data": {"text": "x"}},
+    ]), encoding="utf-8")
+    rulecrm("replay", "--rules", str(rules_path), "--events", str(tmp_path / "late.jsonl"), "--state", str(db))
+    (note,) = gates_of(json.loads(explained(rules_path, db, "c1", "--json").stdout))["later|c1|o-1"]
+    assert note["gate"] == "note" and note["outcome"] is None
+    assert note["detail"].startswith("re-running the stored events with the current rules gives no such action, "
+                                     "but the outbox says sent: the rules or the history changed")
+    assert "order.placed o-0 was applied after an event later than it" in note["detail"]

@@ -53,6 +53,20 @@ class Gates:
             return Verdict("suppressed", f"cap:{cap.id}")
         return Verdict("sent")
 
+    def observe(self, callback) -> None:
+        """Call `callback(action, profile, now, verdict)` after every judgement (tools like explain).
+
+        The wrapper is installed on this instance only, so gates nobody observes pay nothing.
+        """
+        judge = self.judge
+
+        def observed(action, profile, now):
+            verdict = judge(action, profile, now)
+            callback(action, profile, now, verdict)
+            return verdict
+
+        self.judge = observed
+
     def record_send(self, profile, message_kind: str, channel: str | None, now: datetime) -> None:
         """Remember a send for the caps, forgetting sends no cap can count any more."""
         now_us = caps_module.micros(now)

@@ -5,9 +5,9 @@ from ..expr.ast import Name
 from ..expr.context import EvalContext, resolve
 from ..expr.parser import children
 from ..suggest import did_you_mean
-from .gatepath import gate_steps, send_history
+from .gatepath import gate_steps
 from .pending import pending_timers
-from .simulate import last_sightings
+from .simulate import rerun as rerun_customer
 from .state import ExplainError
 from .trace import evaluate, explain_outcome, expression_text
 from .values import jsonable, local_iso
@@ -24,11 +24,13 @@ def explain(ruleset, state, *, rule_id=None, functions=None, address_fields=None
     tz = ruleset.shop.timezone
     rules = select_rules(ruleset, rule_id)
     timers = pending_timers(ruleset, state)
-    sightings = last_sightings(ruleset, state, functions=functions, address_fields=address_fields)
-    sends = send_history(state, tz)
+    # The engine's own decisions, from re-running the customer's stored events: explain reads
+    # them rather than deriving conditions and gates a second time.
+    rerun = rerun_customer(ruleset, state, functions=functions, address_fields=address_fields)
+    sightings = rerun.sightings
     context = EvalContext(customer=state.profile.mapping(), functions=dict(functions or {}))
     shown_rules = [
-        _rule(rule, ruleset, state, context, sightings.get(rule.id), timers, sends, address_fields) for rule in rules
+        _rule(rule, ruleset, state, context, sightings.get(rule.id), timers, rerun, address_fields) for rule in rules
     ]
     if rule_id is not None:
         timers = [t for t in timers if t["rule"] == rule_id]
@@ -84,13 +86,13 @@ def _customer_names(rule):
         stack.extend(children(node))
 
 
-def _rule(rule, ruleset, state, context, sighting, timers, sends, address_fields) -> dict:
+def _rule(rule, ruleset, state, context, sighting, timers, rerun, address_fields) -> dict:
     tz = ruleset.shop.timezone
     records = [r for r in state.actions if r["rule"] == rule.id]
     actions = []
     for record in records:
         item = {field: record.get(field) for field in ACTION_FIELDS}
-        item["gates"] = gate_steps(ruleset, state, record, sends=sends, address_fields=address_fields)
+        item["gates"] = gate_steps(ruleset, state, record, rerun=rerun, address_fields=address_fields)
         actions.append(item)
     condition = _condition(rule, context, sighting, tz)
     own_timers = [t for t in timers if t["rule"] == rule.id]

@@ -1,12 +1,22 @@
-"""Re-runs one customer's stored events through a scratch engine to see each rule's condition as it was."""
+"""Re-runs one customer's stored events through a scratch engine of the real engine code.
+
+Explain reports what this re-run saw instead of re-deriving it: each rule's condition on its last
+trigger event, and every gate verdict the engine's own gates gave (opt-out, quiet hours, caps,
+with the sends the caps counted), in the order the engine made them — same-instant ties included.
+Comparing the re-run's outcome of each action with the outbox tells whether the rules or the
+history changed since the action was decided.
+"""
 from __future__ import annotations
 
-from datetime import timezone
+from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
 
+from ..engine import caps as caps_module
 from ..engine.actions import Action
+from ..engine.gates import Verdict
 from ..events import Event
 from ..expr.compiler import compile_expression
 from ..expr.context import MISSING
@@ -33,21 +43,86 @@ class Sighting:
         return self.evaluation is None or self.evaluation.result
 
 
-def last_sightings(ruleset, state, *, functions=None, address_fields=None) -> dict[str, Sighting]:
-    """For each event rule, its condition on the last trigger event, evaluated as the engine did.
+@attrs.frozen
+class Send:
+    """A send the caps count: a message the engine sent, or a `message.sent` event."""
 
-    The customer's events are applied again, in their stored order, to an engine over a throwaway
-    store, so `customer.*` reads the profile as it was right after that event (other customers
-    never influence a customer's rules).
+    at: datetime
+    kind: str
+    channel: str | None
+    by: str  # "rule <id> (<key>)" or "message.sent <event id>"
+
+
+@attrs.frozen
+class Decision:
+    """One judgement of the engine's gates on an action, with what they read."""
+
+    now: datetime
+    verdict: Verdict
+    zone: Any  # the time zone the gates used for this customer
+    defers: int  # times a deferring cap had rescheduled the action before this judgement
+    sends: tuple[Send, ...]  # the customer's remembered sends when judged, oldest first
+
+
+@attrs.frozen
+class Outcome:
+    """Where the re-run left an action: its status, reason and when it passed the gates."""
+
+    status: str  # sent | suppressed | deferred (still held at the state's time)
+    reason: str | None
+    sent_at: datetime | None
+
+
+@attrs.define
+class Rerun:
+    sightings: dict[str, Sighting] = attrs.Factory(dict)
+    decisions: dict[str, list[Decision]] = attrs.Factory(dict)  # by action key, in order
+    outcomes: dict[str, Outcome] = attrs.Factory(dict)  # by action key
+    # The first event applied after an event later than it: the original run may have fired timers
+    # between the two (at a --until or on the wall clock), which the state does not record.
+    late_event: Event | None = None
+
+
+class _SendLabels:
+    """Names each send the engine remembers for the caps.
+
+    The engine keeps sends as (epoch µs, kind, channel); sends of one tuple are told apart by their
+    order, which the engine's pruning of old sends keeps (it drops every send before an instant).
+    """
+
+    def __init__(self):
+        self._by_send: dict[tuple, list[str]] = {}
+
+    def add(self, at: datetime, kind: str, channel: str | None, by: str) -> None:
+        self._by_send.setdefault((caps_module.micros(at), kind, channel), []).append(by)
+
+    def name(self, sends) -> tuple[Send, ...]:
+        seen: Counter = Counter()
+        named = []
+        for send in sends:
+            send = tuple(send)
+            labels = self._by_send.get(send, ())
+            number = seen[send]
+            seen[send] += 1
+            by = labels[number] if number < len(labels) else "an earlier send"
+            at = caps_module.EPOCH + send[0] * caps_module.MICROSECOND
+            named.append(Send(at, send[1], send[2], by))
+        return tuple(named)
+
+
+def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
+    """Apply the customer's events again, in their stored order, to an engine over a throwaway store.
+
+    `customer.*` reads the profile as it was right after each event (other customers never
+    influence a customer's rules), and the engine's timers fire as they did, up to the state's time.
     """
     by_type: dict[str, list[Rule]] = {}
     for rule in ruleset.active_rules:
         if rule.on is not None and rule.on not in SYNTHETIC_TRIGGERS:
             by_type.setdefault(rule.on, []).append(rule)
-    if not by_type:
-        return {}
     last = {event.type: index for index, event in enumerate(state.events)}
-    found: dict[str, Sighting] = {}
+    result = Rerun()
+    labels = _SendLabels()
     store = ScratchStore.open_scratch()
     engine = None
 
@@ -58,9 +133,16 @@ def last_sightings(ruleset, state, *, functions=None, address_fields=None) -> di
         for rule in by_type.get(event.type, ()):
             evaluation = evaluate(rule.when, ctx, functions) if rule.when is not None else None
             delay = compile_expression(rule.after)(ctx) if rule.after is not None else None
-            found[rule.id] = Sighting(rule, event, index, evaluation, MISSING if delay is MISSING else delay)
+            result.sightings[rule.id] = Sighting(rule, event, index, evaluation, MISSING if delay is MISSING else delay)
+
+    def on_gate(action: Action, profile, now: datetime, verdict: Verdict) -> None:
+        decision = Decision(now, verdict, engine.gates.zone(profile), action.defers, labels.name(profile.sends))
+        result.decisions.setdefault(action.key, []).append(decision)
+        if verdict.status == "sent":  # the engine remembers it for the caps right after
+            labels.add(now, action.message_kind, action.channel, f"rule {action.rule} ({action.key})")
 
     def on_action(action: Action) -> None:
+        result.outcomes[action.key] = Outcome(action.status, action.reason, action.sent_at)
         if action.kind == "stage" and "stage.changed" in by_type and action.status == "sent":
             old = (action.message or "").split(" -> ")[0]
             at = action.due_at.astimezone(timezone.utc)
@@ -72,13 +154,26 @@ def last_sightings(ruleset, state, *, functions=None, address_fields=None) -> di
             ruleset, store, backend_name="python", on_action=on_action,
             functions=functions, address_fields=address_fields,
         )
+        engine.gates.observe(on_gate)
+        latest = None
         for index, event in enumerate(state.events):
+            if latest is not None and event.at < latest and result.late_event is None:
+                result.late_event = event
+            latest = event.at if latest is None else max(latest, event.at)
+            if event.type == "message.sent":
+                # Recorded when the event is applied, after the timers due before it: no send of
+                # those timers shares its instant, so naming it first keeps the order per instant.
+                kind, channel = event.data.get("kind"), event.data.get("channel")
+                labels.add(event.at, kind if isinstance(kind, str) else "marketing",
+                           channel if isinstance(channel, str) else None, f"message.sent {event.id}")
             engine.ingest(event)
             if last.get(event.type) == index:
                 look(event, index)
         if state.now is not None:
             engine.advance(state.now)
+        for key, action in engine.pending.items():
+            result.outcomes[key] = Outcome("deferred", action.reason, None)
         engine.backend.close()
     finally:
         store.close()
-    return found
+    return result

@@ -65,18 +65,26 @@ class StateReader:
         self.close()
 
     def customer(self, customer_id: str) -> CustomerState:
-        """The customer's state; ExplainError with a did-you-mean when the state never saw them."""
+        """The customer's state; ExplainError with a did-you-mean when the state has no event of theirs.
+
+        A customer whose events changed no profile field has no stored profile (the engine writes
+        only changed ones): that is the profile of a customer the engine never changed.
+        """
+        try:
+            return self._customer(customer_id)
+        except sqlite3.DatabaseError as exc:
+            raise ExplainError(f"cannot read state {self.path}: {exc}") from None
+
+    def _customer(self, customer_id: str) -> CustomerState:
         store = self.store
+        known = self._db.execute("SELECT 1 FROM events WHERE customer_id = ? LIMIT 1", (customer_id,)).fetchone()
         stored = store.get_profile(customer_id)
-        if stored is None:
-            known = [row[0] for row in self._db.execute("SELECT customer_id FROM profiles")]
-            guess = closest(customer_id, known)
-            hint = f"; did you mean {guess!r}?" if guess else f" ({len(known)} customers are known)"
-            raise ExplainError(f"customer {customer_id!r} is not in state {self.path}{hint}")
+        if known is None and stored is None:
+            raise ExplainError(self._unknown(customer_id))
         now = store.get_meta("now")
         return CustomerState(
             customer_id=customer_id,
-            profile=Profile.from_dict(stored),
+            profile=Profile.from_dict(stored) if stored is not None else Profile(customer_id),
             events=tuple(self._events(customer_id)),
             actions=tuple(store.iter_actions(customer_id=customer_id)),
             timers=tuple(store.timers_for(customer_id)),
@@ -84,8 +92,21 @@ class StateReader:
             rules_path=store.get_meta("rules_path"),
         )
 
+    def _unknown(self, customer_id: str) -> str:
+        known = [row[0] for row in self._db.execute(
+            "SELECT DISTINCT customer_id FROM events UNION SELECT customer_id FROM profiles")]
+        message = f"customer {customer_id!r} has no events in state {self.path}"
+        if not known:
+            return message + "; the state holds no events yet"
+        guess = closest(customer_id, known)
+        if guess:
+            return message + f"; did you mean {guess!r}?"
+        some = ", ".join(repr(c) for c in sorted(known)[:5]) + (", ..." if len(known) > 5 else "")
+        return message + f"; {len(known)} customers are known, e.g. {some}"
+
     def _events(self, customer_id: str):
-        rows = self._db.execute("SELECT json FROM events WHERE customer_id = ? ORDER BY at, rowid", (customer_id,))
+        # Rows are added as events are applied: rowid order is the engine's order, late events too.
+        rows = self._db.execute("SELECT json FROM events WHERE customer_id = ? ORDER BY rowid", (customer_id,))
         for (text,) in rows:
             if text:  # a state written without event bodies keeps only the ids
                 yield Event.from_dict(json.loads(text), default_tz=timezone.utc)
