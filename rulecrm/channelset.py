@@ -19,6 +19,7 @@ class ChannelSet:
 
     def __init__(self, ruleset, manager, *, env=None):
         env = os.environ if env is None else env
+        self._env = env
         self.types: dict[str, ChannelType] = plugins.channel_types(manager)
         self.declared = {c.name: c for c in ruleset.channels}
         self.instances: dict = {}
@@ -71,6 +72,18 @@ class ChannelSet:
             if value is not None:
                 return channel_type.name, str(value)
         return channel_type.name, "channel:" + name
+
+    def secrets(self, name) -> tuple[str, ...]:
+        """The values of the channel's `*_env` settings: what its errors must never show."""
+        declared = self.declared.get(name)
+        if declared is None:
+            return ()
+        variables = [value for key, value in dict(declared.settings).items() if key.endswith("_env")]
+        return tuple(self._env[v] for v in variables if isinstance(v, str) and self._env.get(v))
+
+    def all_secrets(self) -> tuple[str, ...]:
+        """Every declared channel's secrets (for messages that cannot be tied to one channel)."""
+        return tuple(secret for name in self.declared for secret in self.secrets(name))
 
     def tag_channel(self, name) -> ChannelType | None:
         """The channel's type when it syncs tags, else None."""

@@ -19,8 +19,11 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
+import attrs
+
 from .channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
 from .channelset import ChannelSet
+from .masking import mask_secrets
 from .ratelimit import RateLimiter
 
 QUEUED, SENT, FAILED, DEAD = "queued", "sent", "failed", "dead"
@@ -29,6 +32,7 @@ MESSAGE_KINDS = ("notify", "escalate")
 MAX_ATTEMPTS = 5
 BASE_DELAY = 2.0  # seconds before the first retry; doubles each attempt
 MAX_DELAY = 600.0
+MAX_ERROR = 1000  # characters of a delivery's error kept in the outbox (cut after masking)
 _BOOKKEEPING = ("reported", "reported_status", "rule_index", "next_attempt")
 _ORDER = ("key", "rule", "customer_id", "kind", "channel", "to", "address", "due_at", "sent_at", "status", "reason",
           "message", "message_kind", "trigger", "step", "late_by", "late_seconds", "defers")
@@ -144,8 +148,9 @@ class Dispatcher:
         """Switch to the channels of reloaded rules; on error the current channels stay in use."""
         channels = ChannelSet(ruleset, self.manager, env=self.env)
         old, self.channels = self.channels, channels
+        secrets = old.all_secrets()
         for name, exc in old.close():
-            self.on_warning(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
+            self.on_warning(mask_secrets(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}", secrets))
 
     def drain(self, *, deadline: float | None = None) -> None:
         """Dispatch until nothing is queued or waiting for a retry (or the next retry is after `deadline`)."""
@@ -163,7 +168,9 @@ class Dispatcher:
         record = self.store.get_action(key)
         if record is None or record.get("status") not in (QUEUED, FAILED):
             return False  # e.g. already `sent`: never hand a sent key to a channel again
-        delivery = self._attempt(record)
+        # Defence in depth: whatever the channel answered, its own secrets are masked before the
+        # answer is stored, written to --out, shown to hooks or printed.
+        delivery = self._masked(record.get("channel"), self._attempt(record))
         self.attempts += 1
         record = self._record(record, delivery)
         with self.store.transaction():
@@ -213,6 +220,14 @@ class Dispatcher:
             return Delivery(PERMANENT, code="bad-answer", detail=f"channel {name!r} returned {delivery!r}, not a Delivery")
         return delivery
 
+    def _masked(self, name, delivery: Delivery) -> Delivery:
+        secrets = self.channels.secrets(name)
+        return attrs.evolve(delivery, code=mask_secrets(delivery.code, secrets),
+                            detail=mask_secrets(delivery.detail, secrets, limit=MAX_ERROR))
+
+    def _warn(self, text: str) -> None:
+        self.on_warning(mask_secrets(text, self.channels.all_secrets()))
+
     def _record(self, record: dict, delivery: Delivery) -> dict:
         attempts = record.get("attempts", 0) + 1
         now = self.clock()
@@ -242,7 +257,7 @@ class Dispatcher:
             try:
                 impl.function(*[arguments[arg] for arg in impl.argnames])
             except Exception as exc:
-                self.on_warning(f"plugin {name!r} failed in rulecrm_action_dispatched: {type(exc).__name__}: {exc}")
+                self._warn(f"plugin {name!r} failed in rulecrm_action_dispatched: {type(exc).__name__}: {exc}")
 
     def report_unfinished(self) -> None:
         """Report the actions still `failed` (their retries are left to a later run)."""
@@ -252,7 +267,7 @@ class Dispatcher:
 
     def close(self) -> None:
         for name, exc in self.channels.close():
-            self.on_warning(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
+            self._warn(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
 
 
 def _plugin_label(manager, plugin) -> str:

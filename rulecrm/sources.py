@@ -23,6 +23,7 @@ import attrs
 from .errors import EventError, RulecrmError
 from .events import Event, content_digest, parse_event_line, synthetic_id
 from .eventsource import Rejected
+from .masking import mask_personal
 from .hookspecs import hookimpl
 
 Item = tuple[int, "Event | Rejected"]
@@ -270,7 +271,8 @@ def _handler(source: HttpSource):
             request = source.submit(_lines(body))
             if request is None or not request.done.wait(ANSWER_TIMEOUT) or not request.ok:
                 return self._answer(503, {"error": "the runner is stopping or busy; send again"})
-            errors = [{"line": n, "error": item.error} for n, item in request.items if isinstance(item, Rejected)]
+            errors = [{"line": n, "error": mask_personal(item.error)} for n, item in request.items
+                      if isinstance(item, Rejected)]
             counts = {"accepted": len(request.items) - len(errors), "rejected": len(errors)}
             if errors:
                 return self._answer(400, {**counts, "errors": errors})

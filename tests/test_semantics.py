@@ -267,6 +267,8 @@ def test_quiet_hours_use_the_customer_time_zone(tmp_path, backend):
 
 LIFECYCLE = """
 lifecycle: {dormant_after: 90d, churned_after: 180d}
+contacts:
+  rep: {channel: console, address: rep}
 rules:
   - id: win-back
     on: stage.changed

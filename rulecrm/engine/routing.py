@@ -9,7 +9,7 @@ ADDRESSLESS_TYPES = frozenset({"console", "jsonl", "memory"})
 
 @attrs.frozen
 class Route:
-    channel: str
+    channel: str | None  # None: a staff recipient with no channel to reach them on
     address: str | None  # None: the recipient has no address on that channel
 
 
@@ -41,16 +41,19 @@ class Router:
         return value if isinstance(value, str) and value else None
 
     def route(self, notify, profile) -> Route:
+        """Customers get their preferred channel when the rule names none; staff never do (SPEC §12):
+        an internal note must not go out on a customer-facing channel."""
         if notify.to == "customer":
             channel = notify.channel or self._preferred(profile)
             return Route(channel, self._customer_address(channel, profile))
         if notify.to == "owner":
             owner = profile.fields.get("owner")
             if not isinstance(owner, str) or not owner:
-                return Route(notify.channel or self._preferred(profile), None)
+                return Route(notify.channel, None)
             contact = self._contacts.get(owner)
             if contact is not None:
                 return Route(notify.channel or contact.channel, contact.address)
-            return Route(notify.channel or self._preferred(profile), owner)
+            # An owner who is no contact is reachable only on a channel the rule names for staff.
+            return Route(notify.channel, owner if notify.channel else None)
         contact = self._contacts[notify.to]  # `check` guarantees the contact exists
         return Route(notify.channel or contact.channel, contact.address)

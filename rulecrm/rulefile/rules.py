@@ -203,7 +203,10 @@ class _RuleReader:
         kind = fields.get("kind", choice, None, choices=NOTIFY_KINDS, what="kind")
         message = fields.get("template", exprs.template, None, scope=self.scope, lines=self.lines)
         if step and base is not INVALID:
-            channel = channel if "channel" in fields else base.channel if base else None
+            # A staff step does not take over the channel of the rule's message to the customer:
+            # an internal note must not go out on a customer-facing channel (SPEC §12).
+            inherits = base and not (base.to == "customer" and to != "customer")
+            channel = channel if "channel" in fields else base.channel if inherits else None
             kind = kind if "kind" in fields else base.kind if base else None
             message = message if "template" in fields else base.template if base else None
             if message is None:
@@ -212,6 +215,11 @@ class _RuleReader:
                 message = INVALID
         if INVALID in (to, channel, kind, message, base) or "to" not in fields:
             return INVALID
+        if to == "owner" and channel is None and not self.declared.known("contact") and self.declared.complete:
+            report.warning(fields.value("to"), "`to: owner` reaches no one: no contact is declared and this notify "
+                           "names no channel", expected="a contact named like each owner, or a staff `channel`",
+                           found="to: owner", hint="such actions are suppressed with no-address; staff notes "
+                           "never use the customer's channel")
         return Notify(to, channel, kind, message, report.source(node))
 
     def escalate(self, report: Report, node, *, label: str, base, trigger):

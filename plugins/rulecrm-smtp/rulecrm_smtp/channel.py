@@ -8,6 +8,7 @@ import ssl
 from email.utils import parseaddr
 
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, Delivery
+from rulecrm.masking import mask_personal, mask_secrets
 
 from .compose import build_email
 
@@ -75,9 +76,9 @@ class SmtpChannel:
                 _quit(session)
         except smtplib.SMTPRecipientsRefused as error:
             code, reply = next(iter(error.recipients.values()))
-            return self._reply(code, reply, message.address)
+            return self._reply(code, reply)
         except smtplib.SMTPResponseException as error:
-            return self._reply(error.smtp_code, error.smtp_error, message.address)
+            return self._reply(error.smtp_code, error.smtp_error)
         except smtplib.SMTPNotSupportedError as error:
             return Delivery(PERMANENT, detail=self._clean(f"the server does not support it: {error}"))
         except TimeoutError:
@@ -91,25 +92,17 @@ class SmtpChannel:
             return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
         return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
 
-    def _reply(self, code: int, reply, address: str) -> Delivery:
+    def _reply(self, code: int, reply) -> Delivery:
         """A server's refusal: 4xx may pass, 5xx will not."""
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
         status = PERMANENT if 500 <= code < 600 else RETRYABLE
-        detail = self._clean(f"{code} {' '.join(text.split())}").replace(address, mask(address))
+        # every address in the reply, not only the recipient's, is masked (`l***@example.com`)
+        detail = mask_personal(self._clean(f"{code} {' '.join(text.split())}"))
         return Delivery(status, code=str(code), detail=detail)
 
     def _clean(self, text: str) -> str:
-        """Error text as it may be logged: never a credential."""
-        for secret in (self._password, self._username):
-            if secret:
-                text = text.replace(secret, "[secret]")
-        return text
-
-
-def mask(address: str) -> str:
-    """`s***@example.com`: enough to recognise an address in a log, not to harvest it."""
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}"
+        """Error text as it may be logged: never a credential, in any form a server may echo it."""
+        return mask_secrets(text, (self._password, self._username))
 
 
 def _quit(session: smtplib.SMTP) -> None:

@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, Delivery, Limits
+from rulecrm.masking import mask_secrets
 
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -24,6 +25,7 @@ RETRYABLE_STATUSES = frozenset({408, 429})  # and every 5xx
 USER_AGENT = "rulecrm-webhook/0.1"
 _HEADER_SAFE = "".join(sorted(set(string.punctuation) - {"%"}))
 _SNIPPET = 200  # characters of a receiver's error body kept in Delivery.detail
+_READ = 4096  # bytes of that body read: masked whole before it is cut to _SNIPPET
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -42,6 +44,8 @@ class WebhookChannel:
         self.timeout = config.positive("timeout", DEFAULT_TIMEOUT, float)
         self.limits = Limits(per_minute=config.positive("per_minute", None, int))
         self._secret = config.secret("secret") if config.get("secret_env") else None
+        # A URL given through `url_env` carries a token: a receiver echoing it (a 404 page) must not leak it.
+        self._secrets = tuple(s for s in (self._secret, self.url if config.get("url_env") else None) if s)
         self._clock = clock
         self._opener = urllib.request.build_opener(_NoRedirect)
         if self._secret is None:
@@ -105,7 +109,7 @@ class WebhookChannel:
     def _answer(self, error: urllib.error.HTTPError) -> Delivery:
         status = error.code
         detail = f"HTTP {status} {error.reason}"
-        snippet = _read_snippet(error)
+        snippet = mask_secrets(_read_snippet(error), self._secrets, limit=_SNIPPET)  # mask, then cut
         if snippet:
             detail += f": {snippet}"
         if status in RETRYABLE_STATUSES or status >= 500:
@@ -116,8 +120,8 @@ class WebhookChannel:
         return Delivery(PERMANENT, code=str(status), detail=self._clean(detail))
 
     def _clean(self, text: str) -> str:
-        """Error text as it may be logged: never the secret."""
-        return text.replace(self._secret, "[secret]") if self._secret else text
+        """Error text as it may be logged: never the signing secret nor a `url_env` URL, in any form."""
+        return mask_secrets(text, self._secrets)
 
 
 def header_safe(key: str) -> str:
@@ -144,13 +148,14 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 def _read_snippet(error: urllib.error.HTTPError) -> str:
+    """The start of the error body, whitespace collapsed; not cut yet (masking comes first)."""
     try:
-        raw = error.read(_SNIPPET * 4)
+        raw = error.read(_READ)
     except (OSError, http.client.HTTPException, AttributeError):
         return ""
     finally:
         error.close()
-    return " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
+    return " ".join(raw.decode("utf-8", "replace").split())
 
 
 def _url(config) -> str:

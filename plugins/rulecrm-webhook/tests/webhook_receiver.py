@@ -32,6 +32,11 @@ class Receiver:
         """Answer the next `count` requests with `status` (and a Retry-After header when given)."""
         self._plan.extend([(status, retry_after, body)] * count)
 
+    def echo_next(self, *answers) -> None:
+        """Answer the next requests with these (status, text) in turn, the text as the raw body;
+        `{path}` in a text stands for the request's path and query (as a provider's 404 page shows it)."""
+        self._plan.extend(("echo", status, text) for status, text in answers)
+
     def stall_next(self, count: int = 1) -> None:
         """Hold the next `count` requests without answering until the test ends."""
         self._plan.extend(["stall"] * count)
@@ -45,6 +50,8 @@ class Receiver:
         if step == "stall":
             self.release.wait(10)
             return
+        if step is not None and step[0] == "echo":
+            return respond_raw(handler, step[1], step[2].replace("{path}", handler.path))
         if step is not None:
             status, retry_after, text = step
             extra = {"Retry-After": retry_after} if retry_after else {}
@@ -68,6 +75,15 @@ def respond(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers
     handler.send_response(status)
     for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
         handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def respond_raw(handler: BaseHTTPRequestHandler, status: int, text: str) -> None:
+    data = text.encode("utf-8")
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/plain; charset=utf-8")
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)

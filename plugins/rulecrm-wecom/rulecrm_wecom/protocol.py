@@ -1,26 +1,16 @@
-"""What WeCom's answers mean for rulecrm: errcode classification, secret masking, text splitting."""
+"""What WeCom's answers mean for rulecrm: errcode classification (secrets masked), text splitting."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, Delivery
+from rulecrm.masking import mask_secrets
 
 SYSTEM_BUSY = -1  # 系统繁忙: "retry later" in WeCom's global errcode table
 FREQ_OUT_OF_LIMIT = 45009  # api freq out of limit (a robot's 20 messages/minute, or an API's quota)
 RETRYABLE_ERRCODES = frozenset({SYSTEM_BUSY, FREQ_OUT_OF_LIMIT})
 TOKEN_ERRCODES = frozenset({40014, 42001, 42009})  # invalid / expired access_token: fetch a new one once
 RATE_WINDOW_SECONDS = 60.0
-MASK = "***"
-
-
-def mask(text: str | None, secrets: Iterable[str]) -> str | None:
-    """`text` with every non-empty secret replaced by `***`."""
-    if text is None:
-        return None
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def classify(body: dict, secrets: Iterable[str] = ()) -> Delivery:
@@ -28,7 +18,7 @@ def classify(body: dict, secrets: Iterable[str] = ()) -> Delivery:
     errcode = body.get("errcode", 0)
     if errcode == 0:
         return Delivery(DELIVERED)
-    detail = mask(str(body.get("errmsg") or f"errcode {errcode}"), secrets)
+    detail = mask_secrets(str(body.get("errmsg") or f"errcode {errcode}"), secrets)
     if errcode in RETRYABLE_ERRCODES:
         retry_after = RATE_WINDOW_SECONDS if errcode == FREQ_OUT_OF_LIMIT else None
         return Delivery(RETRYABLE, code=str(errcode), detail=detail, retry_after=retry_after)

@@ -8,8 +8,9 @@ import urllib.request
 from collections.abc import Iterable
 
 from rulecrm.channels import PERMANENT, RETRYABLE, Delivery
+from rulecrm.masking import mask_secrets
 
-from .protocol import classify, classify_http_status, mask
+from .protocol import classify, classify_http_status
 
 USER_AGENT = "rulecrm-wecom/0.1"
 
@@ -39,13 +40,13 @@ def call(url: str, payload: dict | None = None, *, timeout: float, secrets: Iter
             raw = response.read()
     except urllib.error.HTTPError as error:
         error.close()
-        raise CallFailed(classify_http_status(error.code, mask(str(error.reason or ""), secrets))) from None
+        raise CallFailed(classify_http_status(error.code, mask_secrets(str(error.reason or ""), secrets))) from None
     except (TimeoutError, socket.timeout):
         raise CallFailed(Delivery(RETRYABLE, code="timeout", detail=f"no answer within {timeout:g}s")) from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         kind = "timeout" if isinstance(reason, (TimeoutError, socket.timeout)) else "network"
-        detail = mask(f"{type(reason).__name__}: {reason}", secrets)
+        detail = mask_secrets(f"{type(reason).__name__}: {reason}", secrets)
         raise CallFailed(Delivery(RETRYABLE, code=kind, detail=detail)) from None
     try:
         body = json.loads(raw.decode("utf-8"))

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE
 
-from rulecrm_wecom.protocol import as_list, classify, classify_http_status, mask, split_text, utf8_len
+from rulecrm_wecom.protocol import as_list, classify, classify_http_status, split_text, utf8_len
 
 MARKER = re.compile(r"\((\d+)/(\d+)\)\n")
 
@@ -44,8 +44,9 @@ def test_http_statuses(status, expected):
     assert classify_http_status(status).status == expected
 
 
-def test_mask_hides_every_secret():
-    assert mask("key=abc token=xyz", ["abc", "xyz", ""]) == "key=*** token=***"
+def test_classify_masks_every_secret_in_the_errmsg():
+    delivery = classify({"errcode": 40001, "errmsg": "key=abc token=x%79z"}, ["abc", "xyz", ""])
+    assert delivery.detail == "key=[secret] token=[secret]"
 
 
 def test_short_text_is_one_unmarked_part():

@@ -127,7 +127,7 @@ def test_an_invalid_robot_key_is_dead_exit_4_and_the_key_is_never_shown(tmp_path
     assert "1 action(s) not delivered" in done.stderr
     [action] = [a for a in actions if a["kind"] == "notify"]
     assert (action["status"], action["attempts"], action["code"]) == ("dead", 1, "93000")
-    assert "invalid webhook url" in action["error"] and "***" in action["error"]
+    assert "invalid webhook url" in action["error"] and "[secret]" in action["error"]
     assert len(standin.requests_to(ROBOT_PATH)) == 1  # a permanent errcode is not retried
     assert standin.robot_messages == {}
     assert_no_secret(done, tmp_path, wrong_key, CONTACT_SECRET)

@@ -101,7 +101,7 @@ def test_invalid_key_is_permanent_and_masked(wecom, robot_config):
     delivery = RobotChannel(robot_config(key=wrong)).send(message("hi"))
     assert (delivery.status, delivery.code) == (PERMANENT, "93000")
     assert "invalid webhook url" in delivery.detail
-    assert wrong not in delivery.detail and "***" in delivery.detail
+    assert wrong not in delivery.detail and "[secret]" in delivery.detail
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
