@@ -414,3 +414,21 @@ def test_events_applied_after_their_time_are_named_when_the_rerun_differs(tmp_pa
     assert note["detail"].startswith("re-running the stored events with the current rules gives no such action, "
                                      "but the outbox says sent: the rules or the history changed")
     assert "order.placed o-0 was applied after an event later than it" in note["detail"]
+
+
+def test_a_hold_on_a_dst_night_is_explained_with_the_engine_release(tmp_path):
+    """01:15 EST, the repeated hour: held until 01:30 EST, as the engine released it."""
+    rules = """
+shop: {timezone: America/New_York, quiet_hours: "01:00-01:30"}
+rules:
+  - {id: promo, on: chat.received, notify: {to: customer, kind: marketing, template: "p"}}
+"""
+    events = [{"type": "chat.received", "customer_id": "c1", "at": "2026-11-01T01:15:00-05:00", "id": "m-1",
+               "data": {"text": "hi"}}]
+    rules_path, db, outbox = replayed(tmp_path, rules, events, until="2026-11-02T00:00:00-05:00")
+    assert outbox["promo|c1|m-1"]["sent_at"] == "2026-11-01T01:30:00-05:00"
+    text = explained(rules_path, db, "c1").stdout
+    assert ("quiet hours 01:00-01:30 America/New_York: local time 2026-11-01 01:15; "
+            "held until 2026-11-01T01:30:00-05:00") in text
+    assert "passed every gate at 2026-11-01T01:30:00-05:00" in text
+    assert "note:" not in text
