@@ -432,3 +432,24 @@ rules:
             "held until 2026-11-01T01:30:00-05:00") in text
     assert "passed every gate at 2026-11-01T01:30:00-05:00" in text
     assert "note:" not in text
+
+
+@pytest.mark.parametrize("word,expected", [
+    ("c-1O42", "c-1042"), ("c-142", "c-1042"), ("c-10422", "c-1042"), ("c-0142", "c-1042"), ("c-9999", None),
+    ("c-1042", None),  # the id itself is not a typo of itself
+])
+def test_many_customers_get_a_one_typo_suggestion(word, expected):
+    from rulecrm.explain.state import one_typo_away
+
+    assert one_typo_away(word, ["zhang", "c-1042", "c-2042x", "c-7"]) == expected
+
+
+def test_a_large_state_suggests_ids_one_typo_away(tmp_path, monkeypatch):
+    from rulecrm.explain import ExplainError, StateReader
+    from rulecrm.explain import state as state_module
+
+    _rules, db, _ = replayed(tmp_path, "rules: []\n", [order("2026-04-01T10:00:00+08:00", "o-1", customer="c-1042"),
+                                                     order("2026-04-01T10:00:00+08:00", "o-2", customer="c-1")])
+    monkeypatch.setattr(state_module, "FULL_SUGGEST_LIMIT", 1)
+    with StateReader(db) as reader, pytest.raises(ExplainError, match="did you mean 'c-1042'"):
+        reader.customer("c-1024")

@@ -17,6 +17,36 @@ from ..suggest import closest
 from ..timeutil import parse_timestamp
 
 
+# Up to this many known customers the did-you-mean compares similarity with each; beyond, only ids one
+# typo away are looked for, which stays fast for a shop with millions of customers.
+FULL_SUGGEST_LIMIT = 20_000
+
+
+def one_typo_away(word: str, candidates) -> str | None:
+    """The first candidate (in sorted order) one substitution, insertion, deletion or swap from `word`."""
+    size = len(word)
+    found = None
+    for candidate in candidates:
+        if abs(len(candidate) - size) <= 1 and (found is None or candidate < found) and _one_edit(word, candidate):
+            found = candidate
+    return found
+
+
+def _one_edit(a: str, b: str) -> bool:
+    if a == b:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    start = 0
+    while start < len(a) and a[start] == b[start]:
+        start += 1
+    if len(a) < len(b):  # one insertion
+        return a[start:] == b[start + 1:]
+    if a[start + 1:] == b[start + 1:]:  # one substitution
+        return True
+    return a[start:start + 2] == b[start:start + 2][::-1] and a[start + 2:] == b[start + 2:]  # a swap
+
+
 class ExplainError(RulecrmError):
     """explain cannot answer: an unknown customer or rule, or a state it cannot read."""
 
@@ -98,7 +128,7 @@ class StateReader:
         message = f"customer {customer_id!r} has no events in state {self.path}"
         if not known:
             return message + "; the state holds no events yet"
-        guess = closest(customer_id, known)
+        guess = closest(customer_id, known) if len(known) <= FULL_SUGGEST_LIMIT else one_typo_away(customer_id, known)
         if guess:
             return message + f"; did you mean {guess!r}?"
         some = ", ".join(repr(c) for c in sorted(known)[:5]) + (", ..." if len(known) > 5 else "")
