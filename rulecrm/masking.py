@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import islice
 from urllib.parse import unquote, urlsplit
 
 SECRET_MARK = "[secret]"
@@ -23,6 +24,8 @@ _ALL = _SUBSETS[-1]
 _JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _CREDENTIAL_NAME = re.compile(r"key|token|secret|sig|auth|pass|pwd|code|session|cred", re.IGNORECASE)
 _ENTITIES = {"&amp;": "&", "&quot;": '"', "&lt;": "<", "&gt;": ">"}
+_ELLIPSES = re.compile(r"\.{3,}|…")
+MAX_CUTS = 64  # ellipses inside a text looked at for a secret cut short before them
 _PARTIAL_ESCAPES = (
     re.compile(r"(?:%[0-9A-Fa-f]{2})*(?:%[0-9A-Fa-f]?|\\(?:u[0-9A-Fa-f]{0,3})?|&#?[0-9A-Za-z]{0,8})\Z"),
     re.compile(r"(?:%[0-9A-Fa-f]{2})+\Z"),
@@ -34,8 +37,8 @@ def mask_secrets(text: str | None, secrets: Iterable[str | None], *, limit: int 
 
     Found in any mix of raw characters and percent (`quote`, `quote_plus`, either hex case), JSON
     (`\\u00e9`, `\\/`, `\\n`) or HTML (`&amp;`) escapes, with whitespace (and `+`) added, removed or
-    changed anywhere; a secret's first `MIN_PREFIX`+ characters ending the text (before an optional
-    `...`/`…`) are taken as the secret cut short. A URL secret also masks its parts (`secret_parts`).
+    changed anywhere; a secret's first `MIN_PREFIX`+ characters ending the text or followed by
+    `...`/`…` are taken as the secret cut short. A URL secret also masks its parts (`secret_parts`).
     Masking comes before cutting, so the cut cannot leave a piece of a secret behind.
     """
     if text is None:
@@ -166,13 +169,17 @@ def _mask_patterns(text: str, patterns: set[str]) -> str:
             ranges.append((spans[start][0], spans[start + len(pattern) - 1][1]))
             start = canonical.find(pattern, start + 1)
     ends = [span[1] for span in spans]
-    for cut in _cut_points(text):
+    for cut, debris_end in _cut_points(text):
         end = bisect_right(ends, cut)  # canonical characters before the cut
         for pattern in patterns:
-            for size in range(min(len(pattern) - 1, end), MIN_PREFIX - 1, -1):
-                if canonical.endswith(pattern[:size], 0, end):
-                    ranges.append((spans[end - size][0], len(text)))  # what follows is only the cut's debris
+            # the longest proper prefix of the secret (of MIN_PREFIX+ characters) ending at the cut
+            head = pattern[:MIN_PREFIX]
+            start = canonical.find(head, max(0, end - len(pattern) + 1), end)
+            while start != -1:
+                if pattern.startswith(canonical[start:end]):
+                    ranges.append((spans[start][0], debris_end))  # with the cut's debris
                     break
+                start = canonical.find(head, start + 1, end)
     if not ranges:
         return text
     ranges.sort()
@@ -187,19 +194,24 @@ def _mask_patterns(text: str, patterns: set[str]) -> str:
     return text
 
 
-def _cut_points(text: str) -> set[int]:
-    """Where a text cut short may have cut a secret: its end, before a trailing `...`, and before a
-    trailing escape left incomplete (`%C`, `%C3` of a two-byte character, `\\u00`, `&am`)."""
-    rest = text.rstrip()
-    for mark in ("...", ELLIPSIS):
-        if rest.endswith(mark):
-            rest = rest[: -len(mark)]
-            break
-    points = {len(text), len(rest)}
-    for partial in _PARTIAL_ESCAPES:
-        match = partial.search(rest, max(0, len(rest) - 16))  # one cut character's escapes at most
-        if match:
-            points.add(match.start())
+def _cut_points(text: str) -> set[tuple[int, int]]:
+    """(cut, end of its debris): where a text may have cut a secret short — its end, and before each
+    `...`/`…` — each also before an escape the cut left incomplete (`%C`, `%C3` of a two-byte
+    character, `\\u00`, `&am`) and before a trailing `...`."""
+    ends = [(len(text), len(text))]
+    ends += [(m.start(), m.end()) for m in islice(_ELLIPSES.finditer(text), MAX_CUTS)]
+    points = set()
+    for end, debris_end in ends:
+        rest = text[:end].rstrip()
+        for mark in ("...", ELLIPSIS):
+            if rest.endswith(mark):
+                rest = rest[: -len(mark)]
+                break
+        points.update({(end, debris_end), (len(rest), debris_end)})
+        for partial in _PARTIAL_ESCAPES:
+            match = partial.search(rest, max(0, len(rest) - 16))  # one cut character's escapes at most
+            if match:
+                points.add((match.start(), debris_end))
     return points
 
 

@@ -54,6 +54,11 @@ def test_a_secret_cut_short_at_the_end_of_a_text_is_masked(form):
             assert HEAD not in masked and masked.startswith("error: [secret]"), (size, masked)
 
 
+def test_a_secret_cut_short_before_an_ellipsis_inside_a_text_is_masked():
+    assert mask_secrets(f"key={HEAD}Vb..., hint: retry", [SECRET]) == "key=[secret], hint: retry"
+    assert mask_secrets(f"a {quote(SECRET)[:12]}… b {HEAD}… c", [SECRET]) == "a [secret] b [secret] c"
+
+
 def test_a_short_prefix_or_a_prefix_inside_the_text_is_left_alone():
     assert mask_secrets("x " + SECRET[: MIN_PREFIX - 1], [SECRET]) == "x " + SECRET[: MIN_PREFIX - 1]
     assert mask_secrets(f"{HEAD} then more", [SECRET]) == f"{HEAD} then more"

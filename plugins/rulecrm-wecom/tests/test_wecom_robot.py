@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote, quote_plus
 
 import pytest
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError
@@ -169,3 +170,24 @@ def test_units_counts_the_robot_messages_a_send_posts(robot_config):
     assert channel.units(message("短消息")) == 1
     long_text = "茶" * 2000  # 6,000 bytes of UTF-8: three posts of at most 2048 bytes
     assert channel.units(message(long_text)) == len(channel.parts(long_text)) == 3
+
+
+ODD_KEY = "0000-wrong key/+ü=&-robot-0000"  # a key a provider would echo encoded
+
+
+@pytest.mark.parametrize("echo", [
+    lambda key: key,
+    lambda key: quote(key, safe=""),
+    quote_plus,
+    lambda key: quote(key, safe="").lower(),
+    lambda key: key.replace(" ", "\n  "),
+    lambda key: key[:12] + "...",  # cut short by the server
+])
+def test_an_echoed_key_is_masked_in_every_form(wecom, robot_config, caplog, echo):
+    caplog.set_level(logging.DEBUG)
+    wecom.echo_key = echo
+    delivery = RobotChannel(robot_config(key=ODD_KEY)).send(message("hi"))
+    assert (delivery.status, delivery.code) == (PERMANENT, "93000")
+    assert delivery.detail.startswith("invalid webhook url, key=[secret]")
+    for text in (delivery.detail, caplog.text):
+        assert "0000-wrong" not in text and "robot-0000" not in text

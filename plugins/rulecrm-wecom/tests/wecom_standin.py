@@ -31,6 +31,7 @@ class StandIn:
         self.tag_groups: list[dict] = []  # {"group_id", "group_name", "tag": [{"id", "name"}]}
         self.tokens: dict[str, bool] = {}  # token -> still valid
         self.issue_expired = False  # True: new tokens are expired at once (a misbehaving token service)
+        self.echo_key = lambda key: key  # how an unknown robot key is echoed in the errmsg
         self._robot_times: dict[str, deque] = defaultdict(deque)
         self._faults: deque = deque()  # ("errcode", n) or ("status", n) or ("delay", seconds), one per request
         self._ids = itertools.count(1)
@@ -88,7 +89,7 @@ class StandIn:
     def _robot(self, key: str, body) -> dict:
         if key not in self.robot_keys:
             # echoes the key so tests can check that channels mask it
-            return {"errcode": 93000, "errmsg": f"invalid webhook url, key={key}, hint: [standin]"}
+            return {"errcode": 93000, "errmsg": f"invalid webhook url, key={self.echo_key(key)}, hint: [standin]"}
         window = self._robot_times[key]
         now = time.monotonic()
         while window and now - window[0] >= 60:
