@@ -192,3 +192,20 @@ def test_replay_dispatch_delivers_owner_notes_through_their_contact(tmp_path):
     [sent] = [json.loads(line) for line in (tmp_path / "staff-notes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sent["text"] == "internal: c1 wants to buy" and sent["address"] == "li.ming"
     assert not (tmp_path / "customer-messages.jsonl").exists()
+
+
+def test_explain_says_why_an_owner_note_had_no_address(tmp_path):
+    rules_dir = write_rules(tmp_path, rules())
+    events = write_events(tmp_path, [upsert("c1", owner="rep-li"), chat("c1")])
+    state = tmp_path / "state.db"
+    done, _actions = replay_cli(rules_dir, events, workdir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    explained = subprocess.run([sys.executable, "-m", "rulecrm", "explain", "--rules", str(rules_dir), "--state",
+                                str(state), "--customer", "c1", "--rule", "lead", "--json"],
+                               capture_output=True, text=True, timeout=60)
+    assert explained.returncode == 0, explained.stderr
+    [rule] = json.loads(explained.stdout)["rules"]
+    [action] = rule["actions"]
+    [gate] = action["gates"]
+    assert (gate["gate"], gate["field"]) == ("no-address", "owner")
+    assert gate["detail"] == "the owner 'rep-li' is not a declared contact and the rule names no channel"
