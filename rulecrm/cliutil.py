@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import sqlite3
 import sys
 
 import click
@@ -28,3 +30,22 @@ def reported_errors(exit_code: int = EXIT_ERROR):
     except RulecrmError as exc:
         echo_err(f"error: {exc}")
         sys.exit(exit_code)
+    except OSError as exc:  # another file than the state (--out, an events file): still one line, no traceback
+        echo_err(f"error: {_os_error_text(exc)}")
+        sys.exit(exit_code)
+    except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+        if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+            raise  # IntegrityError and the like are bugs: keep their traceback
+        # the state's own faults arrive as StorageError; this is a temporary database of a reader
+        echo_err(f"error: a temporary file of rulecrm: {exc}; free some space in its directory (TMPDIR) and run again")
+        sys.exit(exit_code)
+
+
+_OS_HINTS = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "free some space and run again",
+             errno.EFBIG: "the file size limit was reached", errno.EROFS: "write to another file system"}
+
+
+def _os_error_text(exc: OSError) -> str:
+    what = f"{exc.filename}: " if exc.filename else ""
+    hint = _OS_HINTS.get(exc.errno)
+    return f"{what}{exc.strerror or exc}" + (f"; {hint}" if hint else "")

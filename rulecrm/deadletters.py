@@ -71,12 +71,11 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None, manager
         raise UsageError(f"--from names dead letter(s) that do not exist: {', '.join(map(str, sorted(unknown)))}; "
                          "list them with `rulecrm dead-letters --state STATE`")
     manager = manager or plugins.build_plugin_manager()
-    store = Store.open(state_path)
+    store = Store.open(state_path, lock=True)
     result = RetryResult()
     applier = dispatcher = None
     on_report = on_report or (lambda record: None)
     try:
-        store.lock()
         rules_path = rules_path or store.get_meta("rules_path")
         if not rules_path:
             raise UsageError("no rules known for this state: pass --rules")
@@ -175,9 +174,8 @@ def _all(state_path, store=None):
 def remove_dead_letters(state_path, ids) -> None:
     """Drop dead letters on purpose; every id must exist (nothing is removed otherwise)."""
     ids = list(dict.fromkeys(ids))
-    store = Store.open(state_path)
+    store = Store.open(state_path, lock=True)
     try:
-        store.lock()
         with store.transaction():
             known = {item["id"] for item in store.iter_dead_letters()}
             unknown = [id_ for id_ in ids if id_ not in known]

@@ -80,3 +80,16 @@ class StateError(RulecrmError):
 
 class UsageError(RulecrmError):
     """A command was called with arguments that cannot work together."""
+
+
+class StorageError(StateError):
+    """The state file cannot be read or written: disk full, read-only, damaged, an I/O error.
+
+    `kind` says which ("full", "readonly", "damaged", "io", "busy", "cannot-open"); the message is one
+    line naming the file and what to do. Work committed before the fault is kept.
+    """
+
+    def __init__(self, message, *, kind, path=None):
+        super().__init__(message)
+        self.kind = kind
+        self.path = path

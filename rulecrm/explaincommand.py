@@ -18,12 +18,15 @@ def explain_command(ctx, rules, state, customer, rule_id, as_json):
     """Why an action did or did not happen: conditions with their values, gates, pending timers."""
     from .explain import StateReader, explain, render_json, render_text
     from .plugins import address_fields, build_plugin_manager, functions, load_rules_with
+    from .store import Store, storage_errors
 
     with reported_errors():
         manager = build_plugin_manager()
         ruleset = load_rules_with(manager, rules)
-        with StateReader(state) as reader:
-            customer_state = reader.customer(customer)
+        with storage_errors(state):
+            Store.open(state, readonly=True).close()  # a damaged, foreign or newer state: one clear line
+            with StateReader(state) as reader:
+                customer_state = reader.customer(customer)
         report = explain(
             ruleset, customer_state, rule_id=rule_id,
             functions=functions(manager), address_fields=address_fields(manager),

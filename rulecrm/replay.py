@@ -176,11 +176,9 @@ def _once_per_line(report):
 def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
                     dispatch, dispatch_options, retry):
     # Dispatch reads the outbox back, so it needs a store that keeps it (a temporary one at worst).
-    store = Store.open(state) if state is not None or dispatch else ScratchStore.open_scratch()
+    store = Store.open(state, lock=state is not None) if state is not None or dispatch else ScratchStore.open_scratch()
     dispatcher = applier = None
     try:
-        if state not in (None, ":memory:"):
-            store.lock()
         if dispatch:
             from .dispatch import Dispatcher
 

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
+import inspect
 import json
 import os
 import sqlite3
 import tempfile
+import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
 from typing import Any
 
-from rulecrm.errors import StateError
+from rulecrm.errors import StateError, StorageError
 from rulecrm.masking import mask_personal
 
 try:
@@ -23,6 +28,9 @@ SCHEMA_VERSION = 1
 DELIVERS = "delivers"  # meta key: this state's actions go to channels (`run`, `replay --dispatch`)
 FORMAT = "rulecrm-state"
 _PAGE = 1000  # rows fetched per query by the iterators (keyset pagination)
+# `PRAGMA quick_check` reads every page (about 0.15 s for a 190 MB state on a warm cache): states
+# larger than this are checked by their header and schema only when opened.
+QUICK_CHECK_LIMIT = 1 << 30
 
 Timer = tuple[str, float, int, int, str, dict]
 _TABLES = {"meta", "events", "profiles", "timers", "actions", "dead_letters", "dead_letters_resolved",
@@ -112,8 +120,261 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+class _DamagedValue(Exception):
+    """A value read back from the state is not what rulecrm wrote (not JSON text)."""
+
+
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        raise _DamagedValue(f"a stored value is {type(text).__name__}, not JSON text")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _DamagedValue(f"a stored value is not JSON: {exc}") from None
+
+
+# -- storage faults ----------------------------------------------------------------------------
+
+# OSError is not among them: an OSError inside a transaction comes from another file (--out, a source)
+_FAULT_TYPES = (sqlite3.OperationalError, sqlite3.DatabaseError, _DamagedValue)
+_SQLITE_KINDS = {13: "full", 8: "readonly", 10: "io", 26: "not-a-state", 11: "damaged", 5: "busy", 6: "busy",
+                 14: "cannot-open"}
+_MESSAGE_KINDS = (  # for Pythons whose sqlite3 errors carry no error code
+    ("database or disk is full", "full"), ("readonly database", "readonly"), ("disk I/O error", "io"),
+    ("file is not a database", "not-a-state"), ("malformed", "damaged"), ("database is locked", "busy"),
+    ("unable to open database file", "cannot-open"), ("Could not decode to UTF-8", "damaged"),
+    ("no such table", "damaged"), ("no such column", "damaged"),
+)
+_ERRNO_KINDS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EFBIG: "full", errno.EROFS: "readonly",
+                errno.EACCES: "readonly", errno.EPERM: "readonly", errno.EIO: "io"}
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """A fault of the storage, not a bug: IntegrityError, ProgrammingError and the like stay as they are."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return type(exc) in (sqlite3.DatabaseError, sqlite3.OperationalError)
+    return isinstance(exc, _DamagedValue)
+
+
+def storage_fault(path: str, exc: BaseException, *, temporary: bool = False) -> StorageError:
+    """The StorageError for a fault met while using the state `path`: one line, naming the file and what to do."""
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    label = f"temporary state {path}" if temporary else f"state {path}"
+    if isinstance(exc, _DamagedValue):
+        kind = "damaged"
+    elif isinstance(exc, OSError):
+        kind = _ERRNO_KINDS.get(exc.errno, "cannot-open")
+        detail = exc.strerror or detail
+    else:
+        code = getattr(exc, "sqlite_errorcode", None)
+        kind = _SQLITE_KINDS.get(code & 0xFF) if isinstance(code, int) else None
+        if kind is None:
+            kind = next((k for text, k in _MESSAGE_KINDS if text in str(exc)), "other")
+    if kind in ("cannot-open", "readonly") and path != ":memory:":
+        # SQLite says "unable to open" when it cannot create the -wal/-shm files beside the state
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            detail = f"directory {directory} does not exist"
+        elif _read_only_file_system(directory):
+            kind, detail = "readonly", "read-only file system"
+        elif kind == "cannot-open" and not os.access(directory, os.W_OK):
+            kind, detail = "readonly", f"no permission to write in {directory}"
+    where = f" (or set TMPDIR to a larger disk)" if temporary else ""
+    message = {
+        "full": f"cannot write {label}: the disk is full ({detail}); free some space{where} and run the "
+                "command again (work committed before is kept)",
+        "readonly": f"{label} is read-only ({detail}); rulecrm writes to it and beside it (its -wal and -shm "
+                    "files): make the file and its directory writable, or copy the state to a writable place",
+        "io": f"cannot read or write {label}: {detail} (the disk may be failing or full, or a file size limit "
+              "was reached); check the disk and free some space, then run again (work committed before is kept)",
+        "not-a-state": f"{path} is not a rulecrm state file, or its header is damaged ({detail}); use another "
+                       "--state, or restore it from a backup",
+        "damaged": f"{label} is damaged ({detail}); restore it from a backup, or use another --state",
+        "busy": f"{label} is busy: another process holds its write lock ({detail}); try again",
+        "cannot-open": f"cannot open {label} ({detail}); check that its directory exists and is writable",
+    }.get(kind, f"cannot use {label}: {detail}")
+    return StorageError(message, kind=kind, path=path)
+
+
+def _read_only_file_system(directory: str) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def storage_errors(path: str):
+    """Storage faults raised inside the block (by sqlite3 or from the file system) become a StorageError."""
+    try:
+        yield
+    except _FAULT_TYPES as exc:
+        if not _is_fault(exc):
+            raise
+        raise storage_fault(path, exc) from None
+
+
+def _guarded(method):
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def guarded_rows(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except _FAULT_TYPES as exc:
+                if not _is_fault(exc):
+                    raise
+                raise self._fault(exc) from None
+        return guarded_rows
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _FAULT_TYPES as exc:
+            if not _is_fault(exc):
+                raise
+            raise self._fault(exc) from None
+    return guarded
+
+
+def _guard_storage_faults(cls):
+    """Wrap every public method of the class (those added later too) with `_guarded`."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member) and name not in ("transaction", "close", "lock"):
+            setattr(cls, name, _guarded(member))
+    return cls
+
+
+@functools.cache
+def _expected_columns() -> dict[str, frozenset]:
+    """Each table of the schema with its columns, as SQLite itself reads `_SCHEMA`."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(_SCHEMA)
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: frozenset(row[1] for row in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+
+
+# -- the runner lock ---------------------------------------------------------------------------
+#
+# The lock is a flock() on a descriptor of the state file itself, so every name of the file (another
+# path, a symlink, a hard link) meets the same lock, and the kernel drops it when the process dies,
+# `kill -9` included. On Linux flock() locks are independent of the POSIX locks SQLite takes on the
+# same file. One caveat shapes the code below: closing *any* descriptor of a file drops every POSIX
+# lock the process holds on it, SQLite's included. So the lock is taken before SQLite opens the file,
+# and a descriptor is closed only once no store of this process has the file open (until then it is
+# unlocked and set aside).
+
+_REGISTRY = threading.RLock()
+_OPEN: dict[tuple[int, int], int] = {}  # file identity -> stores of this process that have it open
+_LOCKED: set[tuple[int, int]] = set()  # identities whose runner lock this process holds
+_SET_ASIDE: dict[tuple[int, int], list[int]] = {}  # descriptors to close once the file is closed
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _register(identity) -> None:
+    if identity is not None:
+        with _REGISTRY:
+            _OPEN[identity] = _OPEN.get(identity, 0) + 1
+
+
+def _unregister(identity) -> None:
+    if identity is None:
+        return
+    with _REGISTRY:
+        left = _OPEN.get(identity, 0) - 1
+        if left > 0:
+            _OPEN[identity] = left
+            return
+        _OPEN.pop(identity, None)
+        descriptors = _SET_ASIDE.pop(identity, [])
+    for fd in descriptors:
+        os.close(fd)
+
+
+def _drop_descriptor(identity, fd: int) -> None:
+    with _REGISTRY:
+        if _OPEN.get(identity):
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            _SET_ASIDE.setdefault(identity, []).append(fd)
+        else:
+            os.close(fd)
+
+
+def _take_lock(path: str) -> tuple[int, tuple[int, int]]:
+    """Open the state file (creating it) and flock it; StateError naming the holder when it is taken."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise storage_fault(path, exc) from None
+    status = os.fstat(fd)
+    identity = (status.st_dev, status.st_ino)
+    with _REGISTRY:
+        holder = os.getpid() if identity in _LOCKED else None
+        if holder is None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                _drop_descriptor(identity, fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise StorageError(f"cannot lock state {path} ({exc.strerror}); keep the state on a local "
+                                       "file system", kind="cannot-open", path=path) from None
+                holder = _flock_holder(identity) or "unknown"
+            else:
+                _LOCKED.add(identity)
+                return fd, identity
+        else:
+            _drop_descriptor(identity, fd)
+    pid = "" if holder == "unknown" else f" (pid {holder})"
+    raise StateError(f"state {path} is in use by another rulecrm process{pid}; stop it or use another --state")
+
+
+def _release_lock(identity, fd: int | None) -> None:
+    if fd is None:
+        return
+    with _REGISTRY:
+        _LOCKED.discard(identity)
+        _drop_descriptor(identity, fd)
+
+
+def _flock_holder(identity: tuple[int, int]) -> int | None:
+    """The pid holding a flock() on the file, from /proc/locks (Linux); None when it cannot be told."""
+    dev, ino = identity
+    wanted = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    same_inode = []
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+                if len(fields) < 6 or fields[1] != "FLOCK":
+                    continue
+                if fields[5] == wanted:
+                    return int(fields[4])
+                if fields[5].rsplit(":", 1)[-1] == str(ino):  # a stacked file system shows another device
+                    same_inode.append(int(fields[4]))
+    except (OSError, ValueError):
+        return None
+    return same_inode[0] if len(set(same_inode)) == 1 else None
+
+
+def _readonly_uri(path: str) -> str:
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+
+
+@_guard_storage_faults
 class Store:
-    """The state of one rulecrm deployment in one SQLite file; every write runs in a transaction."""
+    """The state of one rulecrm deployment in one SQLite file; every write runs in a transaction.
+
+    Every public method turns storage faults (disk full, read-only, damaged file, I/O error) into a
+    StorageError naming the file; `transaction()` rolls back on them, so committed work is kept.
+    """
 
     keeps_state = True  # profiles, timers and actions written here can be read back
 
@@ -123,40 +384,61 @@ class Store:
         self._temporary = temporary
         self._depth = 0
         self._lock_fd: int | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file, while open
 
     # -- opening and closing -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None) -> Store:
-        """Open (creating if needed) a state file; ':memory:' for tests; None: a temporary file."""
+    def open(cls, path: str | os.PathLike | None, *, lock: bool = False, readonly: bool = False) -> Store:
+        """Open a state file, creating it if needed; ':memory:' for tests; None: a temporary file.
+
+        The file is checked first: an SQLite database, structurally sound (`PRAGMA quick_check` up to
+        QUICK_CHECK_LIMIT), a rulecrm state with the expected tables and a schema version this rulecrm
+        understands. `lock` takes the runner lock (see `lock`) before SQLite reads the file.
+        `readonly` reads an existing state and writes nothing to it.
+        """
         temporary = path is None
         if temporary:
-            fd, path = tempfile.mkstemp(prefix="rulecrm-state-", suffix=".db")
+            try:
+                fd, path = tempfile.mkstemp(prefix="rulecrm-state-", suffix=".db")
+            except OSError as exc:
+                raise storage_fault(os.path.join(tempfile.gettempdir(), "rulecrm-state-*.db"), exc,
+                                    temporary=True) from None
             os.close(fd)
         path = os.fspath(path)
+        lock_fd = identity = None
+        if lock and path != ":memory:" and fcntl is not None:
+            lock_fd, identity = _take_lock(path)
         try:
-            connection = sqlite3.connect(path, isolation_level=None)
+            target = _readonly_uri(path) if readonly and path != ":memory:" else path
+            connection = sqlite3.connect(target, isolation_level=None, uri=target != path)
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open state {path}: {exc}") from None
+            _release_lock(identity, lock_fd)
+            raise storage_fault(path, exc, temporary=temporary) from None
         store = cls(connection, path, temporary=temporary)
+        store._lock_fd = lock_fd
+        store._identity = identity or (None if path == ":memory:" else _identity(path))
+        _register(store._identity)
         try:
-            store._prepare()
-        except sqlite3.Error as exc:
+            store._prepare(readonly=readonly)
+        except BaseException as exc:
             store.close()
-            raise StateError(f"cannot use state {path}: {exc}") from None
-        except BaseException:
-            store.close()
+            if isinstance(exc, _FAULT_TYPES) and _is_fault(exc):
+                raise store._fault(exc) from None
             raise
         return store
 
-    def _prepare(self) -> None:
-        try:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            tables = self._table_names()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{self.path} is not a rulecrm state file ({exc}); use another --state") from None
+    def _prepare(self, *, readonly: bool = False) -> None:
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        tables = self._table_names()  # reads the header and the schema: "file is not a database" comes here
+        if not tables and readonly:
+            raise StateError(f"state {self.path} is empty: no replay or run has written to it yet")
         if tables:
             self._check_version(unmarked_ok=tables <= _TABLES)
+            self._check_pages()
+        if readonly:
+            self._check_schema(all_tables=False)
+            return
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -168,6 +450,7 @@ class Store:
                 self.set_meta("format", FORMAT)
                 self.set_meta("schema_version", SCHEMA_VERSION)
         self._check_version()
+        self._check_schema(all_tables=True)
 
     def _check_version(self, *, unmarked_ok: bool = False) -> None:
         rows = {}
@@ -175,27 +458,60 @@ class Store:
             rows = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('format', 'schema_version')"))
         if not rows and unmarked_ok:
             return  # only our tables, being created by another process: _prepare writes the markers
-        if json.loads(rows.get("format", "null")) != FORMAT:
+        if _loads(rows.get("format", "null")) != FORMAT:
             raise StateError(f"{self.path} is an SQLite database but not a rulecrm state; use another --state")
-        version = json.loads(rows.get("schema_version", "0"))
+        version = _loads(rows.get("schema_version", "0"))
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise StateError(
                 f"state {self.path} has schema version {version}, newer than this rulecrm understands "
                 f"({SCHEMA_VERSION}); upgrade rulecrm or use another --state"
             )
 
+    def _check_pages(self) -> None:
+        """Every page's structure (`PRAGMA quick_check`), unless the state is too large to read at each open."""
+        if self.path != ":memory:":
+            size = sum(os.path.getsize(self.path + suffix) for suffix in ("", "-wal")
+                       if os.path.exists(self.path + suffix))
+            if size > QUICK_CHECK_LIMIT:
+                return
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(1)")]
+        if problems != ["ok"]:
+            lines = [line for line in str(problems[0]).splitlines() if line.strip() and not line.startswith("***")]
+            first = " ".join((lines or ["quick_check failed"])[0].split())[:200]
+            raise StorageError(f"state {self.path} is damaged ({first}); restore it from a backup, or use another "
+                               "--state", kind="damaged", path=self.path)
+
+    def _check_schema(self, *, all_tables: bool) -> None:
+        """Every table of the schema has its columns (a read-only open accepts a table not created yet)."""
+        tables = self._table_names()
+        for table, columns in _expected_columns().items():
+            if table not in tables and not all_tables:
+                continue
+            found = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if not columns <= found:
+                missing = ", ".join(sorted(columns - found))
+                raise StorageError(f"state {self.path} is damaged or was not written by rulecrm (table {table} "
+                                   f"lacks {missing}); restore it from a backup, or use another --state",
+                                   kind="damaged", path=self.path)
+
     def _table_names(self) -> set[str]:
         return {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _fault(self, exc: BaseException) -> StorageError:
+        return storage_fault(self.path, exc, temporary=self._temporary)
 
     def close(self) -> None:
         """Close the database, release the runner lock and remove a temporary state."""
         if self._db is not None:
-            if self._db.in_transaction:
-                self._db.rollback()
-            self._db.close()
+            with contextlib.suppress(sqlite3.Error):  # a fault was reported where it happened: close anyway
+                if self._db.in_transaction:
+                    self._db.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
             self._db = None
+            _unregister(self._identity)
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            _release_lock(self._identity, self._lock_fd)
             self._lock_fd = None
         if self._temporary:
             for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
@@ -209,27 +525,26 @@ class Store:
         self.close()
 
     def lock(self) -> None:
-        """Take the exclusive runner lock ("<path>.lock"); raises StateError when another process holds it."""
+        """Take the exclusive runner lock: a flock() on the state file itself, whatever name reaches it.
+
+        Raises StateError naming the holder's pid when another process (or another store of this
+        process) holds it. `Store.open(path, lock=True)` takes it before SQLite reads the file, which
+        is what a runner wants: a second runner must not even read a state through another name.
+        """
         if self._lock_fd is not None or self.path == ":memory:" or fcntl is None:
             return
-        lock_path = self.path + ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise StateError(
-                f"state {self.path} is in use by another rulecrm process (pid {holder}); "
-                "stop it or use another --state"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
-        self._lock_fd = fd
+        self._lock_fd, identity = _take_lock(self.path)
+        if self._identity is None:
+            self._identity = identity
+            _register(identity)
 
     @contextlib.contextmanager
     def transaction(self):
-        """All or nothing: commits on success, rolls back on any exception; nested use joins the outer one."""
+        """All or nothing: commits on success, rolls back on any exception; nested use joins the outer one.
+
+        A storage fault (raised by a store method, or by the block's own use of the database) comes out
+        as a StorageError once the transaction is rolled back.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -237,22 +552,40 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _is_fault(exc):
+                raise self._fault(exc) from None
+            raise
         self._depth = 1
         try:
             yield self
-        except BaseException:
+        except BaseException as exc:
             self._depth = 0
-            self._db.execute("ROLLBACK")
+            self._rollback()
+            if isinstance(exc, _FAULT_TYPES) and _is_fault(exc):
+                raise self._fault(exc) from None
             raise
         self._depth = 0
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()  # a failed COMMIT (disk full) can leave the transaction open
+            if _is_fault(exc):
+                raise self._fault(exc) from None
+            raise
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # the error that led here is the one to report
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
 
     # -- meta ----------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else _loads(row[0])
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction():
@@ -284,7 +617,7 @@ class Store:
 
     def get_profile(self, customer_id: str) -> dict | None:
         row = self._db.execute("SELECT json FROM profiles WHERE customer_id = ?", (customer_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _loads(row[0])
 
     def put_profiles(self, items: Iterable[tuple[str, dict]]) -> None:
         with self.transaction():
@@ -296,7 +629,7 @@ class Store:
     def iter_profiles(self) -> Iterator[tuple[str, dict]]:
         """Every profile in customer id order, fetched in pages."""
         for customer_id, text in self._pages("SELECT customer_id, json FROM profiles", ("customer_id",)):
-            yield customer_id, json.loads(text)
+            yield customer_id, _loads(text)
 
     # -- timers --------------------------------------------------------------------------
 
@@ -317,7 +650,7 @@ class Store:
         where = ("due <= ?", (until,)) if until is not None else None
         sql = "SELECT key, due, rule_index, seq, customer_id, payload FROM timers"
         for key, due, rule_index, seq, customer_id, payload in self._pages(sql, ("due", "rule_index", "seq", "key"), where=where):
-            yield key, due, rule_index, seq, customer_id, json.loads(payload)
+            yield key, due, rule_index, seq, customer_id, _loads(payload)
 
     def timers_for(self, customer_id: str) -> list[Timer]:
         rows = self._db.execute(
@@ -325,7 +658,7 @@ class Store:
             "ORDER BY due, rule_index, seq, key",
             (customer_id,),
         )
-        return [(key, due, rule_index, seq, cid, json.loads(payload)) for key, due, rule_index, seq, cid, payload in rows]
+        return [(key, due, rule_index, seq, cid, _loads(payload)) for key, due, rule_index, seq, cid, payload in rows]
 
     def next_timer_due(self) -> float | None:
         """The earliest due time of any timer, or None."""
@@ -364,7 +697,7 @@ class Store:
 
     def get_action(self, key: str) -> dict | None:
         row = self._db.execute("SELECT json FROM actions WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _loads(row[0])
 
     def iter_actions(
         self, *, customer_id: str | None = None, status: str | None = None, reported: bool | None = None
@@ -380,7 +713,7 @@ class Store:
             params.append(int(reported))
         where = (" AND ".join(clauses), tuple(params)) if clauses else None
         for (text,) in self._pages("SELECT json FROM actions", ("rowid",), where=where):
-            yield json.loads(text)
+            yield _loads(text)
 
     def mark_reported(self, keys: Iterable[str]) -> None:
         """Flag actions as written to the output, so a later replay does not output them again."""
