@@ -559,7 +559,7 @@ class Engine:
             key=key, rule=rule.id, customer_id=profile.id, kind=kind, to=notify.to, due_at=due,
             rule_index=rule.index, trigger=trigger, channel=route.channel, address=route.address,
             message_kind=notify.resolved_kind(),
-            message=notify.template.render(ctx) if notify.template is not None else None,
+            message=notify.template.render(ctx, self.gates.zone(profile)) if notify.template is not None else None,
             step=step, late_by=late_by,
         )
         if route.address is None:

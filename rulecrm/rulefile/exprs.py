@@ -6,11 +6,13 @@ import attrs
 from rulecrm.errors import ExpressionError
 from rulecrm.expr.ast import Arith, Literal, Name, Neg
 from rulecrm.expr.checker import Scope, check_expression
+from rulecrm.expr.lexer import Lexer
 from rulecrm.expr.parser import children, parse_expression
 from rulecrm.rulefile.fields import INVALID, type_error
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Scalar
-from rulecrm.templates import check_template, parse_template
+from rulecrm.rulefile.scalarpos import locator
+from rulecrm.templates import check_template, read_template
 
 
 @attrs.frozen
@@ -65,9 +67,24 @@ def expression(report: Report, node, *, label: str, scope: Scope, want: str, lin
 
 
 def template(report: Report, node, *, label: str, scope: Scope, lines: list[str]):
-    """The checked Template of a scalar, or INVALID."""
-    return _parsed(report, node, label, "a message template", lines, parse_template,
-                   lambda parsed: check_template(parsed, scope=scope))
+    """The checked Template of a scalar, or INVALID; every error of the template is reported, each
+    at the exact character inside the YAML scalar (escapes and folded lines accounted for)."""
+    source = _source_text(report, node, label, "a message template")
+    if source is INVALID:
+        return INVALID
+    locate = locator(node, lines)
+    if locate is None:  # a scalar we cannot match character by character: estimate as expressions do
+        where = place(node, lines)
+        count = Lexer(source, line=where.line, column=where.column).position
+        locate = lambda offset: where.fix(*count(offset))  # noqa: E731
+    parsed, errors = read_template(source, locate=locate)
+    for error in errors:
+        report.error((error.line, error.column), error.message, expected=error.expected, found=error.found,
+                     hint=error.hint)
+    issues = check_template(parsed, scope=scope)
+    for issue in issues:
+        report.issue(issue)
+    return INVALID if errors or any(issue.is_error for issue in issues) else parsed
 
 
 def _parsed(report: Report, node, label: str, what: str, lines: list[str], parse, check):
