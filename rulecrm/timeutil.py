@@ -15,10 +15,14 @@ _UNITS = {
     "w": timedelta(weeks=1),
 }
 DURATION_SYNTAX = "a duration such as 45s, 15m, 2h, 30d, 1w or 1d12h"
+# The longest duration a rule file may hold, and the longest delay the engine schedules: every
+# timestamp arithmetic stays representable for events within 100 years of the years 1 and 9999.
+MAX_DURATION = timedelta(days=36500)  # 100 years
 
 
 def parse_duration(text: str) -> timedelta:
-    """'30d' -> timedelta(days=30); '1d12h' is allowed. Raises ValueError with the syntax."""
+    """'30d' -> timedelta(days=30); '1d12h' is allowed. Raises ValueError with the syntax, or when
+    the value is too large to represent at all (see `within_limit` for the rule-file bound)."""
     text = text.strip()
     pos = 0
     total = timedelta(0)
@@ -27,11 +31,32 @@ def parse_duration(text: str) -> timedelta:
     for match in _DURATION.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            total += float(match.group(1)) * _UNITS[match.group(2)]
+        except (OverflowError, ValueError):
+            raise ValueError(f"duration {text[:40]!r} is too large") from None
         pos = match.end()
     if pos != len(text):
         raise ValueError(f"expected {DURATION_SYNTAX}, found {text!r}")
     return total
+
+
+def within_limit(delta: timedelta) -> bool:
+    """Whether a duration is at most MAX_DURATION long, either way."""
+    return -MAX_DURATION <= delta <= MAX_DURATION
+
+
+def add_delay(at: datetime, delta: timedelta) -> datetime | None:
+    """`at + delta` (never before `at`), or None when the delay is longer than MAX_DURATION either
+    way or the instant leaves the representable range: the caller skips such a delay."""
+    if not within_limit(delta):
+        return None
+    try:
+        due = at + delta
+        due.astimezone(timezone.utc)  # the timer queue orders by UTC
+    except (OverflowError, ValueError):
+        return None
+    return max(due, at)
 
 
 def format_duration(delta: timedelta) -> str:

@@ -322,13 +322,30 @@ def test_arithmetic(text, expected):
         "-event.flag",
         "-event.missing",
         "event.naive + 1h - event.at",
-        "event.at + 999999999d",
-        "cycle * 1e300",
+        "event.at + 36500d * 100",
+        "event.at - 36500d * 100",
+        "cycle * 9007199254740991",
+        "cycle * 9007199254740991 * 9007199254740991",
+        "36500d * 9007199254740991 / 0.5",
+        "-(cycle * 9007199254740991)",
         "event.items + 1",
     ],
 )
 def test_arithmetic_mismatch_is_missing(text):
     assert value(text) is MISSING
+
+
+def test_arithmetic_that_overflows_never_raises():
+    # Run-time values can be as large as events allow: overflow is a missing value, never an error.
+    huge = ctx(event={**EVENT, "big": 1e300, "n": 10**15, "vast": 10**400, "far": timedelta(days=999_999_999)})
+    for text in ("event.big * event.big", "event.big * 9007199254740991 * 9007199254740991",
+                 "-(event.big * event.big)", "event.far + event.far", "event.far * event.n",
+                 "event.at + event.far", "event.at - event.far", "event.far / 0.0000000000000001",
+                 "-event.far - event.far", "event.vast / 2", "event.vast * 0.5", "event.vast + 0.5"):
+        assert value(text, huge) is MISSING, text
+    assert cond("event.big * event.big > 1", huge) is False
+    assert cond("not (event.at + event.far > event.at)", huge) is True
+    assert value("event.n * event.n", huge) == 10**30  # exact integers stay exact
 
 
 def test_arithmetic_inside_comparisons():

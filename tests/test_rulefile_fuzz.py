@@ -1,13 +1,17 @@
 """`check` never crashes on any input, and stays fast on a 1,000-rule directory."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rulecrm.backends import available_backends
 from rulecrm.rulefile.loader import check_rules
+from rulecrm.testing import Shop
+from rulecrm.testing.rulegen import LARGEST_NUMBERS, LONGEST_DURATIONS, TOO_LARGE_NUMBERS, TOO_LONG_DURATIONS
 
 SPEC_EXAMPLE = (Path(__file__).parent / "rulefiles" / "spec_example.yaml").read_text(encoding="utf-8")
 _FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -44,6 +48,8 @@ _YAML_BITS = st.sampled_from([
     ":", "- ", "{", "}", "[", "]", "&a ", "*a", "<<: ", "!!int ", "'", '"', "\t", "\n", "#", "|", ">", "~", "  ",
     "on", "id: x", "after: 1d", "unless: x", "escalate:", "steps:", "notify:", "{customer.", "==", "cycle",
     "0", "-1", "1.5", "yes", "null", "30d", "09:00", "\\u00e9", "\x00", "\u5c0f",
+    "36501d", "99999999999999999d", "99999999999999999999999", "9007199254740992", "1.0e400", ".inf", ".nan",
+    " * 100000", "(a+)+$", "\\1", "(?=x)", "a{,3}",
 ])
 
 
@@ -76,6 +82,54 @@ def mutated_spec_example(draw):
 @given(mutated_spec_example())
 def test_mutated_spec_example_never_crashes(tmp_path, text):
     assert_well_formed(check_bytes(tmp_path, text.encode("utf-8", "surrogatepass")))
+
+
+# The numbers and durations of the spec example (not times of day, addresses or comments).
+_VALUE = re.compile(r"(?<![\w.:/+\"'-])[0-9]+(?:ms|s|m|h|d|w)?(?![\w.:\"'])")
+_SPEC_LINES = [line.split("  #")[0] for line in SPEC_EXAMPLE.splitlines()]
+_PLACES = [(n, match.start(), match.end(), match.group()[-1].isalpha())
+           for n, line in enumerate(_SPEC_LINES) for match in _VALUE.finditer(line)]
+_DURATIONS = st.one_of(st.sampled_from(LONGEST_DURATIONS), st.sampled_from(TOO_LONG_DURATIONS))
+_NUMBERS = st.one_of(st.sampled_from(LARGEST_NUMBERS), st.sampled_from(TOO_LARGE_NUMBERS))
+SPEC_EVENTS = [
+    {"id": "u", "type": "customer.upserted", "customer_id": "c", "at": "2026-03-01T09:00:00+08:00",
+     "data": {"name": "王", "owner": "cs", "birthday": "1990-03-02"}},
+    {"id": "o1", "type": "order.placed", "customer_id": "c", "at": "2026-03-01T10:00:00+08:00",
+     "data": {"sku": "tea-xqg", "category": "tea", "amount": 128}},
+    {"id": "o2", "type": "order.placed", "customer_id": "c", "at": "2026-03-20T10:00:00+08:00",
+     "data": {"sku": "tea-xqg", "category": "tea", "amount": 128}},
+    {"id": "t", "type": "chat.received", "customer_id": "c", "at": "2026-03-21T10:00:00+08:00",
+     "data": {"text": "近期要买"}},
+    {"id": "r", "type": "review.created", "customer_id": "c", "at": "2026-03-22T10:00:00+08:00",
+     "data": {"review_id": "r1", "rating": 1, "text": "bad"}},
+]
+
+
+@st.composite
+def extreme_spec_example(draw):
+    """The spec example with some of its numbers and durations replaced by values at and beyond the limits."""
+    lines = list(_SPEC_LINES)
+    for index, start, end, is_duration in sorted(draw(st.sets(st.sampled_from(_PLACES), min_size=1, max_size=3)),
+                                                 key=lambda place: -place[1]):
+        value = draw(_DURATIONS if is_duration else st.one_of(_NUMBERS, _DURATIONS))
+        lines[index] = lines[index][:start] + value + lines[index][end:]
+    return "\n".join(lines) + "\n"
+
+
+@_FUZZ
+@given(extreme_spec_example())
+def test_extreme_values_in_the_spec_example_are_refused_or_replay(tmp_path, text):
+    ruleset, diagnostics = check_bytes(tmp_path, text.encode("utf-8"))
+    assert_well_formed((ruleset, diagnostics))
+    assert all(d.expected or d.hint for d in diagnostics if d.is_error)
+    if ruleset is None:
+        return
+    results = []
+    for backend in available_backends():
+        with Shop(ruleset, backend=backend) as shop:
+            shop.run(SPEC_EVENTS)
+            results.append(shop.actions)
+    assert all(result == results[0] for result in results)
 
 
 def thousand_rules(directory: Path) -> None:

@@ -70,11 +70,12 @@ class Contains:
 
 @attrs.frozen
 class Matches:
-    """`subject matches "regex"`: re.search on a string subject; the pattern is a literal."""
+    """`subject matches "regex"`: an RE2 search in a string subject; the pattern is a literal."""
 
     subject: Any
     pattern: str
     pos: Pos
+    pattern_pos: Pos | None = attrs.field(default=None, eq=False)  # where the quoted pattern starts
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ import attrs
 
 from rulecrm.expr.ast import Arith, BoolOp, Call, Compare, Contains, Literal, Matches, Membership, Name, Neg, Not
 from rulecrm.expr.parser import children, start_pos
+from rulecrm.expr.regex import PatternError, check_pattern
 from rulecrm.schema import (
     BUILTIN_EVENT_TYPES,
     CUSTOMER_FIELDS,
@@ -241,6 +242,13 @@ class _Checker:
                 expected="string",
                 found=subject,
             )
+        try:
+            notes = check_pattern(node.pattern)
+        except PatternError:
+            return  # the parser reports refused patterns
+        for _, note in notes:
+            self.warning(node.pattern_pos or node.pos, f"in RE2 {note.split(' ', 1)[0]} is ASCII-only",
+                         hint=note)
 
     def _boolop(self, node: BoolOp) -> None:
         for operand in node.operands:

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import numbers
 import operator
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from math import isfinite
 from typing import Any
 
 from rulecrm.errors import ExpressionError
 from rulecrm.expr.ast import Arith, BoolOp, Call, Compare, Contains, Literal, Matches, Membership, Name, Neg, Not
 from rulecrm.expr.context import MISSING, EvalContext, resolve
+from rulecrm.expr.regex import PatternError, compile_search
 from rulecrm.suggest import did_you_mean
 
 Compiled = Callable[[EvalContext], Any]
@@ -183,16 +184,17 @@ class _Compiler:
 
     def _matches(self, node: Matches) -> Compiled:
         try:
-            search = re.compile(node.pattern).search
-        except Exception as exc:  # noqa: BLE001 - any failure of the regex compiler is the user's pattern
+            found = compile_search(node.pattern)  # RE2: linear in the text, never Python's backtracking re
+        except PatternError as exc:
             raise ExpressionError(
-                f"invalid regular expression: {exc}", line=node.pos.line, column=node.pos.column
+                f"invalid regular expression: {exc.message}", line=node.pos.line, column=node.pos.column,
+                hint=exc.hint,
             ) from None
         subject = self.compile(node.subject)
 
         def matches(ctx):
             s = subject(ctx)
-            return isinstance(s, str) and search(s) is not None
+            return isinstance(s, str) and found(s)
 
         return matches
 
@@ -245,9 +247,10 @@ class _Compiler:
                 if family(a) not in left_kinds:
                     return MISSING
                 try:
-                    return apply(a, value)
+                    result = apply(a, value)
                 except Exception:  # noqa: BLE001 - overflow and the like leave the value missing
                     return MISSING
+                return MISSING if type(result) is float and not isfinite(result) else result
 
             return arith_constant
         right = self.compile(node.right)
@@ -257,9 +260,11 @@ class _Compiler:
             if (family(a), family(b)) not in allowed:
                 return MISSING
             try:
-                return apply(a, b)
+                result = apply(a, b)
             except Exception:  # noqa: BLE001 - division by zero, overflow: the value is missing
                 return MISSING
+            # a float that overflowed to infinity is missing too, like an int that overflowed
+            return MISSING if type(result) is float and not isfinite(result) else result
 
         return arith
 
@@ -272,7 +277,7 @@ class _Compiler:
                 return MISSING
             try:
                 return -a
-            except OverflowError:
+            except Exception:  # noqa: BLE001 - -timedelta.min overflows: the value is missing
                 return MISSING
 
         return negate

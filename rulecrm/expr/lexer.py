@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import bisect
-import math
 import re
 from typing import Any
 
 import attrs
 
 from rulecrm.errors import ExpressionError
-from rulecrm.timeutil import DURATION_SYNTAX, parse_duration
+from rulecrm.timeutil import DURATION_SYNTAX, parse_duration, within_limit
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "contains", "matches", "true", "false", "null"})
+# Numbers in rule files (expressions, caps, products, lifecycle) are at most this large either way,
+# the same bound as numbers in events: exact as a double, and far below the 64 bits at which
+# durable-rules saturates integers.
+MAX_NUMBER = 2**53 - 1
+MAX_NUMBER_TEXT = "a number within ±9007199254740991 (2^53 - 1)"
 
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
@@ -100,12 +104,19 @@ class Lexer:
         text = self.text
         match = _DURATION.match(text, start)
         if match and not self._word_follows(match.end()):
+            spelled = match.group()
             try:
-                value = parse_duration(match.group())
-            except (ValueError, OverflowError):
+                value = parse_duration(spelled)
+            except ValueError:
+                value = None  # too large to represent at all
+            if value is None or not within_limit(value):
                 raise self.error(
-                    f"duration {match.group()!r} is too large", start, expected=DURATION_SYNTAX, found=repr(match.group())
-                ) from None
+                    f"duration {spelled[:40]!r} is longer than 100 years",
+                    start,
+                    expected="a duration of at most 36500d (100 years)",
+                    found=repr(spelled[:40]),
+                    hint="durations in rule files are limited to 100 years",
+                )
             return self._token("duration", value, start, match.end())
         match = _NUMBER.match(text, start)
         end = match.end()
@@ -126,8 +137,14 @@ class Lexer:
             value = float(literal) if match.group(1) or match.group(2) else int(literal)
         except (ValueError, OverflowError):
             value = None
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            raise self.error(f"number {literal[:20]!r} is out of range", start, expected="a number", found=repr(literal[:20]))
+        if value is None or not abs(value) <= MAX_NUMBER:  # also false for inf and nan
+            raise self.error(
+                f"number {literal[:20]!r} is out of range",
+                start,
+                expected=MAX_NUMBER_TEXT,
+                found=repr(literal[:20]),
+                hint="the largest number a rule can hold exactly is 9007199254740991",
+            )
         return self._token("number", value, start, end)
 
     def _word_follows(self, offset: int) -> bool:

@@ -1,7 +1,6 @@
 """Recursive-descent parser from expression text to the positioned tree in `rulecrm.expr.ast`."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from rulecrm.errors import ExpressionError
@@ -20,6 +19,7 @@ from rulecrm.expr.ast import (
     Pos,
 )
 from rulecrm.expr.lexer import Lexer, Token, char_hint
+from rulecrm.expr.regex import PatternError, check_pattern
 from rulecrm.suggest import closest
 
 ROOTS = ("event", "customer", "product", "cycle")
@@ -236,7 +236,8 @@ class Parser:
             return Contains(left, self.additive(), self.pos(token))
         if token.value == "matches":
             self.advance()
-            return Matches(left, self._pattern(), self.pos(token))
+            pattern_token = self.tok
+            return Matches(left, self._pattern(), self.pos(token), self.pos(pattern_token))
         return left
 
     def _pattern(self) -> str:
@@ -248,22 +249,21 @@ class Parser:
             )
         self.advance()
         try:
-            re.compile(token.value)
-        except re.error as exc:
+            check_pattern(token.value)
+        except PatternError as exc:
             column = token.column
             raw = token.text[1:-1]
-            if raw == token.value and "\n" not in raw and exc.pos is not None:
-                column += 1 + exc.pos
+            # Point into the pattern when its text is exactly as written (no escapes, one line).
+            if raw == token.value and "\n" not in raw and exc.offset is not None:
+                column += 1 + exc.offset
             raise ExpressionError(
-                f"invalid regular expression: {exc.msg}",
+                f"invalid regular expression: {exc.message}",
                 line=token.line,
                 column=column,
-                expected="a valid regular expression",
+                expected="a regular expression in RE2 syntax (see docs/rules.md)",
                 found=token.describe(),
-                hint="escape special characters such as ( [ + * ? with a backslash",
+                hint=exc.hint,
             ) from None
-        except Exception as exc:  # noqa: BLE001 - overflow or recursion in the regex compiler
-            raise self.error(f"invalid regular expression: {exc}", token, expected="a valid regular expression") from None
         return token.value
 
     def additive(self):

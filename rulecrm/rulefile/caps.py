@@ -5,12 +5,14 @@ from datetime import timedelta
 
 from rulecrm.rulefile.channels import read_channel_ref
 from rulecrm.rulefile.declared import Declared
-from rulecrm.rulefile.fields import INVALID, Fields, boolean, choice, integer, mapping, names, sequence, text, type_error
+from rulecrm.rulefile.fields import (
+    INVALID, Fields, boolean, choice, duration_text, integer, mapping, names, sequence, text, type_error,
+)
 from rulecrm.rulefile.model import Cap
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.sections import read_kinds
 from rulecrm.rulefile.yamlpos import Scalar, Seq, describe
-from rulecrm.timeutil import DURATION_SYNTAX, parse_duration
+from rulecrm.timeutil import DURATION_SYNTAX
 
 CAP_KEYS = ("id", "kinds", "max", "per", "window", "on_cap", "channels", "per_channel")
 WINDOWS = ("rolling", "calendar")
@@ -77,10 +79,9 @@ def _rolling_per(report: Report, node):
             report.error(node, f"per: {node.text} is only for calendar windows", expected=DURATION_SYNTAX,
                          found=describe(node), hint="write a duration such as 1d or 7d, or window: calendar")
             return INVALID
-        try:
-            value = parse_duration(node.text)
-        except ValueError:
-            return type_error(report, node, "per", DURATION_SYNTAX)
+        value = duration_text(report, node, "per")
+        if value is INVALID:
+            return INVALID
         if value <= timedelta(0):
             report.error(node, "`per` must be longer than zero", expected="a duration > 0", found=describe(node))
             return INVALID

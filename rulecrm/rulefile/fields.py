@@ -4,10 +4,11 @@ from __future__ import annotations
 import re
 from datetime import time, timedelta
 
+from rulecrm.expr.lexer import MAX_NUMBER, MAX_NUMBER_TEXT
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Map, Scalar, Seq, describe
 from rulecrm.suggest import did_you_mean
-from rulecrm.timeutil import DURATION_SYNTAX, parse_duration
+from rulecrm.timeutil import DURATION_SYNTAX, parse_duration, within_limit
 
 
 class _Invalid:
@@ -25,6 +26,7 @@ class _Invalid:
 INVALID = _Invalid()
 _TEXT_KINDS = ("string", "integer", "number", "date")
 _TIME = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+_DURATION_SHAPE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 
 
 def type_error(report: Report, node, label: str, expected: str, hint: str | None = None) -> _Invalid:
@@ -101,7 +103,7 @@ def integer(report: Report, node, *, label: str, minimum: int | None = None):
     if minimum is not None and node.value < minimum:
         report.error(node, f"`{label}` must be at least {minimum}", expected=expected, found=describe(node))
         return INVALID
-    return node.value
+    return _in_range(report, node, label, node.value)
 
 
 def number(report: Report, node, *, label: str, minimum: float | None = None):
@@ -111,7 +113,18 @@ def number(report: Report, node, *, label: str, minimum: float | None = None):
     if minimum is not None and not node.value >= minimum:
         report.error(node, f"`{label}` must be at least {minimum}", expected=expected, found=describe(node))
         return INVALID
+    if _in_range(report, node, label, node.value) is INVALID:
+        return INVALID
     return float(node.value)
+
+
+def _in_range(report: Report, node: Scalar, label: str, value):
+    """The value, or INVALID (reported) beyond MAX_NUMBER either way, infinite or not a number."""
+    if not abs(value) <= MAX_NUMBER:
+        report.error(node, f"`{label}` is out of range", expected=MAX_NUMBER_TEXT, found=describe(node),
+                     hint="the largest number a rule file can hold exactly is 9007199254740991")
+        return INVALID
+    return value
 
 
 def duration(report: Report, node, *, label: str, positive: bool = False) -> timedelta | _Invalid:
@@ -120,12 +133,28 @@ def duration(report: Report, node, *, label: str, positive: bool = False) -> tim
         return type_error(report, node, label, DURATION_SYNTAX, hint=f"add a unit, e.g. {node.text}d or {node.text}h")
     if not isinstance(node, Scalar) or node.kind != "string":
         return type_error(report, node, label, DURATION_SYNTAX)
+    value = duration_text(report, node, label)
+    if value is INVALID:
+        return INVALID
+    if positive and value <= timedelta(0):
+        report.error(node, f"`{label}` must be longer than zero", expected="a duration > 0", found=describe(node))
+        return INVALID
+    return value
+
+
+def duration_text(report: Report, node: Scalar, label: str) -> timedelta | _Invalid:
+    """The duration a string scalar spells, at most MAX_DURATION long."""
+    well_formed = _DURATION_SHAPE.fullmatch(node.text.strip()) is not None
     try:
         value = parse_duration(node.text)
     except ValueError:
+        value = None  # malformed, or too large to represent at all
+    if value is None and not well_formed:
         return type_error(report, node, label, DURATION_SYNTAX)
-    if positive and value <= timedelta(0):
-        report.error(node, f"`{label}` must be longer than zero", expected="a duration > 0", found=describe(node))
+    if value is None or not within_limit(value):
+        report.error(node, f"`{label}` is longer than 100 years",
+                     expected="a duration of at most 36500d (100 years)", found=describe(node),
+                     hint="durations in rule files are limited to 100 years")
         return INVALID
     return value
 

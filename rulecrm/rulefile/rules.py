@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import time, timedelta
 
+from rulecrm.expr.ast import Call, Name
 from rulecrm.expr.checker import Scope
+from rulecrm.expr.compiler import compile_expression
+from rulecrm.expr.context import EvalContext
+from rulecrm.expr.parser import children, start_pos
 from rulecrm.rulefile import exprs
 from rulecrm.rulefile.channels import read_channel_ref
 from rulecrm.rulefile.declared import Declared
@@ -16,6 +20,7 @@ from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Scalar
 from rulecrm.schema import BUILTIN_EVENT_TYPES, EVENT_ENVELOPE_FIELDS
 from rulecrm.suggest import closest, did_you_mean
+from rulecrm.timeutil import within_limit
 
 RULE_KEYS = ("id", "description", "on", "when", "after", "unless", "tag", "untag", "notify", "escalate",
              "recheck", "at", "enabled")
@@ -142,6 +147,13 @@ class _RuleReader:
 
     def expression(self, report: Report, node, *, label: str, want: str):
         tree = exprs.expression(report, node, label=label, scope=self.scope, want=want, lines=self.lines)
+        if want == "duration" and tree and not _constant_delay_fits(tree):
+            start = start_pos(tree)
+            report.error(exprs.place(node, self.lines).fix(start.line, start.column),
+                         f"`{label}` comes to more than 100 years",
+                         expected="a delay of at most 36500d (100 years)", found=repr(node.text[:40]),
+                         hint="durations in rule files are limited to 100 years")
+            return INVALID
         if want == "duration" and tree and not self.declared.any_cycle:
             for name in exprs.cycle_names(tree):
                 report.warning(name.pos, "`cycle` is used but no product declares a `cycle`",
@@ -262,3 +274,16 @@ class _RuleReader:
                                expected="an `after` longer than the previous step's", found=after_node.text,
                                hint="order the steps by their `after`")
             previous = delay
+
+
+def _constant_delay_fits(tree) -> bool:
+    """False when a delay made of literals only (`36500d + 1d`, `3d * 100000`) is beyond the
+    100-year limit or overflows; delays that read names are bounded by the engine at run time."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (Name, Call)):
+            return True
+        stack.extend(children(node))
+    value = compile_expression(tree)(EvalContext())  # arithmetic never raises: overflow is MISSING
+    return isinstance(value, timedelta) and within_limit(value)

@@ -12,7 +12,7 @@ from ..expr.ast import Literal, Name
 from ..replay import build_engine
 from ..rulefile.loader import load_rules
 from ..store import Store
-from ..timeutil import parse_timestamp
+from ..timeutil import MAX_DURATION, parse_timestamp
 from .recording import RecordingChannel
 
 
@@ -189,7 +189,8 @@ def settling_time(ruleset, instants=()) -> timedelta:
         for tree in trees:
             if tree is not None:
                 durations, uses_cycle = _durations(tree)
-                delays.append(sum(durations, timedelta(0)) + (longest_cycle if uses_cycle else timedelta(0)))
+                delay = sum(durations, timedelta(0)) + (longest_cycle if uses_cycle else timedelta(0))
+                delays.append(min(delay, MAX_DURATION))  # the engine skips longer delays
     total = max(delays) + 3 * caps_horizon(ruleset.caps) + timedelta(days=1, minutes=1)
     if any(rule.on == "stage.changed" for rule in ruleset.active_rules):
         total += max(ruleset.lifecycle.dormant_after, ruleset.lifecycle.churned_after)

@@ -5,16 +5,17 @@ import re
 
 from hypothesis import strategies as st
 
-__all__ = ["CONTACTS", "SKUS", "TEXTS", "mutated_rule_files", "rule_files"]
+__all__ = ["CONTACTS", "SKUS", "TEXTS", "extreme_rule_files", "mutated_rule_files", "rule_files"]
 
 SKUS = ("tea", "pot", "cup")
 CATEGORIES = ("tea", "ware")
 CONTACTS = ("cs", "manager")
-TEXTS = ("hi", "buy soon", "近期要买", "stop", "refund please")
+# The last text makes Python's re backtrack exponentially on "(a+)+$": `matches` must not stall on it.
+TEXTS = ("hi", "buy soon", "近期要买", "stop", "refund please", "a" * 40 + "!")
 TIMEZONES = ("UTC", "Asia/Shanghai", "Europe/Berlin", "America/New_York")
 STAGES = ("new", "growing", "mature", "dormant", "churned")
 DURATIONS = ("30m", "1h", "2h", "6h", "1d", "1d12h", "2d", "3d", "1w")
-PATTERNS = ("buy|soon", "^hi", "近期", "[0-9]+", "stop$", "re(fund)?")
+PATTERNS = ("buy|soon", "^hi", "近期", "[0-9]+", "stop$", "re(fund)?", "(a+)+$", "^(a|aa)*$", "(?i)HI|STOP")
 
 # The fields rules can read on each event type, by value type.
 NUMBER_FIELDS = {
@@ -270,4 +271,88 @@ def mutated_rule_files(draw, *, valid=None, max_mutations: int = 3):
                 lines[index] = broken + ("'" if lines[index].endswith("'") else "")
         else:
             lines[index] = line + draw(st.sampled_from([" #", "", "  extra: 1"]))
+    return "\n".join(lines) + "\n"
+
+
+# Values at and beyond the limits `check` enforces: durations at most 100 years (36500d), numbers at
+# most 2^53 - 1 either way. Beyond them `check` must give a positioned error; within them the engine must
+# run. Each list is drawn half within, half beyond (Hypothesis favours a list's first items).
+LONGEST_DURATIONS = ("36500d", "5214w", "876000h", "3153600000s", "36499d23h59m59s", "1d" * 40, "0.0000001ms")
+TOO_LONG_DURATIONS = (
+    "36501d", "99999999999999999d", "3000000d", "5215w", "36500d1ms", "876001h", "3153600001s", "9" * 400 + "w",
+    "1" + "0" * 30 + "ms",
+)
+LARGEST_NUMBERS = ("9007199254740991", "9_007_199_254_740_991", "9007199254740990.0", "0.0000000000000001", "0")
+TOO_LARGE_NUMBERS = (
+    "99999999999999999999999", "9007199254740992", ".inf", "1.0e400", ".nan", "9" * 5000, "-1.0e400",
+    "-99999999999999999999999", "9007199254740993", "1.0e16", "-.inf", "1e400", "0x7fffffffffffffffff", "-1",
+)
+# `after` and escalation steps: constant arithmetic `check` computes, and arithmetic on customer
+# values that only leaves the range at run time (the engine skips those delays).
+CONSTANT_DELAYS = (
+    "3d * 100000", "36500d + 1d", "36500d - 1d", "0.5 * 36500d", "36500d / 0.001", "36500d + 36500d - 36500d",
+    "1d * 9007199254740991 * 9007199254740991", "-36500d - 1d", "-36500d",
+)
+RUN_TIME_DELAYS = (
+    "1d * (customer.order_count + 3000000)", "-1d * (customer.order_count + 3000000)",
+    "1d * (customer.order_count + 40000)", "36500d * (customer.order_count + 9007199254740991)",
+    "cycle * (customer.order_count + 1000000)", "cycle * 1000000", "cycle / 0.000000001", "cycle - 36500d",
+    "cycle + 36500d",
+)
+# Pieces spliced into conditions (`when`, `recheck`, `untag`), each a complete comparison.
+EXTREME_CONDITIONS = (
+    "customer.total_spent > 1e999", "customer.total_spent > 99999999999999999999999",
+    "customer.first_seen_at + 3000000d > customer.first_seen_at",
+    "customer.first_seen_at + 36500d * (customer.order_count + 1000000) > customer.first_seen_at",
+    "customer.total_spent * 9007199254740991 * 9007199254740991 > 1", "customer.order_count / 0.0000000000000001 > 1",
+    "customer.total_spent > 9007199254740991", "customer.total_spent < -9007199254740991",
+    "customer.first_seen_at + 36500d > customer.first_seen_at",
+    "customer.first_seen_at - 36500d - 36500d - 36500d < customer.first_seen_at",
+    "customer.last_order_at - customer.first_seen_at < 5215w", "customer.order_count >= 9007199254740993",
+)
+_DURATION_VALUES = st.one_of(st.sampled_from(LONGEST_DURATIONS), st.sampled_from(TOO_LONG_DURATIONS))
+_NUMBER_VALUES = st.one_of(st.sampled_from(LARGEST_NUMBERS), st.sampled_from(TOO_LARGE_NUMBERS))
+_DELAY_VALUES = st.one_of(st.sampled_from(RUN_TIME_DELAYS), _DURATION_VALUES, st.sampled_from(CONSTANT_DELAYS))
+_FIELDS = {  # rule-file key -> the extreme values it is given
+    "cycle": _DURATION_VALUES, "per": _DURATION_VALUES, "dormant_after": _DURATION_VALUES,
+    "churned_after": _DURATION_VALUES, "after": _DELAY_VALUES, "learn_min_orders": _NUMBER_VALUES,
+    "max": _NUMBER_VALUES, "growing_orders": _NUMBER_VALUES, "mature_orders": _NUMBER_VALUES,
+    "price": _NUMBER_VALUES,
+}
+_FIELD = re.compile(r"(?<![\w-])(" + "|".join(_FIELDS) + r"): ([^,}\n]+)")
+_CONDITION = re.compile(r"^(\s*(?:when|recheck|untag): )'(.*)'$")
+
+
+@st.composite
+def extreme_rule_files(draw, *, valid=None, max_edits: int = 4):
+    """A valid rule file (from `valid`, default `rule_files()`) with extreme numbers and durations put
+    into its fields: products' cycle, learn_min_orders and price; caps' max and per; lifecycle
+    thresholds; `after` of rules and escalation steps; comparisons added to conditions."""
+    lines = draw(valid if valid is not None else rule_files()).splitlines()
+    for index, line in enumerate(lines):  # give every product a price to vary
+        if line.startswith("  - {sku: "):
+            lines[index] = line[:-1] + ", price: 128}"
+    # Each kind of field (and conditions) is as likely to be edited, however many lines hold it.
+    places: dict = {}
+    for index, line in enumerate(lines):
+        if _CONDITION.match(line):
+            places.setdefault("condition", []).append(index)
+        for field in _FIELD.finditer(line):
+            places.setdefault(field.group(1), []).append(index)
+    kinds = sorted(places) + (["after"] * 2 if "after" in places else [])  # delays reach the engine's own bound
+    for _ in range(draw(st.integers(1, max_edits))):
+        kind = draw(st.sampled_from(kinds))
+        index = draw(st.sampled_from(places[kind]))
+        line = lines[index]
+        if kind == "condition":
+            condition = _CONDITION.match(line)
+            extra = draw(st.sampled_from(EXTREME_CONDITIONS))
+            joined = f"({condition.group(2)}) {draw(st.sampled_from(['and', 'or']))} {extra}"
+            lines[index] = f"{condition.group(1)}'{joined}'"
+            continue
+        field = next(match for match in _FIELD.finditer(line) if match.group(1) == kind)
+        value = draw(_FIELDS[kind])
+        if kind == "after" and not re.fullmatch(r"[0-9a-z.]+", value):
+            value = "'" + value + "'"
+        lines[index] = line[: field.start(2)] + value + line[field.end(2):]
     return "\n".join(lines) + "\n"
