@@ -137,6 +137,8 @@ def test_ascii_only_classes_are_a_warning_that_says_what_to_write(tmp_path):
                                              r"in RE2 \s is ASCII-only"]
     assert r"\p{Nd}" in warnings[0].hint and r"\p{L}" in warnings[1].hint
     assert all(w.line == 4 and w.column > WHEN_COLUMN for w in warnings)
+    _, negated = check(tmp_path, r'event.text matches "\D"')
+    assert [w.message for w in negated] == [r"in RE2 \D is ASCII-only"] and "matches １２３" in negated[0].hint
 
 
 @pytest.mark.parametrize("pattern", [r"\{,3}", r"[{,3}]", r"\Q{,3}\E", "a{0,3}", r"\p{Han}+", r"(?i)vip", r"\x{4e2d}"])

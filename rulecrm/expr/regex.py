@@ -38,6 +38,10 @@ _ASCII_CLASSES = {
     "w": "\\w is [0-9A-Za-z_] only (not 中文 or é): write \\p{L} for letters of every script",
     "s": "\\s is [\\t\\n\\f\\r ] only (not the full-width space): write \\p{Z} or [\\s\\x{3000}]",
     "b": "\\b is an ASCII word boundary: there is none between two Chinese characters",
+    "D": "\\D is anything but [0-9], so it matches １２３: write \\P{Nd} for anything but a digit",
+    "W": "\\W is anything but [0-9A-Za-z_], so it matches 中文 and é: write \\P{L} for anything but a letter",
+    "S": "\\S is anything but [\\t\\n\\f\\r ], so it matches the full-width space: write [^\\s\\x{3000}]",
+    "B": "\\B holds wherever \\b does not, so also between two Chinese characters",
 }
 _EMPTY_MIN = re.compile(r"\{,[0-9]+\}")
 
@@ -176,9 +180,9 @@ def check_pattern(pattern: str) -> list[tuple[int, str]]:
                     f"{text} is not a repetition in RE2: it matches the text {text!r} literally", at,
                     f"write {{0,{text[2:-1]}}} for up to {text[2:-1]} repetitions, or \\{text} for the literal text",
                 )
-        if escaped and char.lower() in _ASCII_CLASSES and char.lower() not in seen:
-            seen.add(char.lower())
-            warnings.append((at, _ASCII_CLASSES[char.lower()].replace("\\" + char.lower(), "\\" + char, 1)))
+        if escaped and char in _ASCII_CLASSES and char not in seen:
+            seen.add(char)
+            warnings.append((at, _ASCII_CLASSES[char]))
     return warnings
 
 
