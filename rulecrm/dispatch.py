@@ -25,6 +25,7 @@ from .channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
 from .channelset import ChannelSet
 from .masking import mask_secrets
 from .ratelimit import RateLimiter
+from .stopping import BoundedCalls, Interrupted
 
 QUEUED, SENT, FAILED, DEAD = "queued", "sent", "failed", "dead"
 TAG_KINDS = ("tag", "untag")
@@ -64,11 +65,14 @@ class Dispatcher:
     `clock` (epoch seconds) and `sleep` are the only wall-clock uses; tests inject fakes.
     `on_report(record)` receives each action once it is `sent` or `dead` (and, from
     `report_unfinished`, the ones still `failed`); `on_warning(text)` receives plugin problems.
+    With `stop` (the live runner's "asked to stop"), rate-limit waits end as soon as it is true and
+    channel calls run on a worker thread whose answer is waited for at most a grace period once
+    stopping (`rulecrm.stopping`): an attempt cut short records nothing and the row stays as it was.
     """
 
     def __init__(self, ruleset, manager, store, *, env=None, clock=time.time, sleep=time.sleep, seed=0,
                  max_attempts=MAX_ATTEMPTS, base_delay=BASE_DELAY, max_delay=MAX_DELAY,
-                 on_report=None, on_warning=None, limiter=None):
+                 on_report=None, on_warning=None, limiter=None, stop=None):
         self.manager = manager
         self.store = store
         self.env = env
@@ -80,7 +84,8 @@ class Dispatcher:
         self.max_delay = max_delay
         self.on_report = on_report or (lambda record: None)
         self.on_warning = on_warning or (lambda text: None)
-        self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
+        self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep, stop=stop)
+        self._calls = BoundedCalls(stop) if stop is not None else None
         self.channels = ChannelSet(ruleset, manager, env=env)
         self.counts: Counter = Counter()  # final statuses reported
         self.attempts = 0
@@ -135,8 +140,11 @@ class Dispatcher:
         for row in self.due(limit):
             if stop():
                 break
-            if self.deliver(row["key"]):
-                made += 1
+            try:
+                if self.deliver(row["key"]):
+                    made += 1
+            except Interrupted:  # stopping: the attempt was not started, or given up in flight
+                break
         return made
 
     def dispatch_ready(self, *, stop=lambda: False) -> None:
@@ -211,9 +219,9 @@ class Dispatcher:
                     return Delivery(PERMANENT, code="no-tag-support", detail=f"channel {name!r} does not sync tags")
                 tags = (record["to"],)
                 add, remove = (tags, ()) if record["kind"] == "tag" else ((), tags)
-                delivery = instance.sync_tags(record["customer_id"], record["address"], add, remove)
+                delivery = self._call(instance.sync_tags, record["customer_id"], record["address"], add, remove)
             else:
-                delivery = instance.send(message)
+                delivery = self._call(instance.send, message)
         except Exception as exc:  # a crashing channel is a failed attempt, retried like any other
             return Delivery(RETRYABLE, code="exception", detail=f"{type(exc).__name__}: {exc}")
         if not isinstance(delivery, Delivery):
@@ -265,8 +273,12 @@ class Dispatcher:
             self.counts[FAILED] += 1
             self.on_report(public(row))
 
+    def _call(self, function, *args):
+        return function(*args) if self._calls is None else self._calls(function, *args)
+
     def close(self) -> None:
-        for name, exc in self.channels.close():
+        problems = self.channels.close() if self._calls is None else self._calls.finish(self.channels.close)
+        for name, exc in problems:
             self._warn(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
 
 

@@ -6,7 +6,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
+from .stopping import Interrupted
+
 WINDOW = 60.0  # seconds: limits are declared per minute
+STOP_POLL = 0.1  # with a `stop`, waits are cut in slices this long to look at it
 
 
 class RateLimiter:
@@ -16,12 +19,16 @@ class RateLimiter:
     tokens come back exactly 60 s after they were spent: bursts up to the limit go out at once,
     and no 60 s window ever holds more than `per_minute` sends (a bucket refilled continuously
     would let a burst plus the refill exceed what the provider counts in its own minute).
-    `clock` and `sleep` are injectable so tests run without waiting.
+    `clock` and `sleep` are injectable so tests run without waiting. With `stop`, a wait looks at it
+    every STOP_POLL seconds and raises Interrupted once it is true, with no token spent: a runner
+    asked to stop does not sit out the rest of a minute (the send stays `queued`).
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 stop: Callable[[], bool] | None = None):
         self._clock = clock
         self._sleep = sleep
+        self._stop = stop
         self._spent: dict[Hashable, deque] = {}
         self.waited = 0.0  # total seconds spent waiting (for reports and tests)
 
@@ -49,6 +56,11 @@ class RateLimiter:
             wait = self.delay(bucket, per_minute, units)
             if wait <= 0:
                 break
+            if self._stop is not None:
+                if self._stop():
+                    self.waited += waited
+                    raise Interrupted(f"stopping: {wait:.1f}s were left to wait for a send token")
+                wait = min(wait, STOP_POLL)
             self._sleep(wait)
             waited += wait
         now = self._clock()

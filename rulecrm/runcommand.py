@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 
 import click
 
 from .cliutil import EXIT_OK, reported_errors
 from .cliutil import echo_err as _echo_err
+from .stopping import catch_stop_signals
 
 
 @click.command("run")
@@ -25,6 +25,16 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
 
     Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
     """
+    # First thing, before the heavy imports: a SIGTERM from here on is a clean stop (exit 0), not a
+    # kill. `python -m rulecrm run` installs them even earlier (rulecrm/__main__.py).
+    signals = catch_stop_signals()
+    try:
+        _run(signals, rules, state, sources, out, backend, once, allow_remote)
+    finally:
+        signals.release()  # in-process callers get their handlers back; the command line keeps ours
+
+
+def _run(signals, rules, state, sources, out, backend, once, allow_remote):
     from .backends import default_backend_name
     from .runner import Runner
 
@@ -41,15 +51,11 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
         cleanup.callback(lambda: runner is not None and runner.close())  # runs before the stream closes
         runner = Runner(rules, state, sources=sources, out=stream, backend_name=backend, allow_remote=allow_remote,
                         on_message=_echo_err)
-        # Installed before start-up: a SIGTERM that arrives while starting stops right after it.
-        previous = {sig: signal.signal(sig, lambda *_: runner.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            runner.start()
+        signals.on_stop(runner.stop)  # stops at once when a signal came during the imports
+        if not runner.stopping:  # asked to stop before anything started: nothing to start
+            runner.start()  # a signal while starting up stops right after it
             _echo_err(f"running: rules {rules}, state {state}, sources {', '.join(sources) or 'none'}")
             runner.run(once=once)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         stats = runner.stats
         _echo_err(f"stopped: applied {stats['applied']}, duplicates {stats['duplicates']}, "
                   f"rejected {stats['rejected']}, reloads {stats['reloads']}")

@@ -63,14 +63,13 @@ class Runner:
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Lock the state, load the rules, build channels and sources; nothing runs if any of it fails."""
-        self.store = Store.open(self.state)
+        self.store = Store.open(self.state, lock=True)
         try:
-            self.store.lock()
             ruleset = plugins.load_rules_with(self.manager, self.rules_path)
             self.writer = ActionWriter(self.out)
             self.dispatcher = Dispatcher(
                 ruleset, self.manager, self.store, env=self.env, clock=self.clock, on_report=self.writer,
-                on_warning=self.on_message, **self.dispatch_options,
+                on_warning=self.on_message, stop=self._stopping.is_set, **self.dispatch_options,
             )
             self.applier = GuardedApplier(
                 self.store, self._engine_maker(ruleset), set_aside=self._set_aside,
