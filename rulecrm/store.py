@@ -205,9 +205,12 @@ def _read_only_file_system(directory: str) -> bool:
 
 @contextlib.contextmanager
 def storage_errors(path: str):
-    """Storage faults raised inside the block (by sqlite3 or from the file system) become a StorageError."""
+    """For code reading the state with its own connection (explain): SQLite's faults, and stored text
+    that is not JSON, raised inside the block become a StorageError."""
     try:
         yield
+    except json.JSONDecodeError as exc:
+        raise storage_fault(path, _DamagedValue(f"a stored value is not JSON: {exc}")) from None
     except _FAULT_TYPES as exc:
         if not _is_fault(exc):
             raise

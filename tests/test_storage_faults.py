@@ -179,8 +179,12 @@ def test_a_stored_value_that_is_not_json_is_a_damaged_state(good_state, tmp_path
     with contextlib.closing(sqlite3.connect(shop / "state.db")) as db:
         db.execute("UPDATE profiles SET json = substr(json, 1, 20) WHERE customer_id = 'c-1'")
         db.execute("UPDATE profiles SET json = X'00ff17' WHERE customer_id = 'c-2'")
+        db.execute("UPDATE events SET json = '{\"type\": \"order.pl' WHERE customer_id = 'c-3'")
         db.commit()
     explained = one_error_line(rulecrm(*commands("state.db")["explain"], cwd=shop))
+    assert "state state.db is damaged (a stored value is not JSON" in explained
+    explained = one_error_line(rulecrm("explain", "--rules", "rules.yaml", "--state", "state.db", "--customer", "c-3",
+                                       cwd=shop))
     assert "state state.db is damaged (a stored value is not JSON" in explained
     write_events(shop / "more.jsonl", 2, first=1001, customers=1000)  # new orders of c-1 and c-2
     replayed = one_error_line(rulecrm("replay", "--rules", "rules.yaml", "--events", "more.jsonl", "--state",
