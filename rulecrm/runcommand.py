@@ -26,8 +26,9 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
     Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
     """
     # First thing, before the heavy imports: a SIGTERM from here on is a clean stop (exit 0), not a
-    # kill. `python -m rulecrm run` installs them even earlier (rulecrm/__main__.py).
-    signals = catch_stop_signals()
+    # kill. The entry point installs them even earlier (rulecrm/__main__.py). As the program itself
+    # (not called in-process, by a test), keep them until exit: a signal while closing is no kill.
+    signals = catch_stop_signals(keep=sys.argv[1:2] == ["run"])
     try:
         _run(signals, rules, state, sources, out, backend, once, allow_remote)
     finally:
