@@ -179,7 +179,7 @@ def storage_fault(path: str, exc: BaseException, *, temporary: bool = False) -> 
             kind, detail = "readonly", "read-only file system"
         elif kind == "cannot-open" and not os.access(directory, os.W_OK):
             kind, detail = "readonly", f"no permission to write in {directory}"
-    where = f" (or set TMPDIR to a larger disk)" if temporary else ""
+    where = " (or set TMPDIR to a larger disk)" if temporary else ""
     message = {
         "full": f"cannot write {label}: the disk is full ({detail}); free some space{where} and run the "
                 "command again (work committed before is kept)",
