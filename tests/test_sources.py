@@ -9,7 +9,7 @@ from datetime import timezone
 
 import pytest
 
-from rulecrm import plugins
+from rulecrm import plugins, sources
 from rulecrm.eventsource import Rejected
 from rulecrm.events import Event
 from rulecrm.sources import HttpSource, JsonlFollowSource, SourceContext, SourceError
@@ -111,6 +111,9 @@ def _serve_one(source, store, body, path="/events"):
         items = source.poll(100)
         taken.extend(items)
         with store.transaction():
+            for _n, item in items:  # what the runner does: record the events (the dead letters are not needed here)
+                if isinstance(item, Event):
+                    store.record_event(item.id, item.customer_id, item.at.timestamp(), item.type, item.to_json())
             source.commit(store)
         source.committed()
         client.join(0.01)
@@ -136,6 +139,29 @@ def test_http_accepts_jsonl_and_single_objects_with_a_real_client():
         assert status == 404
     finally:
         source.close()
+
+
+def test_a_request_not_taken_in_time_is_answered_503_and_withdrawn(monkeypatch):
+    """503 means "not applied": a request the runner had not taken when the client's wait ran out is dropped."""
+    monkeypatch.setattr(sources, "ANSWER_TIMEOUT", 0.2)
+    store = Store.open(":memory:")
+    source = HttpSource("127.0.0.1:0", CONTEXT)
+    source.open(store)
+    try:
+        status, body = _post(f"http://{source.name[len('http:'):]}/events", line("e-1"))
+        assert status == 503 and "send again" in body["error"]
+        assert source.poll(100) == []
+    finally:
+        source.close()
+
+
+def test_http_closes_at_once_when_it_was_never_opened():
+    """A runner whose start-up failed after building the source closes it: that must not hang."""
+    source = HttpSource("127.0.0.1:0", CONTEXT)
+    closer = threading.Thread(target=source.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()
 
 
 def test_http_answers_503_once_closing():
