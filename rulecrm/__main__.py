@@ -3,9 +3,9 @@ import sys
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["run"]:
+    if sys.argv[1:2] in (["run"], ["replay"]):
         # Before importing the command line (a tenth of a second or more): from here on a SIGTERM
-        # or Ctrl-C stops the runner cleanly, even while it is still starting.
+        # or Ctrl-C stops the runner (or the replay) cleanly, even while it is still starting.
         from .stopping import catch_stop_signals
 
         catch_stop_signals(keep=True)

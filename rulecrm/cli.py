@@ -12,6 +12,7 @@ from . import __version__
 from .cliutil import EXIT_ERROR, EXIT_OK, reported_errors
 from .cliutil import echo_err as _echo_err
 from .masking import mask_personal
+from .stopping import Interrupted, catch_stop_signals
 from .timeutil import parse_timestamp
 EXIT_REJECTED = 3
 EXIT_UNDELIVERED = 4  # replay --dispatch: some action ended `failed` or `dead`
@@ -86,17 +87,26 @@ def replay(rules, events, until, state, out, backend, dispatch):
     def report_rejected(line_no, error):
         _echo_err(f"{events}:{line_no}: rejected: {mask_personal(error)}")
 
-    with reported_errors(), contextlib.ExitStack() as resources:
-        stream = None
-        if out == "-":
-            stream = sys.stdout
-        elif out is not None:
-            stream = resources.enter_context(open(out, "w", encoding="utf-8"))
-        summary = run_replay(
-            rules, events, until=until_at, state=state, out=stream, backend_name=backend,
-            progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
-            dispatch=dispatch, dispatch_options={"on_warning": _echo_err},
-        )
+    signals = catch_stop_signals()
+    try:
+        with reported_errors(), contextlib.ExitStack() as resources:
+            stream = None
+            if out == "-":
+                stream = sys.stdout
+            elif out is not None:
+                stream = resources.enter_context(open(out, "w", encoding="utf-8"))
+            summary = run_replay(
+                rules, events, until=until_at, state=state, out=stream, backend_name=backend,
+                progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
+                dispatch=dispatch, dispatch_options={"on_warning": _echo_err}, stop=lambda: signals.requested,
+            )
+    except Interrupted:
+        kept = (f"the batches committed so far are in {state}; run the same command again to finish"
+                if state not in (None, ":memory:") else "nothing was kept (no --state)")
+        _echo_err(f"replay stopped by a signal before the end: {kept}")
+        sys.exit(EXIT_ERROR)
+    finally:
+        signals.release()
     for line in summary.lines():
         _echo_err(line)
     if summary.undelivered:

@@ -18,6 +18,7 @@ from .events import id_conflict
 from .eventsource import Rejected, read_events
 from . import plugins
 from .scratchstore import ScratchStore
+from .stopping import Interrupted
 from .store import DELIVERS, Store
 
 BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
@@ -109,6 +110,7 @@ def replay(
     plugin_manager=None,
     dispatch: bool = False,
     dispatch_options: dict | None = None,
+    stop=None,
 ) -> ReplaySummary:
     """Apply the events in event-time order, then fire timers due at or before `until`.
 
@@ -116,7 +118,9 @@ def replay(
     called once for each malformed line and each line the engine failed on; both are kept in the
     dead-letter store. With `dispatch`, actions go through their channels after each committed
     batch (`rulecrm.dispatch.Dispatcher`, built with `dispatch_options`) and retries are waited for
-    before returning.
+    before returning. `stop()` turning true (a stop signal) ends the replay at the next event by
+    raising `rulecrm.stopping.Interrupted`: the batch in progress is rolled back, committed batches
+    stay in the state, and temporary files are removed.
     """
     manager = plugin_manager or plugins.build_plugin_manager()
     ruleset = plugins.load_rules_with(manager, rules_path)
@@ -130,6 +134,7 @@ def replay(
             _replay_attempt(
                 ruleset, manager, rules_path, events_path, until=until, state=state, summary=summary, writer=writer,
                 progress=progress, report=report, dispatch=dispatch, dispatch_options=dispatch_options, retry=retry,
+                stop=stop or _never_stop,
             )
         except EngineFailed as failure:
             # Only a replay without --state gets here: its state was in memory only. Replaying is
@@ -173,8 +178,12 @@ def _once_per_line(report):
     return once
 
 
+def _never_stop() -> bool:
+    return False
+
+
 def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
-                    dispatch, dispatch_options, retry):
+                    dispatch, dispatch_options, retry, stop):
     # Dispatch reads the outbox back, so it needs a store that keeps it (a temporary one at worst).
     store = Store.open(state, lock=state is not None) if state is not None or dispatch else ScratchStore.open_scratch()
     dispatcher = applier = None
@@ -209,7 +218,7 @@ def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, 
                 store.set_meta(DELIVERS, True)
         after_batch = dispatcher.dispatch_ready if dispatcher is not None else None
         last_at = _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch,
-                              retry.lines)
+                              retry.lines, stop)
         horizon = until or last_at
 
         def finish(engine):
@@ -234,11 +243,14 @@ def _never(engine, item):
     raise AssertionError("no items")
 
 
-def _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch, set_aside):
+def _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch, set_aside,
+                stop):
     items = read_events(events_path, default_tz=ruleset.shop.timezone)
     bar = _progress_bar(progress)
 
     def apply_event(engine, item):
+        if stop():  # a stop signal: roll the batch back (committed batches stay) and clean up
+            raise Interrupted()
         line_no, event = item
         outcome = engine.ingest_outcome(event)
         if outcome == CONFLICT:
@@ -251,6 +263,8 @@ def _run_events(applier, store, events_path, ruleset, until, summary, progress, 
         batch = list(itertools.islice(items, BATCH))
         if not batch:
             break
+        if stop():
+            raise Interrupted()
         valid = []
         with store.transaction():
             for line_no, item in batch:
