@@ -57,28 +57,33 @@ def failing_profile_update(monkeypatch):
     monkeypatch.setattr(Profile, "apply", apply)
 
 
-def replay_actions(tmp_path, events, *, state=None, name="events.jsonl"):
+@pytest.fixture(params=["python", "durable"])
+def backend(request):
+    return request.param
+
+
+def replay_actions(tmp_path, events, *, backend, state=None, name="events.jsonl"):
     rules = files.write_rules(tmp_path, RULES)
     path = files.write_events(tmp_path / name, events)
     out, rejected = io.StringIO(), []
-    summary = replay(rules, path, state=state, out=out, backend_name="python",
+    summary = replay(rules, path, state=state, out=out, backend_name=backend,
                      on_rejected=lambda line_no, error: rejected.append((line_no, error)))
     return [json.loads(text) for text in out.getvalue().splitlines()], summary, rejected
 
 
-def expected_without(tmp_path, events, skipped):
+def expected_without(tmp_path, events, skipped, backend):
     clean = [event for n, event in enumerate(events, 1) if n not in skipped]
-    actions, _summary, _rejected = replay_actions(tmp_path / "clean", clean)
+    actions, _summary, _rejected = replay_actions(tmp_path / "clean", clean, backend=backend)
     return actions
 
 
 @pytest.mark.parametrize("with_state", [True, False], ids=["state", "no-state"])
 def test_replay_sets_the_failing_event_aside_and_decides_the_rest_exactly(tmp_path, failing_profile_update,
-                                                                          with_state):
+                                                                          with_state, backend):
     (tmp_path / "clean").mkdir()
-    expected = expected_without(tmp_path, EVENTS, {BOOM_LINE})
+    expected = expected_without(tmp_path, EVENTS, {BOOM_LINE}, backend)
     state = str(tmp_path / "state.db") if with_state else None
-    actions, summary, rejected = replay_actions(tmp_path, EVENTS, state=state)
+    actions, summary, rejected = replay_actions(tmp_path, EVENTS, state=state, backend=backend)
     assert actions == expected  # same actions, in the same order, none twice
     assert (summary.applied, summary.rejected) == (len(EVENTS) - 1, 1)
     [(line_no, error)] = rejected  # reported once, with its line number
@@ -91,19 +96,19 @@ def test_replay_sets_the_failing_event_aside_and_decides_the_rest_exactly(tmp_pa
         assert applied == {f"o-{n}" for n in (1, 2, 4, 5, 6)}
 
 
-def test_a_second_replay_on_the_state_adds_nothing(tmp_path, failing_profile_update):
+def test_a_second_replay_on_the_state_adds_nothing(tmp_path, failing_profile_update, backend):
     state = str(tmp_path / "state.db")
-    replay_actions(tmp_path, EVENTS, state=state)
-    actions, summary, _rejected = replay_actions(tmp_path, EVENTS, state=state)
+    replay_actions(tmp_path, EVENTS, state=state, backend=backend)
+    actions, summary, _rejected = replay_actions(tmp_path, EVENTS, state=state, backend=backend)
     assert actions == [] and summary.duplicates == len(EVENTS) - 1
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("with_state", [True, False], ids=["state", "no-state"])
-def test_a_timer_whose_firing_fails_is_set_aside_and_the_others_fire(tmp_path, monkeypatch, with_state):
+def test_a_timer_whose_firing_fails_is_set_aside_and_the_others_fire(tmp_path, monkeypatch, with_state, backend):
     (tmp_path / "clean").mkdir()
-    expected = [a for a in expected_without(tmp_path, EVENTS, set())
+    expected = [a for a in expected_without(tmp_path, EVENTS, set(), backend)
                 if not (a["rule"] == "follow-up" and a["customer_id"] == "c-2")]
     original = Engine._fire_delayed
 
@@ -114,7 +119,7 @@ def test_a_timer_whose_firing_fails_is_set_aside_and_the_others_fire(tmp_path, m
 
     monkeypatch.setattr(Engine, "_fire_delayed", fire)
     state = str(tmp_path / "state.db") if with_state else None
-    actions, _summary, rejected = replay_actions(tmp_path, EVENTS, state=state)
+    actions, _summary, rejected = replay_actions(tmp_path, EVENTS, state=state, backend=backend)
     assert actions == expected
     assert [line_no for line_no, _error in rejected] == [0, 0]  # c-2's two follow-ups, each set aside once
     assert all("injected timer failure" in error for _line_no, error in rejected)
@@ -125,11 +130,11 @@ def test_a_timer_whose_firing_fails_is_set_aside_and_the_others_fire(tmp_path, m
         assert {json.loads(raw)["event"]["id"] for _source, raw in rows} == {"o-2", "o-4"}
 
 
-def test_the_runner_sets_the_failing_line_aside_and_goes_on(tmp_path, failing_profile_update):
+def test_the_runner_sets_the_failing_line_aside_and_goes_on(tmp_path, failing_profile_update, backend):
     rules = files.write_rules(tmp_path, RULES)
     events = files.write_events(tmp_path / "events.jsonl", EVENTS)
     out, messages = io.StringIO(), []
-    runner = Runner(rules, str(tmp_path / "state.db"), sources=[f"jsonl:{events}"], out=out, backend_name="python",
+    runner = Runner(rules, str(tmp_path / "state.db"), sources=[f"jsonl:{events}"], out=out, backend_name=backend,
                     on_message=messages.append, clock=lambda: 1_900_000_000.0)
     runner.start()
     try:
@@ -147,11 +152,11 @@ def test_the_runner_sets_the_failing_line_aside_and_goes_on(tmp_path, failing_pr
     assert len({a["key"] for a in decided}) == len(decided)
 
 
-def test_retry_keeps_a_line_that_still_fails_and_applies_the_others(tmp_path, monkeypatch):
+def test_retry_keeps_a_corrected_line_the_engine_still_fails_on_with_its_error(tmp_path, monkeypatch):
     state = str(tmp_path / "state.db")
     bad = dict(order(7, "c-4", 6), at="not a time")
     _actions, summary, _rejected = replay_actions(tmp_path, EVENTS[:2] + [bad, order(8, "c-5", 6, boom=True)],
-                                                  state=state)
+                                                  state=state, backend="python")
     assert summary.rejected == 1
     original = Profile.apply
 
