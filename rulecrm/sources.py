@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .errors import EventError, RulecrmError
+from .errors import EventError, RulecrmError, StateError
 from .events import Event, content_digest, fingerprint, id_conflict, parse_event_line, synthetic_id
 from .eventsource import Rejected
 from .masking import mask_personal
@@ -153,13 +153,16 @@ class JsonlFollowSource:
     # -- position ----------------------------------------------------------------------
     def open(self, store) -> None:
         saved = store.get_meta(self._meta_key) or {}
-        self._offset = int(saved.get("offset", 0))
-        self._line_no = int(saved.get("line_no", 0))
-        self._seq = int(saved.get("seq", self._line_no))
-        self._skipping = bool(saved.get("skipping", False))
-        if saved.get("ino") is not None:
-            self._ident = (int(saved["dev"]), int(saved["ino"]))
-            self._head = (int(saved.get("head_len", 0)), str(saved.get("head", "")))
+        try:
+            self._offset = int(saved.get("offset", 0))
+            self._line_no = int(saved.get("line_no", 0))
+            self._seq = int(saved.get("seq", self._line_no))
+            self._skipping = bool(saved.get("skipping", False))
+            if saved.get("ino") is not None:
+                self._ident = (int(saved["dev"]), int(saved["ino"]))
+                self._head = (int(saved.get("head_len", 0)), str(saved.get("head", "")))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise StateError(f"the state's position for {self.name} is damaged: {str(saved)[:200]}") from None
         self._legacy = self._ident is None and self._offset > 0
 
     def commit(self, store) -> None:
@@ -188,6 +191,14 @@ class JsonlFollowSource:
     # -- reading -----------------------------------------------------------------------
     def poll(self, limit: int) -> list[Item]:
         items: list[Item] = []
+        try:
+            self._poll(items, limit)
+        except OSError as exc:  # an I/O error (a stale NFS handle, a failing disk): reopen at the position later
+            self._report(f"cannot read it: {exc.strerror or exc}")
+            self.close()
+        return items
+
+    def _poll(self, items: list[Item], limit: int) -> None:
         while len(items) < limit:
             if self._file is None and not self._open():
                 break
@@ -198,6 +209,7 @@ class JsonlFollowSource:
             # `at_path` was taken before this read: if the new file had data then, the writer had
             # already finished the old one, so this read gets all of it
             self._read(items, limit)
+            self._problem = None
             if not rotated or len(items) >= limit:
                 break
             if at_path is None or at_path.st_size == 0:
@@ -211,7 +223,6 @@ class JsonlFollowSource:
                 self._warn_skipped(at_path)
             self.close()
             self._start_over(None)
-        return items
 
     def _stat_path(self):
         try:
@@ -280,11 +291,15 @@ class JsonlFollowSource:
         if handle is not None and not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             handle.close()
             handle, problem = None, "it is not a regular file"
-        if report:
-            if problem is not None and problem != self._problem:
-                self._context.on_message(f"{self.name}: {problem}; waiting")
-            self._problem = problem
+        if report and (problem is not None or handle is None):
+            self._report(problem)  # a missing file is no problem, and ends one
         return handle
+
+    def _report(self, problem: str | None) -> None:
+        """Say once what keeps the file from being read (None: nothing, any more)."""
+        if problem is not None and problem != self._problem:
+            self._context.on_message(f"{self.name}: {problem}; waiting")
+        self._problem = problem
 
     def _siblings(self):
         """(name, stat) of the regular files beside the path whose names start with its name (`events.jsonl.1`)."""
@@ -604,7 +619,7 @@ def _handler(source: HttpSource):
         timeout = READ_TIMEOUT
 
         def handle_one_request(self):
-            self.outcome = ""  # what became of the request's events, for the line logged if the client drops
+            self.outcome = "; nothing of it was applied"  # what became of its events, said if the client drops
             try:
                 super().handle_one_request()
             except Exception as exc:  # noqa: BLE001 - a request never prints a traceback: one line instead
@@ -631,7 +646,11 @@ def _handler(source: HttpSource):
             except TimeoutError:
                 self.close_connection = True
                 source.client_dropped(self.client_address, f"its body did not arrive within {READ_TIMEOUT:g} s")
-                return self._answer(408, {"error": f"the body did not arrive within {READ_TIMEOUT:g} s"})
+                try:
+                    self._answer(408, {"error": f"the body did not arrive within {READ_TIMEOUT:g} s"})
+                except OSError:
+                    pass  # already reported as dropped
+                return
             request = source.submit(body)
             if request is None or not source.wait(request):
                 self.outcome = "; its events were not applied"

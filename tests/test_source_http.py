@@ -301,6 +301,26 @@ def test_a_client_that_disconnects_before_the_answer_is_one_line_and_its_events_
     assert live.events() == ["e-1"]
 
 
+def test_a_client_that_resets_while_sending_its_body_is_one_line_and_nothing_is_applied(live):
+    sock = socket.create_connection(("127.0.0.1", live.port))
+    sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + event("lost"))
+    deadline = time.monotonic() + 20
+    while not any("process_request" in thread.name for thread in threading.enumerate()):  # accepted
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    deadline = time.monotonic() + 20
+    while not any("dropped" in m for m in live.messages):
+        assert time.monotonic() < deadline
+        live.runner.step()
+        time.sleep(0.005)
+    dropped = [m for m in live.messages if "dropped" in m]
+    assert dropped == [dropped[0]] and dropped[0].endswith("it closed the connection before the answer; nothing of it was applied")
+    live.runner.step()
+    assert live.events() == [] and live.dead_letters() == []
+
+
 def test_http_server_refusals_are_json_and_quiet(live):
     def client(lv):
         return (
@@ -395,6 +415,8 @@ def test_rulecrm_run_survives_hostile_clients_without_a_traceback(tmp_path):
         assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 1 + 2000 + 1
     for line in text.splitlines():
         assert line.startswith(("listening on", "running:", "stopped:", f"http:127.0.0.1:{port}")), line
+    dropped = [line for line in text.splitlines() if " dropped: " in line]
+    assert len(dropped) == 3 and all("its events were committed" in line for line in dropped)
 
 
 def test_expect_100_continue_is_answered_only_for_an_acceptable_body(live):

@@ -477,3 +477,23 @@ def test_kill_9_while_the_file_rotates_loses_no_line_and_applies_none_twice(tmp_
         assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
     text = log_path.read_text()
     assert "Traceback" not in text and "were not read" not in text
+
+
+def test_an_io_error_is_reported_once_and_reading_resumes_at_the_position(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    path.write_text(lines("a-1"))
+    follower = Follower(path)
+    assert follower.ids() == ["a-1"]
+    with path.open("a") as handle:
+        handle.write(line("a-2"))
+    real_pread = os.pread
+
+    def failing_pread(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", failing_pread)
+    assert follower.ids() == [] and follower.ids() == []
+    assert [m for m in follower.messages if "cannot read it: Input/output error" in m] == [
+        f"jsonl:{path}: cannot read it: Input/output error; waiting"]
+    monkeypatch.setattr(os, "pread", real_pread)
+    assert follower.ids() == ["a-2"]

@@ -13,6 +13,7 @@ from rulecrm import plugins, sources
 from rulecrm.eventsource import Rejected
 from rulecrm.events import Event
 from rulecrm.sources import HttpSource, JsonlFollowSource, SourceContext, SourceError
+from rulecrm.errors import StateError
 from rulecrm.store import Store
 
 CONTEXT = SourceContext(timezone.utc)
@@ -176,3 +177,12 @@ def test_http_answers_503_once_closing():
     source.close()
     client.join(10)
     assert answer["result"][0] == 503
+
+
+def test_a_damaged_stored_position_is_a_state_error_not_a_traceback(tmp_path):
+    store = Store.open(":memory:")
+    path = tmp_path / "events.jsonl"
+    with store.transaction():
+        store.set_meta(f"source:jsonl:{path}", {"offset": "abc"})
+    with pytest.raises(StateError, match="position for jsonl:.* is damaged"):
+        JsonlFollowSource(str(path), CONTEXT).open(store)
