@@ -685,7 +685,8 @@ def _handler(source: HttpSource):
         def _answer_committed(self, request):
             self.outcome = "; its events were committed"
             rejected = [(n, item.error) for n, item in request.items if isinstance(item, Rejected)]
-            rejected += [(n, request.not_applied[id(item)]) for n, item in request.items if id(item) in request.not_applied]
+            rejected += [(n, request.not_applied[id(item)]) for n, item in request.items
+                         if id(item) in request.not_applied]
             rejected.sort()
             counts = {"accepted": len(request.items) - len(rejected), "rejected": len(rejected)}
             if not rejected:

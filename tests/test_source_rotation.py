@@ -472,7 +472,8 @@ def test_kill_9_while_the_file_rotates_loses_no_line_and_applies_none_twice(tmp_
     assert rotations >= 4 and rotations_while_down >= 1 and kills == kills_wanted
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (total, total)
-        counts = {cid: json.loads(text)["order_count"] for cid, text in db.execute("SELECT customer_id, json FROM profiles")}
+        profiles = db.execute("SELECT customer_id, json FROM profiles")
+        counts = {cid: json.loads(text)["order_count"] for cid, text in profiles}
         assert counts == dict(Counter(f"c-{n % CUSTOMERS}" for n in range(total)))
         assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
     text = log_path.read_text()
