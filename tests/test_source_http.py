@@ -430,7 +430,11 @@ def test_expect_100_continue_is_answered_only_for_an_acceptable_body(live):
         with socket.create_connection(("127.0.0.1", lv.port), timeout=20) as sock:
             sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
                          b"Content-Length: %d\r\n\r\n" % len(body))
-            interim = sock.recv(1024)
+            interim = b""
+            while not interim.endswith(b"\r\n\r\n"):
+                byte = sock.recv(1)
+                assert byte, interim
+                interim += byte
             sock.sendall(body)
             final = b""
             while chunk := sock.recv(65536):
