@@ -76,7 +76,7 @@ def _numbered_lines(path_or_stream) -> Iterator[tuple[int, str, str | None]]:
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                line = line.decode("utf-8", errors="replace")
+                line = line.decode("utf-8", errors="backslashreplace")  # bad bytes kept as \xNN, as the sources do
                 problem = f"not valid UTF-8 (byte {exc.start + 1} of the line)"
         line = line.rstrip("\r\n")
         if line_no == 1 and line.startswith("\ufeff"):
