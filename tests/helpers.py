@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from rulecrm.replay import replay
@@ -41,3 +44,19 @@ def ev(type_, customer, at, id=None, **data):
 
 def of(actions, **match):
     return [a for a in actions if all(a.get(k) == v for k, v in match.items())]
+
+
+def rulecrm(*args, cwd=None, timeout=900, **kwargs):
+    """`rulecrm ARGS` as a real subprocess (`python -m rulecrm`), its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "rulecrm", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, **kwargs)
+
+
+def wait_for(condition, timeout=60.0, interval=0.02) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False): no fixed sleeps in tests."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False

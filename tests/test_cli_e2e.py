@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,13 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bench.datasets import cdnow_events, olist_review_events
+from helpers import rulecrm
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def rulecrm(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "rulecrm", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=900)
 
 
 def read_actions(path):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from rulecrm.testing import files
+from helpers import rulecrm
 
 RULES = """
 channels:
@@ -19,10 +18,6 @@ rules:
     notify: {to: customer, channel: outbox, kind: service, template: "thanks for {event.order_id}"}
 """
 
-
-def rulecrm(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "rulecrm", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
 
 
 def order(n, at="2026-03-01T10:00:00+00:00", **extra):

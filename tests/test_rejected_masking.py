@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
-from helpers import write_events, write_rules
+from helpers import rulecrm, write_events, write_rules
 
 PHONE, EMAIL = "+8613800001234", "li.ming@example.com"
 PERSONAL = (PHONE, "8613800001234", "13800001234", EMAIL, "li.ming")
@@ -32,10 +32,6 @@ BAD_LINES = [
 ]
 MASKED = ("'+***1234' (string)", "'l***@example.com' (string)", "found ***1234 (number)", "found '+***1234'")
 
-
-def rulecrm(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "rulecrm", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def assert_masked(text):

@@ -8,7 +8,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import datetime, timezone
 
@@ -18,7 +17,7 @@ from rulecrm import plugins
 from rulecrm.errors import StateError
 from rulecrm.runner import Runner
 
-from helpers import write_rules
+from helpers import wait_for, write_rules
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc).timestamp()
 
@@ -194,14 +193,6 @@ def _start(args, tmp_path):
     return process, tmp_path / "runner.log"
 
 
-def _wait(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
 
 def test_sigterm_stops_cleanly_after_committing(setup):
     tmp_path, rules, events, sends = setup
@@ -210,7 +201,7 @@ def test_sigterm_stops_cleanly_after_committing(setup):
     try:
         with events.open("a") as handle:
             handle.write(event("o-1", "c-1", "2026-03-01T10:00:00Z"))
-        assert _wait(lambda: len(sent(sends)) >= 1)
+        assert wait_for(lambda: len(sent(sends)) >= 1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -233,13 +224,13 @@ def test_http_source_on_loopback_with_a_real_client(setup):
     process, log = _start(["--rules", str(rules), "--state", str(tmp_path / "state.db"),
                            "--source", f"http:127.0.0.1:{port}"], tmp_path)
     try:
-        assert _wait(lambda: "listening on" in log.read_text())
+        assert wait_for(lambda: "listening on" in log.read_text())
         body = (event("o-1", "c-1", "2026-03-01T10:00:00Z") + event("o-2", "c-2", "2026-03-01T10:00:00Z")).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/events", data=body, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 202
             assert json.loads(response.read()) == {"accepted": 2, "rejected": 0}
-        assert _wait(lambda: len(sent(sends)) >= 2)
+        assert wait_for(lambda: len(sent(sends)) >= 2)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

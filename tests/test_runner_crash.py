@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 
-from helpers import write_rules
+from helpers import wait_for, write_rules
 
 SEED = 20260301
 EVENTS = 400
@@ -38,14 +38,6 @@ def _db_count(state, sql):
     except sqlite3.Error:
         return -1
 
-
-def _wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path):
@@ -96,7 +88,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path)
                 break
             time.sleep(0.1)
         # the last runner is up (its SIGTERM handler installed) before it is asked to stop
-        assert _wait_for(lambda: (tmp_path / "runner.log").read_text().count("running:") == kills + 1)
+        assert wait_for(lambda: (tmp_path / "runner.log").read_text().count("running:") == kills + 1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

@@ -28,7 +28,7 @@ import pytest
 from rulecrm.ratelimit import RateLimiter
 from rulecrm.stopping import BoundedCalls, Interrupted, StopSignals
 
-from helpers import write_rules
+from helpers import wait_for, write_rules
 
 STOP_WITHIN = 2.0  # seconds, SPEC §12
 
@@ -114,14 +114,6 @@ def start_runner(tmp_path, rules, events, *extra):
     )
     return process, log
 
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def outbox(state):

@@ -41,6 +41,8 @@ from pathlib import Path
 import pytest
 
 from rulecrm.errors import StorageError
+
+from helpers import rulecrm
 from rulecrm.store import Store, storage_fault
 
 RULES = """
@@ -68,11 +70,6 @@ def write_events(path, count, *, first=0, customers=500, bad_line=False):
             }) + "\n")
         if bad_line:
             handle.write("not json\n")
-
-
-def rulecrm(*args, cwd, **kwargs):
-    return subprocess.run([sys.executable, "-m", "rulecrm", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, **kwargs)
 
 
 def one_error_line(done):

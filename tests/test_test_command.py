@@ -1,13 +1,11 @@
 """`rulecrm test` as a user runs it: a good rules directory passes, flawed ones fail with a counter-example."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from helpers import write_rules
+from helpers import rulecrm, write_rules
 
 CHANNEL_BYPASS = """
 shop: {timezone: Asia/Shanghai}
@@ -36,9 +34,6 @@ rules:
     notify: {to: customer, template: "buy more"}
 """
 
-
-def rulecrm(*args):
-    return subprocess.run([sys.executable, "-m", "rulecrm", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_the_tea_shop_passes(repo):
