@@ -5,11 +5,13 @@ from collections.abc import Iterable
 
 import pluggy
 
-from . import builtin_channels, hookspecs, sources
-from .errors import RulecrmError
+from rulecrm import hookspecs
+from rulecrm.channels import builtin as builtin_channels
+from rulecrm.sources import builtin as builtin_sources
+from rulecrm.errors import RulecrmError
 
 ENTRY_POINT_GROUP = "rulecrm"
-BUILTIN_PLUGINS = (("rulecrm.builtin_channels", builtin_channels), ("rulecrm.sources", sources))
+BUILTIN_PLUGINS = (("rulecrm.channels.builtin", builtin_channels), ("rulecrm.sources.builtin", builtin_sources))
 
 
 class PluginError(RulecrmError):
@@ -108,7 +110,7 @@ def _names_provided(plugin, hook_name) -> list[str]:
 
 def check_channel_info(manager):
     """Channel types in the form `check` validates settings with."""
-    from .rulefile.declared import ChannelTypeInfo
+    from rulecrm.rulefile.declared import ChannelTypeInfo
 
     return {
         name: ChannelTypeInfo(
@@ -126,12 +128,12 @@ def address_fields(manager) -> dict:
 
 def load_rules_with(manager, path):
     """Load a rules directory knowing the installed channel types and functions."""
-    from .rulefile.loader import load_rules
+    from rulecrm.rulefile.loader import load_rules
 
     return load_rules(path, channel_types=check_channel_info(manager), functions=tuple(functions(manager)))
 
 
 def check_rules_with(manager, path):
-    from .rulefile.loader import check_rules
+    from rulecrm.rulefile.loader import check_rules
 
     return check_rules(path, channel_types=check_channel_info(manager), functions=tuple(functions(manager)))

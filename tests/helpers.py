@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 from rulecrm.testing import files
 from rulecrm.timeutil import parse_timestamp
 from rulecrm.timeutil import get_zone

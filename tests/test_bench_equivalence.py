@@ -10,7 +10,7 @@ from bench.bench_replay import RULES, action_set
 from bench.datasets import cdnow_events
 from bench.handwritten import run as handwritten
 from rulecrm.backends import available_backends
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 
 LINES = 3_000
 

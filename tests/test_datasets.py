@@ -16,7 +16,7 @@ if REPO not in sys.path:  # `bench` is a folder of the repository, not part of t
 
 from bench.datasets import cdnow_events, olist_order_events, olist_review_events  # noqa: E402
 from rulecrm.events import Event  # noqa: E402
-from rulecrm.eventsource import read_events  # noqa: E402
+from rulecrm.sources.reader import read_events  # noqa: E402
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 

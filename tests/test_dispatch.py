@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from rulecrm import plugins
-from rulecrm.builtin_channels import MemoryChannel
+from rulecrm.channels.builtin import MemoryChannel
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, ChannelType, Delivery, Limits, Setting
 from rulecrm.cli import main
-from rulecrm.dispatch import Dispatcher, backoff
+from rulecrm.channels.dispatch import Dispatcher, backoff
 from rulecrm.hookspecs import hookimpl
-from rulecrm.replay import replay
-from rulecrm.store import Store
+from rulecrm.app.replay import replay
+from rulecrm.state.store import Store
 
 from helpers import ev, write_events, write_rules
 
@@ -202,8 +202,8 @@ def test_failed_actions_left_at_the_deadline_stay_failed_for_a_later_run(tmp_pat
     store = Store.open(state)
     ruleset = plugins.load_rules_with(manager, rules)
     dispatcher = Dispatcher(ruleset, manager, store, clock=time.clock, sleep=time.sleep)
-    from rulecrm.replay import build_engine
-    from rulecrm.eventsource import read_events
+    from rulecrm.app.replay import build_engine
+    from rulecrm.sources.reader import read_events
 
     engine = build_engine(ruleset, store, backend_name="python", dispatcher=dispatcher)
     with store.transaction():

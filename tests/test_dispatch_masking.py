@@ -19,10 +19,10 @@ from urllib.error import HTTPError
 import pytest
 
 from rulecrm.channels import DELIVERED, PERMANENT, ChannelType, Delivery, Setting
-from rulecrm.dispatch import MAX_ERROR
+from rulecrm.channels.dispatch import MAX_ERROR
 from rulecrm.hookspecs import hookimpl
 from rulecrm.plugins import build_plugin_manager
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 
 from helpers import ev, write_events, write_rules
 

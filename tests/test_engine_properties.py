@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 
 SHOP_ZONE = ZoneInfo("Asia/Shanghai")
 

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rulecrm import eventsource
+from rulecrm.sources import reader
 from rulecrm.events import Event
-from rulecrm.eventsource import Rejected, _ExternalSorter, _OccurrenceCounter, instant_key, read_events
+from rulecrm.sources.reader import Rejected, _ExternalSorter, _OccurrenceCounter, instant_key, read_events
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -117,7 +117,7 @@ def test_occurrence_counter_spills_to_disk_and_resets():
 
 
 def test_many_identical_events_at_one_instant(monkeypatch):
-    monkeypatch.setattr(eventsource, "_COUNTER_LIMIT", 5)
+    monkeypatch.setattr(reader, "_COUNTER_LIMIT", 5)
     lines = [line(text=str(i % 8)) for i in range(40)]
     results = read(lines, chunk_size=7)
     assert [n for n, _ in results] == list(range(1, 41))
@@ -157,11 +157,11 @@ def test_many_runs_are_merged_in_rounds():
 
 def test_temporary_files_are_removed_when_reading_stops_early(tmp_path):
     lines = [line(minutes=-i, id_=str(i)) for i in range(20)]
-    before = set(os.listdir(eventsource.tempfile.gettempdir()))
+    before = set(os.listdir(reader.tempfile.gettempdir()))
     results = read_events(io.StringIO("\n".join(lines)), default_tz=UTC, chunk_size=3)
     next(results)
     results.close()
-    leftovers = {p for p in set(os.listdir(eventsource.tempfile.gettempdir())) - before if p.startswith("rulecrm-")}
+    leftovers = {p for p in set(os.listdir(reader.tempfile.gettempdir())) - before if p.startswith("rulecrm-")}
     assert leftovers == set()
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 
 from rulecrm.explain import StateReader, explain
 from rulecrm.plugins import address_fields, build_plugin_manager, functions, load_rules_with
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 from test_engine_properties import BASE, RULES, event_streams
 
 MANAGER = build_plugin_manager()

@@ -17,8 +17,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rulecrm.replay import replay
-from rulecrm.runner import Runner
+from rulecrm.app.replay import replay
+from rulecrm.app.runner import Runner
 from rulecrm.schema import BUILTIN_EVENT_TYPES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -37,7 +37,7 @@ rules:
 # even be timed out from a thread; the child's timeout turns it into a failure instead of a hang.
 _REPLAY = """
 import io, json, sys, time
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 rules, events, backend = sys.argv[1:]
 out = io.StringIO()
 started = time.perf_counter()

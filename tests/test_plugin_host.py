@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from rulecrm import cli, plugins
 from rulecrm.channels import ChannelType
 from rulecrm.hookspecs import hookimpl
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 
 from helpers import ev, write_events, write_rules
 
@@ -27,7 +27,7 @@ def manager():
 def test_built_in_channels_and_sources_come_through_the_hooks(manager):
     assert {"console", "jsonl", "memory"} <= set(plugins.channel_types(manager))
     assert {"jsonl", "http"} <= set(plugins.event_sources(manager))
-    assert manager.get_plugin("rulecrm.builtin_channels") is not None
+    assert manager.get_plugin("rulecrm.channels.builtin") is not None
 
 
 def test_each_call_builds_a_fresh_manager():
@@ -52,7 +52,7 @@ def test_two_plugins_providing_one_channel_type_are_named(manager):
             return [ChannelType("console", object)]
 
     manager.register(Clash(), "clash")
-    with pytest.raises(plugins.PluginError, match="'console' is provided by both 'rulecrm.builtin_channels' and 'clash'"):
+    with pytest.raises(plugins.PluginError, match="'console' is provided by both 'rulecrm.channels.builtin' and 'clash'"):
         plugins.channel_types(manager)
 
 
@@ -68,7 +68,7 @@ def test_a_plugin_that_raises_is_named(manager):
 
 
 def test_a_blocked_built_in_is_not_loaded():
-    manager = plugins.build_plugin_manager(load_entry_points=False, blocked=["rulecrm.builtin_channels"])
+    manager = plugins.build_plugin_manager(load_entry_points=False, blocked=["rulecrm.channels.builtin"])
     assert "console" not in plugins.channel_types(manager)
 
 
@@ -129,6 +129,6 @@ def test_rulecrm_plugins_lists_hooks_channel_types_and_sources():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in map(json.loads, result.stdout.splitlines())}
-    assert rows["rulecrm.builtin_channels"]["channel_types"] == ["console", "jsonl", "memory"]
-    assert rows["rulecrm.sources"]["event_sources"] == ["http", "jsonl"]
-    assert rows["rulecrm.sources"]["hooks"] == ["rulecrm_event_sources"]
+    assert rows["rulecrm.channels.builtin"]["channel_types"] == ["console", "jsonl", "memory"]
+    assert rows["rulecrm.sources.builtin"]["event_sources"] == ["http", "jsonl"]
+    assert rows["rulecrm.sources.builtin"]["hooks"] == ["rulecrm_event_sources"]

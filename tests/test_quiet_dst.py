@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from helpers import ev, write_events, write_rules
 from rulecrm.engine.quiet import quiet_until
-from rulecrm.replay import replay
+from rulecrm.app.replay import replay
 
 MINUTE = timedelta(minutes=1)
 UTC = timezone.utc

@@ -1,7 +1,7 @@
 """The per-channel send budget: waits instead of exceeding `per_minute`, per shared bucket."""
 from __future__ import annotations
 
-from rulecrm.ratelimit import RateLimiter
+from rulecrm.channels.ratelimit import RateLimiter
 
 
 class FakeTime:

@@ -15,7 +15,7 @@ import pytest
 
 from rulecrm import plugins
 from rulecrm.errors import StateError
-from rulecrm.runner import Runner
+from rulecrm.app.runner import Runner
 
 from helpers import wait_for, write_rules
 

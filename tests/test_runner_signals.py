@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from rulecrm.ratelimit import RateLimiter
-from rulecrm.stopping import BoundedCalls, Interrupted, StopSignals
+from rulecrm.channels.ratelimit import RateLimiter
+from rulecrm.app.stopping import BoundedCalls, Interrupted, StopSignals
 
 from helpers import wait_for, write_rules
 
@@ -281,7 +281,7 @@ rules:
 
 def test_the_entry_point_catches_stop_signals_before_importing_the_command_line(monkeypatch):
     """The window in which a signal still kills `rulecrm run` is the interpreter's own start only."""
-    import rulecrm.stopping
+    import rulecrm.app.stopping
     from rulecrm.__main__ import main
 
     seen = {}
@@ -292,12 +292,12 @@ def test_the_entry_point_catches_stop_signals_before_importing_the_command_line(
     before = signal.getsignal(signal.SIGTERM)
     try:
         main()
-        installed = rulecrm.stopping._current
+        installed = rulecrm.app.stopping._current
         assert installed is not None and seen["handler"] == installed._handle
     finally:
-        if rulecrm.stopping._current is not None:
-            rulecrm.stopping._current.keep = False
-            rulecrm.stopping._current.release()
+        if rulecrm.app.stopping._current is not None:
+            rulecrm.app.stopping._current.keep = False
+            rulecrm.app.stopping._current.release()
     assert signal.getsignal(signal.SIGTERM) is before
     # ... and the `rulecrm` script is that entry point
     config = configparser.ConfigParser()

@@ -12,11 +12,11 @@ import sqlite3
 
 import pytest
 
-from rulecrm.deadletters import retry_dead_letters
+from rulecrm.app.deadletters import retry_dead_letters
 from rulecrm.engine.core import Engine
-from rulecrm.profile import Profile
-from rulecrm.replay import replay
-from rulecrm.runner import Runner
+from rulecrm.engine.profile import Profile
+from rulecrm.app.replay import replay
+from rulecrm.app.runner import Runner
 from rulecrm.testing import files
 
 RULES = """

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from rulecrm import plugins, sources
-from rulecrm.runner import Runner
+from rulecrm import plugins
+from rulecrm.sources import http as http_source
+from rulecrm.app.runner import Runner
 
 from helpers import write_rules
 
@@ -187,7 +188,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(live):
     assert live.events() == ["e-1", "e-2"]
 
 
-TOO_BIG = sources.MAX_BODY + 1
+TOO_BIG = http_source.MAX_BODY + 1
 
 
 @pytest.mark.parametrize("headers, body, status, reason", [
@@ -195,7 +196,7 @@ TOO_BIG = sources.MAX_BODY + 1
     ("Content-Length: -5\r\n", b"{}", 400, "Content-Length must be a number of bytes, found '-5'"),
     ("Content-Length: \u0662\r\n", b"{}", 400, "Content-Length must be a number of bytes"),
     ("Content-Length: 3\r\nContent-Length: 4\r\n", b"{}", 400, "several times with different values"),
-    (f"Content-Length: {TOO_BIG}\r\n", b"", 413, f"body larger than {sources.MAX_BODY} bytes"),
+    (f"Content-Length: {TOO_BIG}\r\n", b"", 413, f"body larger than {http_source.MAX_BODY} bytes"),
     ("Content-Length: " + "9" * 5000 + "\r\n", b"", 413, "body larger than"),
     ("", b"", 411, "Content-Length is required"),
     ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"", 400, "both Transfer-Encoding and Content-Length"),
@@ -224,7 +225,7 @@ def test_a_body_cut_short_or_badly_chunked_is_answered_400(live, data, status, r
 
 
 def test_a_chunked_body_over_the_limit_is_413(live, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_BODY", 100)
+    monkeypatch.setattr(http_source, "MAX_BODY", 100)
     data = chunked(event("e-1") + b"\n", event("e-2") + b"\n")
     answer = live.serve(lambda lv: post(lv.port, data, "Transfer-Encoding: chunked\r\n"))
     assert answer[0] == 413 and "body larger than 100 bytes" in answer[1]["error"]
@@ -232,7 +233,7 @@ def test_a_chunked_body_over_the_limit_is_413(live, monkeypatch):
 
 
 def test_a_silent_client_is_answered_408(tmp_path, monkeypatch, capfd):
-    monkeypatch.setattr(sources, "READ_TIMEOUT", 0.3)
+    monkeypatch.setattr(http_source, "READ_TIMEOUT", 0.3)
     live = Live(tmp_path)
     try:
         answer = live.serve(lambda lv: post(lv.port, b"{", "Content-Length: 10\r\n"))

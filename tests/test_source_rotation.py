@@ -21,10 +21,10 @@ import pytest
 
 from rulecrm import plugins, sources
 from rulecrm.events import Event
-from rulecrm.eventsource import Rejected
+from rulecrm.sources.reader import Rejected
 from rulecrm.sources import JsonlFollowSource, SourceContext
-from rulecrm.runner import Runner
-from rulecrm.store import Store
+from rulecrm.app.runner import Runner
+from rulecrm.state.store import Store
 
 from helpers import write_rules
 

@@ -10,11 +10,11 @@ from datetime import timezone
 import pytest
 
 from rulecrm import plugins, sources
-from rulecrm.eventsource import Rejected
+from rulecrm.sources.reader import Rejected
 from rulecrm.events import Event
 from rulecrm.sources import HttpSource, JsonlFollowSource, SourceContext, SourceError
 from rulecrm.errors import StateError
-from rulecrm.store import Store
+from rulecrm.state.store import Store
 
 CONTEXT = SourceContext(timezone.utc)
 
@@ -29,7 +29,7 @@ def line(event_id, customer="c-1", at="2026-03-01T10:00:00Z"):
 def test_builtin_sources_are_a_plugin_of_the_same_hook():
     manager = plugins.build_plugin_manager(load_entry_points=False)
     assert {"jsonl", "http"} <= set(plugins.event_sources(manager))
-    row = next(r for r in plugins.describe(manager) if r["name"] == "rulecrm.sources")
+    row = next(r for r in plugins.describe(manager) if r["name"] == "rulecrm.sources.builtin")
     assert row["hooks"] == ["rulecrm_event_sources"]
 
 

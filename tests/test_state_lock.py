@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from rulecrm.errors import StateError
-from rulecrm.store import Store
+from rulecrm.state.store import Store
 
 from helpers import rulecrm, wait_for, write_rules
 

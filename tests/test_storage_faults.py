@@ -43,7 +43,7 @@ import pytest
 from rulecrm.errors import StorageError
 
 from helpers import rulecrm
-from rulecrm.store import Store, storage_fault
+from rulecrm.state.store import Store, storage_fault
 
 RULES = """
 shop: {timezone: UTC}
@@ -219,8 +219,8 @@ def namespace_prefix():
 # with MAX_PAGES set, a database that is "full" at that many pages.
 _REPLAY = """
 import os, sqlite3, sys
-import rulecrm.replay
-rulecrm.replay.BATCH = int(os.environ["BATCH"])
+import rulecrm.app.replay
+rulecrm.app.replay.BATCH = int(os.environ["BATCH"])
 connect = sqlite3.connect
 def limited(target, *args, **kwargs):
     db = connect(target, *args, **kwargs)

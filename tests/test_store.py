@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rulecrm import store as store_module
+from rulecrm.state import store as store_module
 from rulecrm.errors import StateError
-from rulecrm.store import SCHEMA_VERSION, Store
+from rulecrm.state.store import SCHEMA_VERSION, Store
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -201,7 +201,7 @@ def test_killed_process_leaves_nothing_half_written(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        from rulecrm.store import Store
+        from rulecrm.state.store import Store
         store = Store.open({path!r})
         store.put_profiles([("kept", {{"v": 1}})])
         with store.transaction():
@@ -224,7 +224,7 @@ def test_lock_refuses_a_second_process(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from rulecrm.store import Store\ns = Store.open({path!r})\ns.lock()\nprint('locked', flush=True)\ninput()\ns.close()\n",
+            f"from rulecrm.state.store import Store\ns = Store.open({path!r})\ns.lock()\nprint('locked', flush=True)\ninput()\ns.close()\n",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

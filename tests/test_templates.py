@@ -14,10 +14,10 @@ from rulecrm.events import Event
 from rulecrm.expr.ast import Name, Pos
 from rulecrm.expr.checker import Scope
 from rulecrm.expr.context import EvalContext
-from rulecrm.profile import Profile
+from rulecrm.engine.profile import Profile
 from rulecrm.rulefile.loader import check_rules
 from rulecrm.schema import BUILTIN_EVENT_TYPES, CUSTOMER_FIELDS, EVENT_ENVELOPE_FIELDS, PER_KEY_FIELDS, PRODUCT_FIELDS
-from rulecrm.templates import Template, TemplateError, check_template, parse_template, read_template, render_value
+from rulecrm.expr.templates import Template, TemplateError, check_template, parse_template, read_template, render_value
 from rulecrm.timeutil import get_zone
 
 AT = datetime(2026, 3, 1, 10, 15, tzinfo=timezone(timedelta(hours=8)))

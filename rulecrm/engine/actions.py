@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..timeutil import format_duration, isoformat, parse_timestamp
+from rulecrm.timeutil import format_duration, isoformat, parse_timestamp
 
 FINAL_STATUSES = frozenset({"sent", "suppressed", "failed", "dead"})
 

@@ -15,18 +15,18 @@ from datetime import datetime, time, timedelta, timezone
 
 import attrs
 
-from ..events import Event, fingerprint
-from ..expr.compiler import compile_condition, compile_expression
-from ..expr.context import EvalContext
-from ..profile import Profile
-from ..timeutil import add_delay, fixed_offset, parse_timestamp
-from .actions import Action, action_key
-from .birthdays import next_birthday
-from .gates import Gates
-from .lifecycle import next_change, stage_at
-from .routing import Router
-from .samekey import same_key
-from .timers import Timer, TimerQueue
+from rulecrm.events import Event, fingerprint
+from rulecrm.expr.compiler import compile_condition, compile_expression
+from rulecrm.expr.context import EvalContext
+from rulecrm.engine.profile import Profile
+from rulecrm.timeutil import add_delay, fixed_offset, parse_timestamp
+from rulecrm.engine.actions import Action, action_key
+from rulecrm.engine.birthdays import next_birthday
+from rulecrm.engine.gates import Gates
+from rulecrm.engine.lifecycle import next_change, stage_at
+from rulecrm.engine.routing import Router
+from rulecrm.engine.samekey import same_key
+from rulecrm.engine.timers import Timer, TimerQueue
 
 APPLIED, DUPLICATE, CONFLICT = "applied", "duplicate", "conflict"  # what ingest_outcome did with an event
 MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
@@ -202,7 +202,7 @@ class Engine:
             timer = timers.pop()
             self._forget_timer(timer)
             if self.skip_timers and (timer.key, timer.due) in self.skip_timers:
-                continue  # its firing raised in an earlier attempt of this replay (rulecrm.applying)
+                continue  # its firing raised in an earlier attempt of this replay (rulecrm.app.applying)
             if self.now is None or timer.due > self.now:
                 self.now = timer.due
             self.stats["timers_fired"] += 1
@@ -225,7 +225,7 @@ class Engine:
         self._timers_deleted.discard(key)
 
     def discard_timer(self, key) -> None:
-        """Drop a pending timer for good (one whose firing raised; see rulecrm.applying)."""
+        """Drop a pending timer for good (one whose firing raised; see rulecrm.app.applying)."""
         self._drop_timer(key)
         self.firing = None
 

@@ -5,8 +5,8 @@ from datetime import datetime
 
 import attrs
 
-from . import caps as caps_module
-from .quiet import quiet_until
+from rulecrm.engine import caps as caps_module
+from rulecrm.engine.quiet import quiet_until
 
 MAX_DEFERS = 3  # a deferring cap reschedules a send at most this often, then suppresses it
 
@@ -84,7 +84,7 @@ _ZONES: dict = {}
 
 def _zone_or_none(name):
     if name not in _ZONES:
-        from ..timeutil import get_zone
+        from rulecrm.timeutil import get_zone
 
         try:
             _ZONES[name] = get_zone(name)

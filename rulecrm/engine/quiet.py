@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
-from ..timeutil import fixed_offset
+from rulecrm.timeutil import fixed_offset
 
 _DAY = timedelta(days=1)
 _MICROSECOND = timedelta(microseconds=1)

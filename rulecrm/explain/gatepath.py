@@ -6,10 +6,10 @@ from quiet hours and deferring caps read exactly as the engine decided them.
 """
 from __future__ import annotations
 
-from ..engine import caps as caps_module
-from ..engine.gates import MAX_DEFERS
-from ..timeutil import format_duration, parse_timestamp
-from .values import local_iso
+from rulecrm.engine import caps as caps_module
+from rulecrm.engine.gates import MAX_DEFERS
+from rulecrm.timeutil import format_duration, parse_timestamp
+from rulecrm.explain.values import local_iso
 
 GATED_KINDS = ("notify", "escalate")
 PASSED = ("sent", "queued", "failed", "dead")  # statuses of actions that passed every gate (sent_at is set)

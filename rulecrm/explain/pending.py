@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 from datetime import timezone
 
-from ..engine.lifecycle import stage_at
-from ..events import Event
-from ..timeutil import parse_timestamp
-from .values import local_iso
+from rulecrm.engine.lifecycle import stage_at
+from rulecrm.events import Event
+from rulecrm.timeutil import parse_timestamp
+from rulecrm.explain.values import local_iso
 
 KINDS = {"after": "delay", "escalate": "escalation step", "stage": "lifecycle", "birthday": "birthday",
          "release": "release"}

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import attrs
 
-from ..errors import RulecrmError
-from ..events import Event
-from ..profile import Profile
-from ..store import FORMAT, Store
-from ..suggest import closest
-from ..timeutil import parse_timestamp
+from rulecrm.errors import RulecrmError
+from rulecrm.events import Event
+from rulecrm.engine.profile import Profile
+from rulecrm.state.store import FORMAT, Store
+from rulecrm.suggest import closest
+from rulecrm.timeutil import parse_timestamp
 
 
 # Up to this many known customers the did-you-mean compares similarity with each; beyond, only ids one

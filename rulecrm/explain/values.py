@@ -5,8 +5,8 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from ..expr.context import MISSING
-from ..timeutil import format_duration
+from rulecrm.expr.context import MISSING
+from rulecrm.timeutil import format_duration
 
 MAX_SHOWN = 80
 

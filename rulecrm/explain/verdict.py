@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from .values import local_iso
+from rulecrm.explain.values import local_iso
 
 FIRED = ("sent",)
 

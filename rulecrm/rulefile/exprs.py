@@ -12,7 +12,7 @@ from rulecrm.rulefile.fields import INVALID, type_error
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Scalar
 from rulecrm.rulefile.scalarpos import locator
-from rulecrm.templates import check_template, read_template
+from rulecrm.expr.templates import check_template, read_template
 
 
 @attrs.frozen

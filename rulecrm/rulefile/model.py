@@ -112,7 +112,7 @@ class Notify:
     to: str
     channel: str | None = None
     kind: str | None = None
-    template: Any = None  # rulecrm.templates.Template or None
+    template: Any = None  # rulecrm.expr.templates.Template or None
     source: Source | None = None
 
     def resolved_kind(self) -> str:

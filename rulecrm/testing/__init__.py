@@ -1,9 +1,9 @@
 """rulecrm's testing kit: drive a shop's rules in tests and check what they do."""
-from .clock import Clock
-from ..rulefile.loader import load_rules
-from .files import replay_cli, write_events, write_rules
-from .harness import Shop, run_events, settling_time
-from .invariants import (
+from rulecrm.testing.clock import Clock
+from rulecrm.rulefile.loader import load_rules
+from rulecrm.testing.files import replay_cli, write_events, write_rules
+from rulecrm.testing.harness import Shop, run_events, settling_time
+from rulecrm.testing.invariants import (
     InvariantViolation,
     assert_at_most,
     assert_escalated_or_handled,
@@ -15,9 +15,9 @@ from .invariants import (
     no_marketing_to_opted_out,
     quiet_hours_respected,
 )
-from .recording import RecordingChannel
-from .rulegen import mutated_rule_files, rule_files
-from .strategies import chats, customers, event_streams, orders, reviews, timestamps
+from rulecrm.testing.recording import RecordingChannel
+from rulecrm.testing.rulegen import mutated_rule_files, rule_files
+from rulecrm.testing.strategies import chats, customers, event_streams, orders, reviews, timestamps
 
 __all__ = [
     "Clock", "InvariantViolation", "RecordingChannel", "Shop", "assert_at_most", "assert_escalated_or_handled",

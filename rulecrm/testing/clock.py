@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from ..timeutil import parse_timestamp
+from rulecrm.timeutil import parse_timestamp
 
 
 class Clock:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import attrs
 
-from ..engine.caps import horizon as caps_horizon
-from ..events import Event, synthetic_id
-from ..expr.ast import Literal, Name
-from ..replay import build_engine
-from ..rulefile.loader import load_rules
-from ..store import Store
-from ..timeutil import MAX_DURATION, parse_timestamp
-from .recording import RecordingChannel
+from rulecrm.engine.caps import horizon as caps_horizon
+from rulecrm.events import Event, synthetic_id
+from rulecrm.expr.ast import Literal, Name
+from rulecrm.app.replay import build_engine
+from rulecrm.rulefile.loader import load_rules
+from rulecrm.state.store import Store
+from rulecrm.timeutil import MAX_DURATION, parse_timestamp
+from rulecrm.testing.recording import RecordingChannel
 
 
 class Shop:

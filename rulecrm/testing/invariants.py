@@ -14,12 +14,12 @@ import json
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
-from ..engine.caps import period_bounds
-from ..engine.quiet import quiet_until
-from ..events import Event
-from ..expr.compiler import compile_expression
-from ..expr.context import EvalContext
-from ..timeutil import format_duration, get_zone, parse_timestamp
+from rulecrm.engine.caps import period_bounds
+from rulecrm.engine.quiet import quiet_until
+from rulecrm.events import Event
+from rulecrm.expr.compiler import compile_expression
+from rulecrm.expr.context import EvalContext
+from rulecrm.timeutil import format_duration, get_zone, parse_timestamp
 
 __all__ = [
     "InvariantViolation", "assert_at_most", "assert_escalated_or_handled", "caps_not_bypassed",

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import attrs
 from hypothesis import strategies as st
 
-from ..expr.ast import Literal, Matches
-from ..timeutil import parse_timestamp
+from rulecrm.expr.ast import Literal, Matches
+from rulecrm.timeutil import parse_timestamp
 
 __all__ = [
     "chats", "customers", "event_streams", "orders", "reviews", "timestamps",

@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
-from .stopping import Interrupted
+from rulecrm.app.stopping import Interrupted
 
 WINDOW = 60.0  # seconds: limits are declared per minute
 STOP_POLL = 0.1  # with a `stop`, waits are cut in slices this long to look at it

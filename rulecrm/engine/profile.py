@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .timeutil import parse_timestamp
+from rulecrm.timeutil import parse_timestamp
 from datetime import timezone
 
 _PROFILE_KEYS = ("name", "phone", "email", "wecom_id", "owner", "birthday", "timezone", "source", "channel")

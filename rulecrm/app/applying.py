@@ -20,8 +20,8 @@ from typing import Any
 
 import attrs
 
-from .errors import StateError
-from .timeutil import isoformat
+from rulecrm.errors import StateError
+from rulecrm.timeutil import isoformat
 
 # Faults of the machine, not of the input: redoing the step item by item would only dead-letter
 # good input. They end the command (the CLI reports them in one line).

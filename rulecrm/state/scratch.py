@@ -1,7 +1,7 @@
 """The store of a replay without --state: nothing to resume, so only what bounds memory hits disk."""
 from __future__ import annotations
 
-from .store import Store
+from rulecrm.state.store import Store
 
 
 class ScratchStore(Store):

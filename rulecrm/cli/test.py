@@ -7,7 +7,7 @@ import sys
 import attrs
 import click
 
-from .cliutil import reported_errors
+from rulecrm.cli.util import reported_errors
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -37,9 +37,9 @@ def find_counterexample(ruleset, *, examples=100, seed=None, backend="python"):
     from hypothesis import seed as seed_decorator
     from hypothesis.reporting import with_reporter
 
-    from .testing.harness import Shop
-    from .testing.invariants import InvariantViolation, check_all
-    from .testing.strategies import event_streams
+    from rulecrm.testing.harness import Shop
+    from rulecrm.testing.invariants import InvariantViolation, check_all
+    from rulecrm.testing.strategies import event_streams
 
     last = []
 
@@ -82,7 +82,7 @@ def test_command(rules, examples, seed, backend):
     unhandled, nothing is sent twice, quiet hours hold. On failure, prints the shrunk
     counter-example and exits 1.
     """
-    from .plugins import build_plugin_manager, load_rules_with
+    from rulecrm.plugins import build_plugin_manager, load_rules_with
 
     with reported_errors(EXIT_FAILED):
         ruleset = load_rules_with(build_plugin_manager(), rules)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .cliutil import reported_errors
+from rulecrm.cli.util import reported_errors
 
 
 @click.command("explain")
@@ -16,9 +16,9 @@ from .cliutil import reported_errors
 @click.pass_context
 def explain_command(ctx, rules, state, customer, rule_id, as_json):
     """Why an action did or did not happen: conditions with their values, gates, pending timers."""
-    from .explain import StateReader, explain, render_json, render_text
-    from .plugins import address_fields, build_plugin_manager, functions, load_rules_with
-    from .store import Store, storage_errors
+    from rulecrm.explain import StateReader, explain, render_json, render_text
+    from rulecrm.plugins import address_fields, build_plugin_manager, functions, load_rules_with
+    from rulecrm.state.store import Store, storage_errors
 
     with reported_errors():
         manager = build_plugin_manager()

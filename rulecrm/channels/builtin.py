@@ -5,8 +5,8 @@ import json
 import sys
 import threading
 
-from .channels import DELIVERED, ChannelType, Delivery, Setting
-from .hookspecs import hookimpl
+from rulecrm.channels import DELIVERED, ChannelType, Delivery, Setting
+from rulecrm.hookspecs import hookimpl
 
 
 class ConsoleChannel:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from .rulefile.loader import rule_files
+from rulecrm.rulefile.loader import rule_files
 
 
 def fingerprint(rules_path) -> tuple:

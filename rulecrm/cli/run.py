@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from .cliutil import EXIT_OK, reported_errors
-from .cliutil import echo_err as _echo_err
-from .stopping import catch_stop_signals
+from rulecrm.cli.util import EXIT_OK, reported_errors
+from rulecrm.cli.util import echo_err as _echo_err
+from rulecrm.app.stopping import catch_stop_signals
 
 
 @click.command("run")
@@ -36,8 +36,8 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
 
 
 def _run(signals, rules, state, sources, out, backend, once, allow_remote):
-    from .backends import default_backend_name
-    from .runner import Runner
+    from rulecrm.backends import default_backend_name
+    from rulecrm.app.runner import Runner
 
     if backend is None and default_backend_name() != "durable":
         _echo_err("note: durable-rules is not available on this Python; using the python backend")

@@ -13,18 +13,18 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
-from . import plugins
-from .dispatch import Dispatcher
-from .errors import RuleFileError, RulecrmError, UsageError
-from .eventsource import Rejected
-from .masking import mask_personal
-from .reload import RuleWatcher
-from .applying import GuardedApplier
-from .engine.core import APPLIED, CONFLICT, DUPLICATE
-from .events import id_conflict
-from .replay import ActionWriter, build_engine
-from .sources import SourceContext
-from .store import DELIVERS, Store
+from rulecrm import plugins
+from rulecrm.channels.dispatch import Dispatcher
+from rulecrm.errors import RuleFileError, RulecrmError, UsageError
+from rulecrm.sources.reader import Rejected
+from rulecrm.masking import mask_personal
+from rulecrm.app.reload import RuleWatcher
+from rulecrm.app.applying import GuardedApplier
+from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
+from rulecrm.events import id_conflict
+from rulecrm.app.replay import ActionWriter, build_engine
+from rulecrm.sources import SourceContext
+from rulecrm.state.store import DELIVERS, Store
 
 # runner.stats keys of ingest outcomes (the names the runner has always counted under)
 _STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", "rejected": "rejected",

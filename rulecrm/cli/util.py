@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .errors import RuleFileError, RulecrmError
+from rulecrm.errors import RuleFileError, RulecrmError
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .errors import RulecrmError
+from rulecrm.errors import RulecrmError
 
 DELIVERED = "delivered"
 RETRYABLE = "retryable"

@@ -21,11 +21,11 @@ from datetime import datetime, timezone
 
 import attrs
 
-from .channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
-from .channelset import ChannelSet
-from .masking import mask_secrets
-from .ratelimit import RateLimiter
-from .stopping import BoundedCalls, Interrupted
+from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
+from rulecrm.channels.instances import ChannelSet
+from rulecrm.masking import mask_secrets
+from rulecrm.channels.ratelimit import RateLimiter
+from rulecrm.app.stopping import BoundedCalls, Interrupted
 
 QUEUED, SENT, FAILED, DEAD = "queued", "sent", "failed", "dead"
 TAG_KINDS = ("tag", "untag")
@@ -67,7 +67,7 @@ class Dispatcher:
     `report_unfinished`, the ones still `failed`); `on_warning(text)` receives plugin problems.
     With `stop` (the live runner's "asked to stop"), rate-limit waits end as soon as it is true and
     channel calls run on a worker thread whose answer is waited for at most a grace period once
-    stopping (`rulecrm.stopping`): an attempt cut short records nothing and the row stays as it was.
+    stopping (`rulecrm.app.stopping`): an attempt cut short records nothing and the row stays as it was.
     """
 
     def __init__(self, ruleset, manager, store, *, env=None, clock=time.time, sleep=time.sleep, seed=0,

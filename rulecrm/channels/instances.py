@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from .channels import ChannelConfig, ChannelConfigError, ChannelType
-from . import plugins
+from rulecrm.channels import ChannelConfig, ChannelConfigError, ChannelType
+from rulecrm import plugins
 
 CONSOLE = "console"  # exists without being declared
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .cliutil import EXIT_ERROR, EXIT_OK, reported_errors
-from .cliutil import echo_err as _echo_err
-from .masking import mask_personal
-from .stopping import Interrupted, catch_stop_signals
-from .timeutil import parse_timestamp
+from rulecrm import __version__
+from rulecrm.cli.util import EXIT_ERROR, EXIT_OK, reported_errors
+from rulecrm.cli.util import echo_err as _echo_err
+from rulecrm.masking import mask_personal
+from rulecrm.app.stopping import Interrupted, catch_stop_signals
+from rulecrm.timeutil import parse_timestamp
 EXIT_REJECTED = 3
 EXIT_UNDELIVERED = 4  # replay --dispatch: some action ended `failed` or `dead`
 
@@ -46,7 +46,7 @@ def main() -> None:
 @click.argument("rules", type=click.Path(exists=True))
 def check(rules):
     """Validate a rules directory (or one file): file:line:col diagnostics on stdout."""
-    from .plugins import build_plugin_manager, check_rules_with
+    from rulecrm.plugins import build_plugin_manager, check_rules_with
 
     _ruleset, diagnostics = check_rules_with(build_plugin_manager(), rules)
     for diagnostic in diagnostics:
@@ -68,9 +68,9 @@ def check(rules):
 @click.option("--dispatch", "dispatch", is_flag=True, help="Deliver the actions through their channels (messages real people!).")
 def replay(rules, events, until, state, out, backend, dispatch):
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
-    from .backends import default_backend_name
-    from .plugins import build_plugin_manager, load_rules_with
-    from .replay import replay as run_replay
+    from rulecrm.backends import default_backend_name
+    from rulecrm.plugins import build_plugin_manager, load_rules_with
+    from rulecrm.app.replay import replay as run_replay
 
     manager = build_plugin_manager()
     with reported_errors():
@@ -126,8 +126,8 @@ def dead_letters(state, retry, rules, fixes, remove):
 
     To fix: list them to a file, correct each `raw`, then `--retry --from FILE`.
     """
-    from .deadletters import read_corrections, remove_dead_letters, retry_dead_letters
-    from .store import Store
+    from rulecrm.app.deadletters import read_corrections, remove_dead_letters, retry_dead_letters
+    from rulecrm.state.store import Store
 
     if fixes is not None and not retry:
         raise click.UsageError("--from goes with --retry")
@@ -184,7 +184,7 @@ def init(directory):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per plugin.")
 def plugins(as_json):
     """Installed plugins, the hooks each implements and the channel types they provide."""
-    from .plugins import build_plugin_manager, describe
+    from rulecrm.plugins import build_plugin_manager, describe
 
     for row in describe(build_plugin_manager()):
         if as_json:
@@ -200,7 +200,7 @@ def plugins(as_json):
 
 def entry() -> None:
     """The console script: plugins may add commands before the command line is parsed."""
-    from .plugins import PluginError, build_plugin_manager
+    from rulecrm.plugins import PluginError, build_plugin_manager
 
     try:
         manager = build_plugin_manager()
@@ -210,11 +210,11 @@ def entry() -> None:
         sys.exit(EXIT_ERROR)
     main()
 
-from .testcommand import test_command  # noqa: E402
+from rulecrm.cli.test import test_command  # noqa: E402
 main.add_command(test_command, "test")
 
-from .explaincommand import explain_command  # noqa: E402
+from rulecrm.cli.explain import explain_command  # noqa: E402
 main.add_command(explain_command, "explain")
 
-from .runcommand import run_command  # noqa: E402
+from rulecrm.cli.run import run_command  # noqa: E402
 main.add_command(run_command, "run")

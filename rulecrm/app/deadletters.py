@@ -7,13 +7,13 @@ from collections import Counter
 
 import attrs
 
-from .applying import TIMER_SOURCE, GuardedApplier
-from .errors import EventError, UsageError
-from .engine.core import APPLIED, CONFLICT, DUPLICATE
-from .events import content_digest, id_conflict, parse_event_line, synthetic_id
-from . import plugins
-from .replay import build_engine
-from .store import DELIVERS, Store
+from rulecrm.app.applying import TIMER_SOURCE, GuardedApplier
+from rulecrm.errors import EventError, UsageError
+from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
+from rulecrm.events import content_digest, id_conflict, parse_event_line, synthetic_id
+from rulecrm import plugins
+from rulecrm.app.replay import build_engine
+from rulecrm.state.store import DELIVERS, Store
 
 
 @attrs.define
@@ -81,7 +81,7 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None, manager
             raise UsageError("no rules known for this state: pass --rules")
         ruleset = plugins.load_rules_with(manager, rules_path)
         if state_delivers(store):
-            from .dispatch import Dispatcher
+            from rulecrm.channels.dispatch import Dispatcher
 
             dispatcher = Dispatcher(ruleset, manager, store, env=env, on_report=on_report, on_warning=on_warning)
             result.delivered = True

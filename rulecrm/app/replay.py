@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time as wallclock
 from collections import Counter
 from datetime import datetime
@@ -10,16 +9,16 @@ from datetime import datetime
 import attrs
 import orjson
 
-from .applying import EngineFailed, GuardedApplier
-from .errors import RulecrmError
-from .backends import default_backend_name, get_backend
-from .engine.core import APPLIED, CONFLICT, DUPLICATE, Engine
-from .events import id_conflict
-from .eventsource import Rejected, read_events
-from . import plugins
-from .scratchstore import ScratchStore
-from .stopping import Interrupted
-from .store import DELIVERS, Store
+from rulecrm.app.applying import EngineFailed, GuardedApplier
+from rulecrm.errors import RulecrmError
+from rulecrm.backends import default_backend_name, get_backend
+from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE, Engine
+from rulecrm.events import id_conflict
+from rulecrm.sources.reader import Rejected, read_events
+from rulecrm import plugins
+from rulecrm.state.scratch import ScratchStore
+from rulecrm.app.stopping import Interrupted
+from rulecrm.state.store import DELIVERS, Store
 
 BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
 
@@ -117,9 +116,9 @@ def replay(
     `out` is a text stream for the actions JSONL (or None). `on_rejected(line_no, error)` is
     called once for each malformed line and each line the engine failed on; both are kept in the
     dead-letter store. With `dispatch`, actions go through their channels after each committed
-    batch (`rulecrm.dispatch.Dispatcher`, built with `dispatch_options`) and retries are waited for
+    batch (`rulecrm.channels.dispatch.Dispatcher`, built with `dispatch_options`) and retries are waited for
     before returning. `stop()` turning true (a stop signal) ends the replay at the next event by
-    raising `rulecrm.stopping.Interrupted`: the batch in progress is rolled back, committed batches
+    raising `rulecrm.app.stopping.Interrupted`: the batch in progress is rolled back, committed batches
     stay in the state, and temporary files are removed.
     """
     manager = plugin_manager or plugins.build_plugin_manager()
@@ -189,7 +188,7 @@ def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, 
     dispatcher = applier = None
     try:
         if dispatch:
-            from .dispatch import Dispatcher
+            from rulecrm.channels.dispatch import Dispatcher
 
             dispatcher = Dispatcher(ruleset, manager, store, on_report=writer, **(dispatch_options or {}))
 
