@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from bench.bench_replay import RULES, converted_cdnow
 from rulecrm.backends import get_backend
-from rulecrm.eventsource import read_events
+from rulecrm.sources.reader import read_events
 from rulecrm.expr.context import EvalContext
-from rulecrm.profile import Profile
+from rulecrm.engine.profile import Profile
 from rulecrm.rulefile.loader import load_rules
 
 TRIGGER = "order.placed"

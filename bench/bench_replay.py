@@ -42,7 +42,7 @@ def run_one(contender: str, events_path, out_path) -> dict:
 
             events = run(events_path, out)["events"]
         else:
-            from rulecrm.replay import replay
+            from rulecrm.app.replay import replay
 
             events = replay(RULES, events_path, out=out, backend_name=contender).events
         seconds = time.perf_counter() - started

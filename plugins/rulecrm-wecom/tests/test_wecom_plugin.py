@@ -68,7 +68,7 @@ def test_the_readme_rule_file_checks_clean(tmp_path, manager):
 
 
 def test_channels_declared_in_a_rule_file_build_and_send(tmp_path, manager, wecom):
-    channelset = pytest.importorskip("rulecrm.channelset")
+    channelset = pytest.importorskip("rulecrm.channels.instances")
     from wecom_standin import CONTACT_SECRET, ROBOT_KEY, message
 
     (tmp_path / "shop.yaml").write_text(
