@@ -223,7 +223,7 @@ def test_failed_actions_left_at_the_deadline_stay_failed_for_a_later_run(tmp_pat
     assert dispatcher.deliver("thanks|c-1|o-1") is False
     assert len(FlakyChannel.calls) == before
     dispatcher.close()
-    engine.backend.close()
+    engine.close()
     store.close()
 
 

@@ -84,14 +84,14 @@ class GuardedApplier:
         if make_engine is not None:
             self._make_engine = make_engine
         if self.engine is not None:
-            self.engine.backend.close()
+            self.engine.close()
         self.engine = None
         self._decided.clear()
         self.engine = self._make_engine(self._decided.append)
 
     def close(self) -> None:
         if self.engine is not None:
-            self.engine.backend.close()
+            self.engine.close()
             self.engine = None
 
     def step(self, items: Iterable, apply: Callable[[Any, Any], Any],

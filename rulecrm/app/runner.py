@@ -160,8 +160,8 @@ class Runner:
         return taken
 
     def _timer_due(self, now) -> bool:
-        top = self.engine.timers.peek_order()
-        return top is not None and top[0] <= now.timestamp()
+        due = self.engine.next_due()
+        return due is not None and due <= now.timestamp()
 
     def _commit_step(self, polled, now) -> None:
         entries = [(source, line_no, item) for source, items in polled for line_no, item in items]

@@ -91,27 +91,26 @@ class Dispatcher:
         self.attempts = 0
 
     # -- the engine side ----------------------------------------------------------------
-    def waits_for_channel(self, action, profile) -> bool:
-        """Engine callback: does this action, having passed every gate, wait for a channel?
+    def waits_for_channel(self, action, profile):
+        """Engine callback: the action, having passed every gate, as it waits for a channel, or None.
 
-        Messages always do. Tag actions do when the customer's preferred channel (`channel` profile
+        Messages always wait. Tag actions do when the customer's preferred channel (`channel` profile
         field) syncs tags; the action is then routed there. Other tag and stage actions stay `sent`
         with no channel: nothing outside rulecrm needs to hear about them.
         """
         if action.kind in MESSAGE_KINDS:
-            return True
+            return action
         if action.kind not in TAG_KINDS:
-            return False
+            return None
         name = profile.fields.get("channel")
         channel_type = self.channels.tag_channel(name) if isinstance(name, str) else None
         if channel_type is None:
-            return False
+            return None
         field = channel_type.address_field
         address = profile.fields.get(field) if field else profile.id
         if not isinstance(address, str) or not address:
-            return False
-        action.channel, action.address = name, address
-        return True
+            return None
+        return attrs.evolve(action, channel=name, address=address)
 
     # -- delivering ---------------------------------------------------------------------
     def due(self, limit: int = 500) -> list[dict]:

@@ -5,9 +5,10 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from rulecrm.engine.enums import Status
 from rulecrm.timeutil import format_duration, isoformat, parse_timestamp
 
-FINAL_STATUSES = frozenset({"sent", "suppressed", "failed", "dead"})
+FINAL_STATUSES = frozenset({Status.SENT, Status.SUPPRESSED, Status.FAILED, Status.DEAD})
 
 
 def action_key(rule_id: str, customer_id: str, trigger_id: str, step: str | None = None) -> str:
@@ -18,8 +19,10 @@ def action_key(rule_id: str, customer_id: str, trigger_id: str, step: str | None
     return "|".join(parts)
 
 
-@attrs.define
+@attrs.frozen
 class Action:
+    """One decision about one customer; each change of status is a new value (`attrs.evolve`)."""
+
     key: str
     rule: str
     customer_id: str
@@ -32,13 +35,13 @@ class Action:
     address: str | None = None
     message_kind: str | None = None  # marketing | service | transactional (notify / escalate)
     message: str | None = None
-    status: str = "pending"  # sent | suppressed | deferred; with dispatch also queued | failed | dead
+    status: Status = Status.PENDING  # sent | suppressed | deferred; with dispatch also queued | failed | dead
     reason: str | None = None
     sent_at: datetime | None = None
     step: int | None = None
     late_by: timedelta | None = None  # escalations: how long the item had waited
     defers: int = 0  # times a deferring cap rescheduled it
-    reported_status: str | None = None  # the status last handed to the output (reported once each)
+    reported_status: Status | None = None  # the status last handed to the output (reported once each)
 
     @property
     def is_final(self) -> bool:
@@ -55,7 +58,7 @@ class Action:
             "address": self.address,
             "due_at": isoformat(self.due_at),
             "sent_at": isoformat(self.sent_at),
-            "status": self.status,
+            "status": str(self.status),  # plain text, whatever the encoder
             "reason": self.reason,
             "message": self.message,
             "message_kind": self.message_kind,
@@ -65,7 +68,7 @@ class Action:
             "late_seconds": int(self.late_by.total_seconds()) if self.late_by is not None else None,
             "defers": self.defers,
             "rule_index": self.rule_index,
-            "reported_status": self.reported_status,
+            "reported_status": str(self.reported_status) if self.reported_status is not None else None,
             "reported": self.reported_status is not None,  # the store's flag
         }
 
@@ -76,11 +79,12 @@ class Action:
             key=data["key"], rule=data["rule"], customer_id=data["customer_id"], kind=data["kind"],
             to=data["to"], due_at=parse_timestamp(data["due_at"], tz), rule_index=data.get("rule_index", 0),
             trigger=data.get("trigger"), channel=data.get("channel"), address=data.get("address"),
-            message_kind=data.get("message_kind"), message=data.get("message"), status=data["status"],
+            message_kind=data.get("message_kind"), message=data.get("message"), status=Status(data["status"]),
             reason=data.get("reason"),
             sent_at=parse_timestamp(data["sent_at"], tz) if data.get("sent_at") else None,
             step=data.get("step"), late_by=timedelta(seconds=late) if late is not None else None,
-            defers=data.get("defers", 0), reported_status=data.get("reported_status"),
+            defers=data.get("defers", 0),
+            reported_status=Status(data["reported_status"]) if data.get("reported_status") else None,
         )
 
     def public_dict(self) -> dict:

@@ -16,19 +16,23 @@ from datetime import datetime, time, timedelta, timezone
 import attrs
 
 from rulecrm.events import Event, fingerprint
-from rulecrm.expr.compiler import compile_condition, compile_expression
 from rulecrm.expr.context import EvalContext
 from rulecrm.engine.profile import Profile
 from rulecrm.timeutil import add_delay, fixed_offset, parse_timestamp
 from rulecrm.engine.actions import Action, action_key
 from rulecrm.engine.birthdays import next_birthday
+from rulecrm.engine.changes import Changes
+from rulecrm.engine.compiled import CompiledRules
+from rulecrm.engine.enums import Outcome, Status, TimerKind
 from rulecrm.engine.gates import Gates
 from rulecrm.engine.lifecycle import next_change, stage_at
+from rulecrm.engine.outbox import Outbox
 from rulecrm.engine.routing import Router
 from rulecrm.engine.samekey import same_key
-from rulecrm.engine.timers import Timer, TimerQueue
+from rulecrm.engine.timerbook import TimerBook
+from rulecrm.engine.timers import Timer
 
-APPLIED, DUPLICATE, CONFLICT = "applied", "duplicate", "conflict"  # what ingest_outcome did with an event
+APPLIED, DUPLICATE, CONFLICT = Outcome.APPLIED, Outcome.DUPLICATE, Outcome.CONFLICT  # what ingest_outcome did
 MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
 DEFAULT_BIRTHDAY_AT = time(9, 0)
 STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at the same instant
@@ -41,102 +45,65 @@ class Engine:
         self.backend = backend
         self.store = store
         self.functions = dict(functions or {})
-        self.on_action = on_action or (lambda action: None)
-        # With dispatch (`replay --dispatch`, `run`): `waits_for_channel(action, profile)` says whether
-        # an action that passed every gate waits for its channel; it is then written as `queued` (and
-        # reported by the dispatcher once delivered). Without it, `sent` means "would have been sent".
-        self.waits_for_channel = waits_for_channel
         self.tz = ruleset.shop.timezone
         self.lifecycle = ruleset.lifecycle
-        rules = ruleset.active_rules
-        self.rules_by_id = {rule.id: rule for rule in rules}
-        self.profile_rules = [rule for rule in rules if rule.on is None]
-        self.event_rule_types = frozenset(rule.on for rule in rules if rule.on is not None)
-        self.birthday_rules = [rule for rule in rules if rule.on == "birthday"]
-        self.products = {product.sku: product for product in ruleset.products}
-        self.product_maps = {sku: product.as_mapping() for sku, product in self.products.items()}
-        self.learn_skus = frozenset(p.sku for p in ruleset.products if p.learn_cycle)
+        self.rules = CompiledRules.build(ruleset, self.functions)
         self.router = Router(ruleset, address_fields)
         self.gates = Gates(ruleset)
-        self._compile(rules)
-
-        self.timers = TimerQueue()
-        self.cancellable: dict[str, dict[str, tuple]] = {}  # customer -> timer key -> (type, same, value)
         self.profiles: dict[str, Profile] = {}
-        self.pending: dict[str, Action] = {}  # actions held by quiet hours or a deferring cap
-        self.seq = 0
         self.now: datetime | None = None
         self.firing: Timer | None = None  # the timer being fired, for attributing a failure to it
         self.skip_timers: set = set()  # (key, due) of timers set aside without a store to drop them from
         self.stats = Counter()
-        self._dirty_profiles: set[str] = set()
-        self._dirty_actions: dict[str, Action] = {}
-        self._timers_put: dict[str, Timer] = {}
-        self._timers_deleted: set[str] = set()
-        self._outbox_had_actions = True  # until load() looks
+        self._changes = Changes()
+        self._timers = TimerBook(self._changes)
+        # With dispatch (`replay --dispatch`, `run`), `waits_for_channel` decides which sent actions
+        # wait for their channel (see Outbox). Without it, `sent` means "would have been sent".
+        self._outbox = Outbox(store, self._changes, self.stats, tz=self.tz,
+                              on_action=on_action or (lambda action: None), waits_for_channel=waits_for_channel)
         self._fire = {
-            "after": self._fire_delayed,
-            "escalate": self._fire_escalation,
-            "release": self._fire_release,
-            "stage": self._fire_stage,
-            "birthday": self._fire_birthday,
+            TimerKind.AFTER: self._fire_delayed,
+            TimerKind.ESCALATE: self._fire_escalation,
+            TimerKind.RELEASE: self._fire_release,
+            TimerKind.STAGE: self._fire_stage,
+            TimerKind.BIRTHDAY: self._fire_birthday,
         }
 
-    def _compile(self, rules) -> None:
-        fns = self.functions
-        self._after = {r.id: compile_expression(r.after, fns) for r in rules if r.after is not None}
-        self._recheck = {r.id: compile_condition(r.recheck, fns) for r in rules if r.recheck is not None}
-        self._untag = {
-            r.id: compile_condition(r.untag, fns) for r in rules if r.untag is not True and r.untag is not False
-        }
-        self._steps = {
-            (r.id, n): compile_expression(step.after, fns)
-            for r in rules if r.escalate is not None
-            for n, step in enumerate(r.escalate.steps, 1)
-        }
+    # -- what callers read -----------------------------------------------------------------
+    @property
+    def timers(self) -> TimerBook:
+        """The pending timers (read them; the engine alone changes them)."""
+        return self._timers
+
+    @property
+    def pending(self):
+        """Actions held by quiet hours or a deferring cap, by key."""
+        return self._outbox.held
+
+    @property
+    def seq(self) -> int:
+        """Timers created so far (their tie-break order)."""
+        return self._timers.seq
+
+    def next_due(self) -> float | None:
+        """Epoch seconds of the next timer to fire, or None when no timer is pending."""
+        return self._timers.next_due()
+
+    def close(self) -> None:
+        """Release the matching backend (the store belongs to the caller)."""
+        self.backend.close()
 
     # -- state -------------------------------------------------------------------------
     def load(self) -> None:
         """Restore timers, held actions and counters from the store (a resumed or repeated run)."""
-        self.seq = self.store.get_meta("seq", 0)
         now = self.store.get_meta("now")
         self.now = parse_timestamp(now, timezone.utc).astimezone(timezone.utc) if now else None
-        for key, _due, rule_index, seq, customer_id, payload in self.store.iter_timers():
-            due = parse_timestamp(payload["due"], timezone.utc).astimezone(timezone.utc)
-            if "event" in payload:
-                event = Event.from_dict(json.loads(payload["event"]), default_tz=timezone.utc)
-                payload = {**payload, "event": event}
-            timer = Timer(key, due, rule_index, seq, customer_id, payload)
-            self.timers.push(timer)
-            if payload.get("unless"):
-                self.cancellable.setdefault(customer_id, {})[key] = tuple(payload["unless"])
-        for record in self.store.iter_actions(status="deferred"):
-            action = Action.from_dict(record, self.tz)
-            self.pending[action.key] = action
-        # Keys are unique by construction within a run; only a store that already holds actions
-        # (a repeated or resumed run) can have seen a key before.
-        self._outbox_had_actions = next(self.store.iter_actions(), None) is not None
+        self._timers.load(self.store)
+        self._outbox.load()
 
     def flush(self) -> None:
         """Write what changed since the last flush; call inside a store transaction."""
-        store = self.store
-        if self._dirty_profiles:
-            store.put_profiles((cid, self.profiles[cid].to_dict()) for cid in self._dirty_profiles)
-        if self._timers_deleted:
-            store.delete_timers(self._timers_deleted)
-        if self._timers_put:
-            store.put_timers(
-                (t.key, t.due.timestamp(), t.rule_index, t.seq, t.customer_id, _storable(t))
-                for t in self._timers_put.values()
-            )
-        if self._dirty_actions:
-            store.put_actions(action.to_dict() for action in self._dirty_actions.values())
-        store.set_meta("seq", self.seq)
-        store.set_meta("now", self.now.isoformat() if self.now else None)
-        self._dirty_profiles.clear()
-        self._dirty_actions.clear()
-        self._timers_put.clear()
-        self._timers_deleted.clear()
+        self._changes.flush(self.store, self.profiles, seq=self._timers.seq, now=self.now)
         # A profile cache without bound would grow with the customer base; flushed entries reload
         # (a store that keeps no state cannot give them back, so they stay).
         if self.store.keeps_state and len(self.profiles) > 200_000:
@@ -152,14 +119,14 @@ class Engine:
 
     def _touch(self, profile: Profile) -> None:
         profile.changed()
-        self._dirty_profiles.add(profile.id)
+        self._changes.profiles.add(profile.id)
 
     # -- time --------------------------------------------------------------------------
     def ingest(self, event: Event) -> bool:
         """Apply one input event (inputs arrive in event-time order). False: its id was seen before."""
         return self.ingest_outcome(event) == APPLIED
 
-    def ingest_outcome(self, event: Event) -> str:
+    def ingest_outcome(self, event: Event) -> Outcome:
         """Apply one input event: APPLIED, DUPLICATE (this id with the same content was applied
         before) or CONFLICT (this id was applied before with different content; not applied)."""
         if not isinstance(event.at.tzinfo, timezone):
@@ -194,13 +161,11 @@ class Engine:
 
     def _fire_until(self, limit: datetime, *, inclusive: bool) -> None:
         limit_order = limit.timestamp()
-        timers = self.timers
+        pop_due = self._timers.pop_due
         while True:
-            top = timers.peek_order()
-            if top is None or top[0] > limit_order or (top[0] == limit_order and not inclusive):
+            timer = pop_due(limit_order, inclusive=inclusive)
+            if timer is None:
                 return
-            timer = timers.pop()
-            self._forget_timer(timer)
             if self.skip_timers and (timer.key, timer.due) in self.skip_timers:
                 continue  # its firing raised in an earlier attempt of this replay (rulecrm.app.applying)
             if self.now is None or timer.due > self.now:
@@ -211,48 +176,23 @@ class Engine:
             self.firing = None
             self.profile(timer.customer_id).release()
 
-    def _schedule(self, key, due, rule_index, customer_id, payload, unless=None) -> None:
-        """Add a timer, replacing any pending one with the same key."""
-        self._drop_timer(key)
-        self.seq += 1
-        due = due.astimezone(timezone.utc)
-        if unless is not None:
-            payload["unless"] = list(unless)
-            self.cancellable.setdefault(customer_id, {})[key] = unless
-        timer = Timer(key, due, rule_index, self.seq, customer_id, payload)
-        self.timers.push(timer)
-        self._timers_put[key] = timer
-        self._timers_deleted.discard(key)
-
     def discard_timer(self, key) -> None:
         """Drop a pending timer for good (one whose firing raised; see rulecrm.app.applying)."""
-        self._drop_timer(key)
+        self._timers.drop(key)
         self.firing = None
-
-    def _drop_timer(self, key) -> None:
-        timer = self.timers.remove(key)
-        if timer is not None:
-            self._forget_timer(timer)
-
-    def _forget_timer(self, timer: Timer) -> None:
-        entries = self.cancellable.get(timer.customer_id)
-        if entries:
-            entries.pop(timer.key, None)
-            if not entries:
-                del self.cancellable[timer.customer_id]
-        self._timers_put.pop(timer.key, None)
-        self._timers_deleted.add(timer.key)
 
     # -- events ------------------------------------------------------------------------
     def _apply(self, event: Event) -> None:
         profile = self.profile(event.customer_id)
-        changed = profile.apply(event, learn_skus=self.learn_skus)
+        changed = profile.apply(event, learn_skus=self.rules.learn_skus)
         if event.type == "message.sent":
             self._record_external_send(profile, event)
-        self._cancel_by(profile, event)
+        cancelled = self._timers.cancel_matching(profile.id, event)
+        if cancelled:
+            self.stats["timers_cancelled"] += cancelled
         if changed:
             self._touch(profile)
-        if self.birthday_rules and event.type == "customer.upserted" and (
+        if self.rules.birthday_rules and event.type == "customer.upserted" and (
             "birthday" in event.data or "timezone" in event.data
         ):
             self._schedule_birthdays(profile, event.at)
@@ -272,22 +212,6 @@ class Engine:
         )
         self._touch(profile)
 
-    def _cancel_by(self, profile, event) -> None:
-        entries = self.cancellable.get(profile.id)
-        if not entries:
-            return
-        keys: dict[str, str | None] = {}  # the event's same_key per field, computed once
-        for key, (event_type, same, value) in list(entries.items()):
-            if event_type != event.type:
-                continue
-            if same is not None:
-                if same not in keys:
-                    keys[same] = same_key(event.data.get(same))
-                if keys[same] is None or keys[same] != same_key(value):
-                    continue
-            self._drop_timer(key)
-            self.stats["timers_cancelled"] += 1
-
     def context_for(self, profile, event: Event | None = None) -> EvalContext:
         """What a rule's expressions see for this customer and trigger event (for tools like explain)."""
         if event is None:
@@ -295,17 +219,18 @@ class Engine:
         return self._context(profile, event.as_mapping(), event.data.get("sku"))
 
     def _context(self, profile, event_map=None, sku=None) -> EvalContext:
+        rules = self.rules
         return EvalContext(
             event=event_map,
             customer=profile.mapping(),
-            product=self.product_maps.get(sku) if isinstance(sku, str) else None,
-            cycle=(lambda: self._cycle(profile, sku)) if isinstance(sku, str) and sku in self.products else None,
+            product=rules.product_maps.get(sku) if isinstance(sku, str) else None,
+            cycle=(lambda: self._cycle(profile, sku)) if isinstance(sku, str) and sku in rules.products else None,
             functions=self.functions,
         )
 
     def _cycle(self, profile, sku) -> timedelta | None:
         """The product's declared cycle, or the customer's median interval once learned."""
-        product = self.products.get(sku) if isinstance(sku, str) else None
+        product = self.rules.products.get(sku) if isinstance(sku, str) else None
         if product is None:
             return None
         if product.learn_cycle:
@@ -317,13 +242,14 @@ class Engine:
 
     # -- rules -------------------------------------------------------------------------
     def _run_profile_rules(self, profile, trigger: str, at: datetime) -> None:
-        if not self.profile_rules:
+        profile_rules = self.rules.profile_rules
+        if not profile_rules:
             return
         for _ in range(MAX_PROFILE_PASSES):
             ctx = self._context(profile)
             holding = {rule.id for rule in self.backend.match(None, ctx)}
             tags_changed = False
-            for rule in self.profile_rules:
+            for rule in profile_rules:
                 holds = rule.id in holding
                 if rule.tag:
                     tags_changed |= self._settle_tag(rule, profile, ctx, holds, trigger, at)
@@ -340,7 +266,7 @@ class Engine:
         self.stats["profile_rules_unsettled"] += 1
 
     def _settle_tag(self, rule, profile, ctx, holds, trigger, at) -> bool:
-        untag_condition = self._untag.get(rule.id)
+        untag_condition = self.rules.untag.get(rule.id)
         remove = untag_condition(ctx) if untag_condition else (rule.untag is True and not holds)
         if remove and rule.tag in profile.tags:
             self._set_tag(rule, profile, rule.tag, False, trigger, at)
@@ -351,7 +277,7 @@ class Engine:
         return False
 
     def _run_event_rules(self, profile, event: Event) -> None:
-        if event.type not in self.event_rule_types or event.type == "birthday":
+        if event.type not in self.rules.event_rule_types or event.type == "birthday":
             return
         sku = event.data.get("sku")
         ctx = self._context(profile, event.as_mapping(), sku)
@@ -381,11 +307,11 @@ class Engine:
         if unless.same is None:
             return "", (unless.event_type, None, None)
         value = event.data.get(unless.same)
-        key = same_key(value)  # the equality _cancel_by uses too: 1 and 1.0 replace each other
+        key = same_key(value)  # the equality TimerBook.cancel_matching uses too: 1 and 1.0 replace each other
         return ("null" if key is None else key), (unless.event_type, unless.same, value)
 
     def _schedule_delayed(self, rule, profile, event, ctx) -> None:
-        delay = self._after[rule.id](ctx)
+        delay = self.rules.after[rule.id](ctx)
         if not isinstance(delay, timedelta):
             self.stats["delays_without_duration"] += 1  # e.g. `cycle` of a product with none
             return
@@ -394,13 +320,13 @@ class Engine:
             self.stats["delays_out_of_range"] += 1  # computed beyond 100 years (e.g. `cycle * 10000`)
             return
         suffix, unless = self._correlation(rule.unless, event)
-        payload = {"type": "after", "rule": rule.id, "event": event}
-        self._schedule(f"after|{rule.id}|{profile.id}|{suffix}", due, rule.index, profile.id, payload, unless)
+        payload = {"type": TimerKind.AFTER, "rule": rule.id, "event": event}
+        self._timers.schedule(f"after|{rule.id}|{profile.id}|{suffix}", due, rule.index, profile.id, payload, unless)
 
     def _schedule_escalation(self, rule, profile, event, ctx) -> None:
         suffix, unless = self._correlation(rule.escalate.unless or rule.unless, event)
         for number, _step in enumerate(rule.escalate.steps, 1):
-            delay = self._steps[(rule.id, number)](ctx)
+            delay = self.rules.steps[(rule.id, number)](ctx)
             if not isinstance(delay, timedelta):
                 self.stats["delays_without_duration"] += 1
                 continue
@@ -408,9 +334,9 @@ class Engine:
             if due is None:
                 self.stats["delays_out_of_range"] += 1
                 continue
-            payload = {"type": "escalate", "rule": rule.id, "step": number, "event": event}
+            payload = {"type": TimerKind.ESCALATE, "rule": rule.id, "step": number, "event": event}
             key = f"escalate|{rule.id}|{profile.id}|{suffix}|{number}"
-            self._schedule(key, due, rule.index, profile.id, payload, unless)
+            self._timers.schedule(key, due, rule.index, profile.id, payload, unless)
 
     # -- timers ------------------------------------------------------------------------
     def _timer_trigger(self, timer):
@@ -419,7 +345,7 @@ class Engine:
         A timer outlives reloads: when its rule (or the escalation step) is gone, it is dropped;
         a `recheck` that is false drops it too.
         """
-        rule = self.rules_by_id.get(timer.payload["rule"])
+        rule = self.rules.rules_by_id.get(timer.payload["rule"])
         step = timer.payload.get("step")
         if rule is None or (step is not None and (rule.escalate is None or step > len(rule.escalate.steps))):
             self.stats["timers_orphaned"] += 1
@@ -427,7 +353,7 @@ class Engine:
         event = timer.payload["event"]
         profile = self.profile(timer.customer_id)
         ctx = self._context(profile, event.as_mapping(), event.data.get("sku"))
-        recheck = self._recheck.get(rule.id)
+        recheck = self.rules.recheck.get(rule.id)
         if recheck is not None and not recheck(ctx):
             self.stats["rechecks_failed"] += 1
             return None
@@ -457,7 +383,7 @@ class Engine:
         )
 
     def _fire_release(self, timer: Timer) -> None:
-        action = self.pending.get(timer.payload["action"])
+        action = self._outbox.held.get(timer.payload["action"])
         if action is None:
             return
         self._gate(action, self.profile(action.customer_id), timer.due)
@@ -471,7 +397,7 @@ class Engine:
             self._run_event_rules(profile, stage_event)
 
     def _fire_birthday(self, timer: Timer) -> None:
-        rule = self.rules_by_id.get(timer.payload["rule"])
+        rule = self.rules.rules_by_id.get(timer.payload["rule"])
         if rule is None:
             return
         profile = self.profile(timer.customer_id)
@@ -491,7 +417,7 @@ class Engine:
         self._schedule_birthday(rule, profile, timer.due + timedelta(seconds=1))
 
     def _schedule_birthdays(self, profile, not_before) -> None:
-        for rule in self.birthday_rules:
+        for rule in self.rules.birthday_rules:
             self._schedule_birthday(rule, profile, not_before)
 
     def _schedule_birthday(self, rule, profile, not_before) -> None:
@@ -499,9 +425,9 @@ class Engine:
         at = rule.at or DEFAULT_BIRTHDAY_AT
         instant = next_birthday(profile.fields.get("birthday"), at, self.gates.zone(profile), not_before)
         if instant is None:
-            self._drop_timer(key)
+            self._timers.drop(key)
             return
-        self._schedule(key, instant, rule.index, profile.id, {"type": "birthday", "rule": rule.id})
+        self._timers.schedule(key, instant, rule.index, profile.id, {"type": TimerKind.BIRTHDAY, "rule": rule.id})
 
     # -- lifecycle ----------------------------------------------------------------------
     def _update_stage(self, profile, at: datetime, trigger: str) -> Event | None:
@@ -516,43 +442,38 @@ class Engine:
                 customer_id=profile.id, kind="stage", to=new, due_at=at, rule_index=STAGE_TIMER_ORDER,
                 trigger=trigger, message=f"{old} -> {new}",
             )
-            if not self._seen(action.key):
-                self._finish(action, "sent", sent_at=at)
+            if not self._outbox.seen(action.key):
+                self._outbox.finish(action, profile, Status.SENT, sent_at=at)
             stage_event = Event(
                 type="stage.changed", customer_id=profile.id, at=at,
                 data={"from": old, "to": new}, id=f"stage.changed|{profile.id}|{at.isoformat()}|{new}",
             )
         key = f"stage|{profile.id}"
         instant = next_change(profile, self.lifecycle, at)
-        current = self.timers.get(key)
+        current = self._timers.get(key)
         if instant is None:
-            self._drop_timer(key)
+            self._timers.drop(key)
         elif current is None or current.due != instant:
-            self._schedule(key, instant, STAGE_TIMER_ORDER, profile.id, {"type": "stage"})
+            self._timers.schedule(key, instant, STAGE_TIMER_ORDER, profile.id, {"type": TimerKind.STAGE})
         return stage_event
 
     # -- actions -----------------------------------------------------------------------
-    def _seen(self, key: str) -> bool:
-        if key in self._dirty_actions:
-            return True
-        return self._outbox_had_actions and self.store.get_action(key) is not None
-
     def _set_tag(self, rule, profile, tag: str, add: bool, trigger: str, at: datetime) -> None:
         (profile.tags.add if add else profile.tags.discard)(tag)
         self._touch(profile)
         kind = "tag" if add else "untag"
         key = action_key(rule.id, profile.id, trigger, kind)
-        if self._seen(key):
+        if self._outbox.seen(key):
             return
         action = Action(
             key=key, rule=rule.id, customer_id=profile.id, kind=kind, to=tag, due_at=at,
             rule_index=rule.index, trigger=trigger,
         )
-        self._finish(action, "sent", sent_at=at)
+        self._outbox.finish(action, profile, Status.SENT, sent_at=at)
 
     def _notify(self, rule, notify, profile, ctx, trigger, due, *, kind="notify", step=None, late_by=None):
         key = action_key(rule.id, profile.id, trigger, f"step{step}" if step else None)
-        if self._seen(key):
+        if self._outbox.seen(key):
             return
         route = self.router.route(notify, profile)
         action = Action(
@@ -563,67 +484,32 @@ class Engine:
             step=step, late_by=late_by,
         )
         if route.address is None:
-            self._finish(action, "suppressed", "no-address")
+            self._outbox.finish(action, profile, Status.SUPPRESSED, "no-address")
             return
         self._gate(action, profile, due)
 
     def _gate(self, action: Action, profile, now: datetime) -> None:
+        outbox = self._outbox
         if action.to != "customer":  # caps, quiet hours and opt-out protect the customer, not staff
-            self._finish(action, "sent", sent_at=now)
+            outbox.finish(action, profile, Status.SENT, sent_at=now)
             return
         verdict = self.gates.judge(action, profile, now)
-        if verdict.status == "sent":
+        if verdict.status == Status.SENT:
             self.gates.record_send(profile, action.message_kind, action.channel, now)
             self._touch(profile)
-            self._finish(action, "sent", sent_at=now)
-        elif verdict.status == "suppressed":
-            self._finish(action, "suppressed", verdict.reason)
+            outbox.finish(action, profile, Status.SENT, sent_at=now)
+        elif verdict.status == Status.SUPPRESSED:
+            outbox.finish(action, profile, Status.SUPPRESSED, verdict.reason)
         else:
-            action.status = "deferred"
-            action.reason = verdict.reason
-            if verdict.counts_as_defer:
-                action.defers += 1
-            self.pending[action.key] = action
-            self._dirty_actions[action.key] = action
-            self._schedule(
+            action = outbox.hold(action, verdict.reason, counts_as_defer=verdict.counts_as_defer)
+            self._timers.schedule(
                 f"release|{action.key}", verdict.release_at, action.rule_index, action.customer_id,
-                {"type": "release", "action": action.key},
+                {"type": TimerKind.RELEASE, "action": action.key},
             )
-
-    def _finish(self, action: Action, status: str, reason=None, *, sent_at=None) -> None:
-        waits = self.waits_for_channel
-        if status == "sent" and waits is not None and waits(action, self.profile(action.customer_id)):
-            status = "queued"  # written with this state change; the dispatcher delivers it after commit
-        action.status = status
-        action.reason = reason
-        action.sent_at = sent_at.astimezone(self.tz) if sent_at is not None else None
-        action.due_at = action.due_at.astimezone(self.tz)
-        self.pending.pop(action.key, None)
-        self._dirty_actions[action.key] = action
-        self.stats[f"actions_{status}"] += 1
-        if status != "queued":  # a queued action is reported with its channel's answer
-            self.report(action)
-
-    def report(self, action: Action) -> None:
-        """Hand an action to the output once per status it reaches."""
-        if action.reported_status != action.status:
-            action.reported_status = action.status
-            self._dirty_actions[action.key] = action
-            self.on_action(action)
 
     def report_pending(self) -> None:
         """Report actions still held (quiet hours, deferring caps) at the end of a run."""
-        for action in sorted(self.pending.values(), key=lambda a: (a.due_at, a.rule_index, a.key)):
-            action.due_at = action.due_at.astimezone(self.tz)
-            self.report(action)
-
-
-def _storable(timer: Timer) -> dict:
-    """A timer's payload as JSON-ready data, with its exact due time and the trigger event's JSON."""
-    payload = {**timer.payload, "due": timer.due.isoformat()}
-    if "event" in payload:
-        payload["event"] = payload["event"].to_json()
-    return payload
+        self._outbox.report_held()
 
 
 def _birth_year(birthday) -> int | None:

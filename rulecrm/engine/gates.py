@@ -6,6 +6,7 @@ from datetime import datetime
 import attrs
 
 from rulecrm.engine import caps as caps_module
+from rulecrm.engine.enums import Status
 from rulecrm.engine.quiet import quiet_until
 
 MAX_DEFERS = 3  # a deferring cap reschedules a send at most this often, then suppresses it
@@ -13,7 +14,7 @@ MAX_DEFERS = 3  # a deferring cap reschedules a send at most this often, then su
 
 @attrs.frozen
 class Verdict:
-    status: str  # "sent" | "suppressed" | "deferred"
+    status: Status  # sent | suppressed | deferred
     reason: str | None = None
     release_at: datetime | None = None  # deferred: when to try again
     counts_as_defer: bool = False
@@ -36,12 +37,12 @@ class Gates:
 
     def judge(self, action, profile, now: datetime) -> Verdict:
         if action.message_kind == "marketing" and profile.opted_out:
-            return Verdict("suppressed", "opt-out")
+            return Verdict(Status.SUPPRESSED, "opt-out")
         zone = self.zone(profile)
         if self._shop.quiet_hours and action.message_kind in self._shop.quiet_kinds:
             end = quiet_until(now, self._shop.quiet_hours, zone)
             if end is not None:
-                return Verdict("deferred", "quiet-hours", end)
+                return Verdict(Status.DEFERRED, "quiet-hours", end)
         for cap in self._caps:
             if not caps_module.applies(cap, action.message_kind, action.channel):
                 continue
@@ -49,9 +50,9 @@ class Gates:
             if allowed:
                 continue
             if cap.on_cap == "defer" and earliest is not None and action.defers < MAX_DEFERS:
-                return Verdict("deferred", f"cap:{cap.id}", earliest, counts_as_defer=True)
-            return Verdict("suppressed", f"cap:{cap.id}")
-        return Verdict("sent")
+                return Verdict(Status.DEFERRED, f"cap:{cap.id}", earliest, counts_as_defer=True)
+            return Verdict(Status.SUPPRESSED, f"cap:{cap.id}")
+        return Verdict(Status.SENT)
 
     def observe(self, callback) -> None:
         """Call `callback(action, profile, now, verdict)` after every judgement (tools like explain).

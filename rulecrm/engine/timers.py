@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import heapq
-from datetime import datetime
+import json
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
+
+from rulecrm.engine.enums import TimerKind
+from rulecrm.events import Event
+from rulecrm.timeutil import parse_timestamp
 
 
 @attrs.frozen
@@ -15,11 +20,30 @@ class Timer:
     rule_index: int  # ties at one instant: rule order in the files, then creation order
     seq: int
     customer_id: str
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # "type" (a TimerKind) and what that kind needs; see Engine's _fire_* methods
 
     @property
     def order(self) -> tuple[float, int, int]:
         return (self.due.timestamp(), self.rule_index, self.seq)
+
+    def to_row(self) -> tuple:
+        """The store's row: (key, due epoch, rule_index, seq, customer_id, JSON-ready payload).
+
+        The payload keeps the exact due time (the epoch is for ordering) and the trigger event's JSON.
+        """
+        payload = {**self.payload, "type": str(self.payload["type"]), "due": self.due.isoformat()}
+        if "event" in payload:
+            payload["event"] = payload["event"].to_json()
+        return (self.key, self.due.timestamp(), self.rule_index, self.seq, self.customer_id, payload)
+
+    @classmethod
+    def from_row(cls, row) -> "Timer":
+        key, _due, rule_index, seq, customer_id, payload = row
+        due = parse_timestamp(payload["due"], timezone.utc).astimezone(timezone.utc)
+        payload = {**payload, "type": TimerKind(payload["type"])}
+        if "event" in payload:
+            payload["event"] = Event.from_dict(json.loads(payload["event"]), default_tz=timezone.utc)
+        return cls(key, due, rule_index, seq, customer_id, payload)
 
 
 class TimerQueue:

@@ -173,7 +173,7 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
             engine.advance(state.now)
         for key, action in engine.pending.items():
             result.outcomes[key] = Outcome("deferred", action.reason, None)
-        engine.backend.close()
+        engine.close()
     finally:
         store.close()
     return result

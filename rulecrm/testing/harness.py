@@ -51,7 +51,7 @@ class Shop:
     def restart(self) -> None:
         """Persist everything, drop the engine, and build a new one from the store."""
         self._checkpoint()
-        self._engine.backend.close()
+        self._engine.close()
         if self.state != ":memory:":
             self._store.close()
             self._store = Store.open(self.state)
@@ -64,7 +64,7 @@ class Shop:
 
     def close(self) -> None:
         self._checkpoint()
-        self._engine.backend.close()
+        self._engine.close()
         self._store.close()
 
     def __enter__(self):

@@ -1,0 +1,281 @@
+"""The parts behind the engine's front: enums, frozen actions, compiled rules, timer book, changes, outbox."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import attrs
+import orjson
+import pytest
+
+from rulecrm.backends import get_backend
+from rulecrm.engine.actions import Action
+from rulecrm.engine.changes import Changes
+from rulecrm.engine.compiled import CompiledRules
+from rulecrm.engine.core import Engine
+from rulecrm.engine.enums import Outcome, Status, TimerKind
+from rulecrm.engine.outbox import Outbox
+from rulecrm.engine.timerbook import TimerBook
+from rulecrm.engine.timers import Timer
+from rulecrm.events import Event
+from rulecrm.rulefile.loader import load_rules
+from rulecrm.state.store import Store
+from rulecrm.testing import files
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
+
+RULES = """
+products:
+  - {sku: tea, cycle: 30d}
+  - {sku: coffee, learn_cycle: true}
+contacts:
+  cs: {channel: console, address: cs-group}
+rules:
+  - id: vip
+    when: customer.order_count >= 2
+    tag: vip
+  - id: refill
+    on: order.placed
+    after: cycle
+    recheck: customer.order_count >= 1
+    notify: {to: customer, template: "refill"}
+  - id: bad-review
+    on: review.created
+    escalate:
+      unless: review.handled same review_id
+      steps:
+        - {after: 2h, notify: {to: cs, template: "still open"}}
+        - {after: 24h, notify: {to: cs, template: "still open"}}
+  - id: wishes
+    on: birthday
+    notify: {to: customer, template: "happy birthday"}
+"""
+
+
+@pytest.fixture
+def ruleset(tmp_path):
+    return load_rules(files.write_rules(tmp_path, RULES))
+
+
+@pytest.fixture
+def store():
+    store = Store.open(":memory:")
+    yield store
+    store.close()
+
+
+def action(**fields) -> Action:
+    values = {"key": "r|c1|e1", "rule": "r", "customer_id": "c1", "kind": "notify", "to": "customer", "due_at": T0}
+    return Action(**{**values, **fields})
+
+
+def review(at, review_id="r1", type_="review.created") -> Event:
+    data = {"review_id": review_id, "rating": 1} if type_ == "review.created" else {"review_id": review_id}
+    return Event(type_, "c1", at, data, id=f"{type_}|{review_id}|{at.isoformat()}")
+
+
+# -- enums ---------------------------------------------------------------------------------
+def test_enum_members_are_their_text_everywhere():
+    assert Status.SENT == "sent" and hash(Status.SENT) == hash("sent") and {"sent": 1}[Status.SENT] == 1
+    assert f"actions_{Status.QUEUED}" == "actions_queued" and str(TimerKind.AFTER) == "after"
+    assert json.dumps([Outcome.APPLIED]) == '["applied"]' and orjson.dumps([Status.DEAD]) == b'["dead"]'
+
+
+# -- actions -------------------------------------------------------------------------------
+def test_an_action_is_frozen_and_evolves_into_a_new_value():
+    held = action()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        held.status = Status.SENT
+    sent = attrs.evolve(held, status=Status.SENT)
+    assert held.status is Status.PENDING and sent.status is Status.SENT
+
+
+def test_an_action_writes_its_statuses_as_plain_text_and_reads_them_back_as_enums():
+    record = action(status=Status.DEFERRED, reported_status=Status.DEFERRED).to_dict()
+    assert type(record["status"]) is str and type(record["reported_status"]) is str
+    back = Action.from_dict(record, timezone.utc)
+    assert back.status is Status.DEFERRED and back.reported_status is Status.DEFERRED
+    assert Action.from_dict(action().to_dict(), timezone.utc).reported_status is None
+
+
+# -- compiled rules ------------------------------------------------------------------------
+def test_compiled_rules_index_the_rule_set_once(ruleset):
+    rules = CompiledRules.build(ruleset)
+    assert set(rules.rules_by_id) == {"vip", "refill", "bad-review", "wishes"}
+    assert [r.id for r in rules.profile_rules] == ["vip"]
+    assert rules.event_rule_types == {"order.placed", "review.created", "birthday"}
+    assert [r.id for r in rules.birthday_rules] == ["wishes"]
+    assert set(rules.products) == set(rules.product_maps) == {"tea", "coffee"} and rules.learn_skus == {"coffee"}
+    assert set(rules.after) == set(rules.recheck) == {"refill"}
+    assert set(rules.steps) == {("bad-review", 1), ("bad-review", 2)}
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        rules.after = {}
+    with pytest.raises(TypeError):
+        rules.after["other"] = None
+
+
+# -- timer book ----------------------------------------------------------------------------
+def test_scheduling_a_key_again_replaces_the_timer_and_notes_only_the_latest():
+    changes = Changes()
+    book = TimerBook(changes)
+    book.schedule("k", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.STAGE})
+    book.schedule("k", T0 + timedelta(hours=1), 0, "c1", {"type": TimerKind.STAGE})
+    assert len(book) == 1 and book.seq == 2 and book.get("k").due == T0 + timedelta(hours=1)
+    assert list(changes.timers_put) == ["k"] and changes.timers_put["k"].seq == 2
+    assert book.next_due() == (T0 + timedelta(hours=1)).timestamp()
+    book.drop("k")
+    assert book.next_due() is None and not changes.timers_put and changes.timers_deleted == {"k"}
+
+
+def test_a_timer_due_at_the_limit_is_taken_only_when_inclusive():
+    book = TimerBook(Changes())
+    book.schedule("k", T0, 0, "c1", {"type": TimerKind.STAGE})
+    assert book.pop_due(T0.timestamp(), inclusive=False) is None
+    assert book.pop_due(T0.timestamp(), inclusive=True).key == "k"
+    assert book.pop_due(T0.timestamp(), inclusive=True) is None
+
+
+def test_timers_fire_in_due_then_rule_then_creation_order():
+    book = TimerBook(Changes())
+    book.schedule("late", T0 + timedelta(hours=1), 0, "c1", {"type": TimerKind.STAGE})
+    book.schedule("rule2", T0, 2, "c1", {"type": TimerKind.STAGE})
+    book.schedule("rule1-second", T0, 1, "c1", {"type": TimerKind.STAGE})
+    book.schedule("rule1-first", T0 - timedelta(0), 1, "c2", {"type": TimerKind.STAGE})
+    book.schedule("rule1-second", T0, 1, "c1", {"type": TimerKind.STAGE})  # replaced: now created last
+    limit = (T0 + timedelta(days=1)).timestamp()
+    fired = [timer.key for timer in iter(lambda: book.pop_due(limit, inclusive=True), None)]
+    assert fired == ["rule1-first", "rule1-second", "rule2", "late"]
+
+
+def test_an_event_cancels_only_the_timers_of_its_type_and_same_value():
+    book = TimerBook(Changes())
+    for rid in ("r1", "r2"):
+        book.schedule(f"esc|{rid}", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.ESCALATE},
+                      unless=("review.handled", "review_id", rid))
+    book.schedule("any", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.AFTER}, unless=("unsubscribed", None, None))
+    assert book.cancel_matching("c1", review(T0, "r1", "review.created")) == 0
+    assert book.cancel_matching("c2", review(T0, "r1", "review.handled")) == 0
+    assert book.cancel_matching("c1", review(T0, "r1", "review.handled")) == 1
+    assert "esc|r1" not in book and "esc|r2" in book and set(book.cancellable["c1"]) == {"esc|r2", "any"}
+    book.drop("esc|r2")
+    book.drop("any")
+    assert book.cancellable == {}
+
+
+def test_the_timer_book_comes_back_from_the_store_as_it_was_written(store):
+    changes = Changes()
+    book = TimerBook(changes)
+    trigger = review(T0)
+    book.schedule("esc", T0 + timedelta(hours=2), 3, "c1",
+                  {"type": TimerKind.ESCALATE, "rule": "bad-review", "step": 1, "event": trigger},
+                  unless=("review.handled", "review_id", "r1"))
+    book.schedule("stage", T0 + timedelta(days=1), -1, "c1", {"type": TimerKind.STAGE})
+    with store.transaction():
+        changes.flush(store, {}, seq=book.seq, now=T0)
+    again = TimerBook(Changes())
+    again.load(store)
+    assert again.seq == 2
+    for key in ("esc", "stage"):
+        loaded, written = again.get(key), book.get(key)
+        assert attrs.evolve(loaded, payload={}) == attrs.evolve(written, payload={})
+        assert {**loaded.payload, "due": None} == {**written.payload, "due": None}  # loaded adds the exact due
+    assert again.get("esc").payload["type"] is TimerKind.ESCALATE and again.get("esc").payload["event"] == trigger
+    assert again.cancellable == {"c1": {"esc": ("review.handled", "review_id", "r1")}}
+
+
+def test_a_timer_row_is_plain_json():
+    timer = Timer("k", T0, 0, 1, "c1", {"type": TimerKind.AFTER, "rule": "r", "event": review(T0)})
+    key, due, _rule_index, _seq, _customer, payload = timer.to_row()
+    assert (key, due) == ("k", T0.timestamp()) and type(payload["type"]) is str
+    assert json.loads(json.dumps(payload))["due"] == T0.isoformat()
+
+
+# -- changes -------------------------------------------------------------------------------
+def test_a_timer_put_then_deleted_before_a_flush_is_only_deleted(store):
+    changes = Changes()
+    timer = Timer("k", T0, 0, 1, "c1", {"type": TimerKind.STAGE})
+    changes.timer_put(timer)
+    changes.timer_deleted("k")
+    assert not changes.timers_put and changes.timers_deleted == {"k"}
+    changes.timer_put(timer)
+    assert changes.timers_put == {"k": timer} and not changes.timers_deleted
+
+
+def test_flushing_writes_every_change_and_starts_over(store):
+    changes = Changes()
+    changes.actions["r|c1|e1"] = action(status=Status.SENT, reported_status=Status.SENT)
+    changes.timer_put(Timer("k", T0, 0, 1, "c1", {"type": TimerKind.STAGE}))
+    with store.transaction():
+        changes.flush(store, {}, seq=7, now=T0)
+    assert store.get_action("r|c1|e1")["status"] == "sent" and [row[0] for row in store.iter_timers()] == ["k"]
+    assert store.get_meta("seq") == 7 and store.get_meta("now") == T0.isoformat()
+    assert not (changes.actions or changes.timers_put or changes.timers_deleted or changes.profiles)
+
+
+# -- outbox --------------------------------------------------------------------------------
+def outbox_on(store, reported, waits=None):
+    return Outbox(store, Changes(), Counter(), tz=timezone.utc, on_action=reported.append, waits_for_channel=waits)
+
+
+def test_a_finished_action_is_reported_once_and_seen_from_then_on(store):
+    reported = []
+    outbox = outbox_on(store, reported)
+    outbox.load()
+    draft = action()
+    assert not outbox.seen(draft.key)
+    outbox.finish(draft, None, Status.SENT, sent_at=T0)
+    [sent] = reported
+    assert draft.status is Status.PENDING  # the draft itself never changes
+    assert sent.status is sent.reported_status is Status.SENT and sent.sent_at == T0 and outbox.seen(draft.key)
+    assert outbox._stats == {"actions_sent": 1}
+
+
+def test_an_action_that_waits_for_its_channel_is_queued_and_not_reported(store):
+    reported = []
+    outbox = outbox_on(store, reported, waits=lambda a, profile: attrs.evolve(a, channel="crm"))
+    outbox.finish(action(kind="tag"), None, Status.SENT, sent_at=T0)
+    outbox.finish(action(key="other"), None, Status.SUPPRESSED, "opt-out")
+    assert [a.key for a in reported] == ["other"]
+    queued = outbox._changes.actions["r|c1|e1"]
+    assert queued.status is Status.QUEUED and queued.channel == "crm" and queued.reported_status is None
+
+
+def test_a_held_action_is_reported_deferred_at_the_end_then_finished_on_release(store):
+    reported = []
+    outbox = outbox_on(store, reported)
+    held = outbox.hold(action(), "cap:daily", counts_as_defer=True)
+    assert held.defers == 1 and outbox.held == {held.key: held} and not reported
+    outbox.report_held()
+    outbox.report_held()  # once per status
+    assert [(a.status, a.reason) for a in reported] == [(Status.DEFERRED, "cap:daily")]
+    outbox.finish(outbox.held[held.key], None, Status.SENT, sent_at=T0 + timedelta(hours=1))
+    assert outbox.held == {} and [a.status for a in reported] == [Status.DEFERRED, Status.SENT]
+
+
+def test_held_actions_come_back_from_the_store(store):
+    outbox = outbox_on(store, [])
+    outbox.hold(action(), "quiet-hours", counts_as_defer=False)
+    with store.transaction():
+        outbox._changes.flush(store, {}, seq=0, now=None)
+    again = outbox_on(store, [])
+    again.load()
+    assert list(again.held) == ["r|c1|e1"] and again.held["r|c1|e1"].status is Status.DEFERRED
+    assert again.seen("r|c1|e1")
+
+
+# -- the engine's front ----------------------------------------------------------------------
+def test_the_engine_tells_when_its_next_timer_is_due_and_closes_its_backend(ruleset, store):
+    engine = Engine(ruleset, backend=get_backend("python")(ruleset.active_rules), store=store)
+    engine.load()
+    assert engine.next_due() is None
+    assert engine.ingest_outcome(review(T0)) is Outcome.APPLIED
+    assert engine.ingest_outcome(review(T0)) is Outcome.DUPLICATE
+    assert engine.next_due() == (T0 + timedelta(hours=2)).timestamp()
+    assert engine.seq == len(engine.timers) == 2
+    engine.advance(T0 + timedelta(hours=3))
+    assert engine.next_due() == (T0 + timedelta(hours=24)).timestamp()
+    closed = []
+    engine.backend.close = lambda: closed.append(True)
+    engine.close()
+    assert closed == [True]
