@@ -7,11 +7,13 @@ import pluggy
 
 from rulecrm import hookspecs
 from rulecrm.channels import builtin as builtin_channels
+from rulecrm.cli import builtin as builtin_commands
 from rulecrm.sources import builtin as builtin_sources
 from rulecrm.errors import RulecrmError
 
 ENTRY_POINT_GROUP = "rulecrm"
-BUILTIN_PLUGINS = (("rulecrm.channels.builtin", builtin_channels), ("rulecrm.sources.builtin", builtin_sources))
+BUILTIN_PLUGINS = (("rulecrm.channels.builtin", builtin_channels), ("rulecrm.sources.builtin", builtin_sources),
+                   ("rulecrm.cli.builtin", builtin_commands))
 
 
 class PluginError(RulecrmError):

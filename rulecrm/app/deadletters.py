@@ -25,6 +25,11 @@ class RetryResult:
     actions: Counter = attrs.field(factory=Counter)  # final status of each action the retry decided
     delivered: bool = False  # the actions went through their channels
 
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status (docs/cli.md): 4 failed or dead actions, else 3 still rejected, else 0."""
+        return 4 if self.actions.get("failed") or self.actions.get("dead") else 3 if self.still_rejected else 0
+
 
 def read_corrections(stream) -> dict[int, str]:
     """Corrected dead letters: JSON lines with the dead letter's `id` and its fixed `raw` line."""

@@ -61,6 +61,11 @@ class ReplaySummary:
     def undelivered(self) -> int:
         return self.actions.get("failed", 0) + self.actions.get("dead", 0)
 
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status (docs/cli.md): 4 undelivered, else 3 rejected, else 0."""
+        return 4 if self.undelivered else 3 if self.rejected else 0
+
 
 class ActionWriter:
     """Writes each reported action as one JSON line (or nowhere) and counts statuses."""

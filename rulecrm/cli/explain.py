@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from rulecrm.cli.util import reported_errors
+from rulecrm.cli.context import pass_cli_context
+from rulecrm.cli.util import EXIT_OK, reported_errors
 
 
 @click.command("explain")
@@ -13,15 +14,15 @@ from rulecrm.cli.util import reported_errors
 @click.option("--customer", "customer", required=True, help="The customer id.")
 @click.option("--rule", "rule_id", default=None, help="Explain only this rule.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
-@click.pass_context
-def explain_command(ctx, rules, state, customer, rule_id, as_json):
+@pass_cli_context
+def explain_command(context, rules, state, customer, rule_id, as_json):
     """Why an action did or did not happen: conditions with their values, gates, pending timers."""
     from rulecrm.explain import StateReader, explain, render_json, render_text
-    from rulecrm.plugins import address_fields, build_plugin_manager, functions, load_rules_with
+    from rulecrm.plugins import address_fields, functions, load_rules_with
     from rulecrm.state.store import Store, storage_errors
 
     with reported_errors():
-        manager = build_plugin_manager()
+        manager = context.manager
         ruleset = load_rules_with(manager, rules)
         with storage_errors(state):
             Store.open(state, readonly=True).close()  # a damaged, foreign or newer state: one clear line
@@ -32,3 +33,4 @@ def explain_command(ctx, rules, state, customer, rule_id, as_json):
             functions=functions(manager), address_fields=address_fields(manager),
         )
     click.echo(render_json(report) if as_json else render_text(report))
+    return EXIT_OK

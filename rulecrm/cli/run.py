@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import EXIT_OK, reported_errors
 from rulecrm.cli.util import echo_err as _echo_err
 from rulecrm.app.stopping import catch_stop_signals
@@ -20,7 +21,8 @@ from rulecrm.app.stopping import catch_stop_signals
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
 @click.option("--once", is_flag=True, help="Apply what the sources hold now, fire due timers, deliver, then exit.")
 @click.option("--allow-remote", is_flag=True, help="Let the http source bind a non-loopback address (it has no authentication).")
-def run_command(rules, state, sources, out, backend, once, allow_remote):
+@pass_cli_context
+def run_command(context, rules, state, sources, out, backend, once, allow_remote):
     """Run live: ingest from sources, fire timers on the wall clock, deliver through channels.
 
     Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
@@ -30,12 +32,12 @@ def run_command(rules, state, sources, out, backend, once, allow_remote):
     # (not called in-process, by a test), keep them until exit: a signal while closing is no kill.
     signals = catch_stop_signals(keep=sys.argv[1:2] == ["run"])
     try:
-        _run(signals, rules, state, sources, out, backend, once, allow_remote)
+        return _run(signals, context, rules, state, sources, out, backend, once, allow_remote)
     finally:
         signals.release()  # in-process callers get their handlers back; the command line keeps ours
 
 
-def _run(signals, rules, state, sources, out, backend, once, allow_remote):
+def _run(signals, context, rules, state, sources, out, backend, once, allow_remote):
     from rulecrm.backends import default_backend_name
     from rulecrm.app.runner import Runner
 
@@ -51,7 +53,7 @@ def _run(signals, rules, state, sources, out, backend, once, allow_remote):
             stream = cleanup.enter_context(open(out, "a", encoding="utf-8", buffering=1))
         cleanup.callback(lambda: runner is not None and runner.close())  # runs before the stream closes
         runner = Runner(rules, state, sources=sources, out=stream, backend_name=backend, allow_remote=allow_remote,
-                        on_message=_echo_err)
+                        manager=context.manager, on_message=_echo_err)
         signals.on_stop(runner.stop)  # stops at once when a signal came during the imports
         if not runner.stopping:  # asked to stop before anything started: nothing to start
             runner.start()  # a signal while starting up stops right after it
@@ -60,4 +62,4 @@ def _run(signals, rules, state, sources, out, backend, once, allow_remote):
         stats = runner.stats
         _echo_err(f"stopped: applied {stats['applied']}, duplicates {stats['duplicates']}, "
                   f"rejected {stats['rejected']}, reloads {stats['reloads']}")
-    sys.exit(EXIT_OK)
+    return EXIT_OK

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import attrs
 import click
 
+from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import reported_errors
 
 EXIT_OK = 0
@@ -74,7 +74,8 @@ def find_counterexample(ruleset, *, examples=100, seed=None, backend="python"):
 @click.option("--seed", default=None, type=int, help="Random seed (default: a fixed, derandomized search).")
 @click.option("--backend", type=click.Choice(["python", "durable"]), default="python", show_default=True,
               help="Matching backend the engine runs on.")
-def test_command(rules, examples, seed, backend):
+@pass_cli_context
+def test_command(context, rules, examples, seed, backend):
     """Check RULES against rulecrm's invariants on generated event streams.
 
     Caps hold in every window (and are not bypassed on another channel or kind), nothing
@@ -82,14 +83,14 @@ def test_command(rules, examples, seed, backend):
     unhandled, nothing is sent twice, quiet hours hold. On failure, prints the shrunk
     counter-example and exits 1.
     """
-    from rulecrm.plugins import build_plugin_manager, load_rules_with
+    from rulecrm.plugins import load_rules_with
 
     with reported_errors(EXIT_FAILED):
-        ruleset = load_rules_with(build_plugin_manager(), rules)
+        ruleset = load_rules_with(context.manager, rules)
         found = find_counterexample(ruleset, examples=examples, seed=seed, backend=backend)
     if found is None:
         click.echo(f"{examples} examples, all invariants held")
-        sys.exit(EXIT_OK)
+        return EXIT_OK
     for line in found.lines():
         click.echo(line)
-    sys.exit(EXIT_FAILED)
+    return EXIT_FAILED

@@ -4,14 +4,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
-import sys
 
 import click
 
 from rulecrm.errors import RuleFileError, RulecrmError
 
+# The exit statuses of docs/cli.md; the result objects (ReplaySummary, RetryResult) carry 3 and 4.
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_REJECTED = 3  # some input was rejected (kept as dead letters)
+EXIT_UNDELIVERED = 4  # some action ended `failed` or `dead`
 
 
 def echo_err(text: str) -> None:
@@ -20,25 +22,28 @@ def echo_err(text: str) -> None:
 
 @contextlib.contextmanager
 def reported_errors(exit_code: int = EXIT_ERROR):
-    """Turn rulecrm's typed errors into messages on stderr and an exit code (nothing else does)."""
+    """Turn rulecrm's typed errors into messages on stderr and an exit code (nothing else does).
+
+    The code travels as click's `Exit` to the group's `main`, which alone ends the process.
+    """
     try:
         yield
     except RuleFileError as exc:
         for diagnostic in exc.diagnostics:
             echo_err(diagnostic.format())
-        sys.exit(exit_code)
+        raise click.exceptions.Exit(exit_code) from None
     except RulecrmError as exc:
         echo_err(f"error: {exc}")
-        sys.exit(exit_code)
+        raise click.exceptions.Exit(exit_code) from None
     except OSError as exc:  # another file than the state (--out, an events file): still one line, no traceback
         echo_err(f"error: {_os_error_text(exc)}")
-        sys.exit(exit_code)
+        raise click.exceptions.Exit(exit_code) from None
     except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
         if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
             raise  # IntegrityError and the like are bugs: keep their traceback
         # the state's own faults arrive as StorageError; this is a temporary database of a reader
         echo_err(f"error: a temporary file of rulecrm: {exc}; free some space in its directory (TMPDIR) and run again")
-        sys.exit(exit_code)
+        raise click.exceptions.Exit(exit_code) from None
 
 
 _OS_HINTS = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "free some space and run again",

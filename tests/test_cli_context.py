@@ -1,0 +1,112 @@
+"""The command line: one plugin manager per process on `ctx.obj`, built-in commands through the hook,
+exit codes from the result objects."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from rulecrm import cli, plugins
+from rulecrm.app.deadletters import RetryResult
+from rulecrm.app.replay import ReplaySummary
+from rulecrm.cli.check import CheckReport
+from rulecrm.hookspecs import hookimpl
+
+
+def counting_builds(monkeypatch):
+    built = []
+    real = plugins.build_plugin_manager
+
+    def build(**kwargs):
+        built.append(real(load_entry_points=False))
+        return built[-1]
+
+    monkeypatch.setattr(plugins, "build_plugin_manager", build)
+    return built
+
+
+def test_a_command_line_builds_one_plugin_manager(monkeypatch, tmp_path, capsys):
+    built = counting_builds(monkeypatch)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["rulecrm", "check", str(rules)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entry()
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert len(built) == 1
+
+
+def test_without_entry_the_manager_is_built_on_first_use(monkeypatch):
+    built = counting_builds(monkeypatch)
+    result = CliRunner().invoke(cli.main, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "rulecrm.cli.builtin" in result.output
+    assert len(built) == 1
+
+
+def test_built_in_commands_are_a_plugin_of_the_same_hook():
+    manager = plugins.build_plugin_manager(load_entry_points=False)
+    assert manager.get_plugin("rulecrm.cli.builtin") is not None
+    group = click.Group()
+    manager.hook.rulecrm_register_commands(cli=group)
+    assert {"check", "replay", "dead-letters", "init", "plugins", "test", "explain", "run"} == set(group.commands)
+    blocked = plugins.build_plugin_manager(load_entry_points=False, blocked=["rulecrm.cli.builtin"])
+    bare = click.Group()
+    blocked.hook.rulecrm_register_commands(cli=bare)
+    assert bare.commands == {}
+
+
+def test_an_installed_plugin_may_replace_a_built_in_command():
+    class Mine:
+        @hookimpl
+        def rulecrm_register_commands(self, cli):
+            @cli.command("check")
+            def check():
+                click.echo("mine")
+
+    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Mine()])
+    group = click.Group()
+    manager.hook.rulecrm_register_commands(cli=group)
+    assert CliRunner().invoke(group, ["check"]).output == "mine\n"
+
+
+def test_version_and_help_need_no_command():
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["--version"]).output.startswith("rulecrm, version ")
+    helped = runner.invoke(cli.main, ["--help"])
+    assert helped.exit_code == 0 and "dead-letters" in helped.output
+
+
+@pytest.mark.parametrize("summary,code", [
+    (ReplaySummary(), 0),
+    (ReplaySummary(rejected=2), 3),
+    (ReplaySummary(actions=Counter(sent=1, failed=1)), 4),
+    (ReplaySummary(rejected=1, actions=Counter(dead=1)), 4),
+])
+def test_replay_summary_exit_code(summary, code):
+    assert summary.exit_code == code
+
+
+@pytest.mark.parametrize("result,code", [
+    (RetryResult(applied=3), 0),
+    (RetryResult(still_rejected=1), 3),
+    (RetryResult(still_rejected=1, actions=Counter(failed=1)), 4),
+    (RetryResult(actions=Counter(dead=2, sent=1)), 4),
+])
+def test_retry_result_exit_code(result, code):
+    assert result.exit_code == code
+
+
+class Finding:
+    def __init__(self, is_error):
+        self.is_error = is_error
+
+
+def test_check_report_exit_code():
+    assert CheckReport(()).exit_code == 0
+    assert CheckReport((Finding(False),)).exit_code == 0
+    report = CheckReport((Finding(True), Finding(False)))
+    assert (report.errors, report.warnings, report.exit_code) == (1, 1, 1)
