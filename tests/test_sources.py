@@ -9,7 +9,8 @@ from datetime import timezone
 
 import pytest
 
-from rulecrm import plugins, sources
+from rulecrm import plugins
+from rulecrm.sources import http as http_source
 from rulecrm.sources.reader import Rejected
 from rulecrm.events import Event
 from rulecrm.sources import HttpSource, JsonlFollowSource, SourceContext, SourceError
@@ -144,7 +145,7 @@ def test_http_accepts_jsonl_and_single_objects_with_a_real_client():
 
 def test_a_request_not_taken_in_time_is_answered_503_and_withdrawn(monkeypatch):
     """503 means "not applied": a request the runner had not taken when the client's wait ran out is dropped."""
-    monkeypatch.setattr(sources, "ANSWER_TIMEOUT", 0.2)
+    monkeypatch.setattr(http_source, "ANSWER_TIMEOUT", 0.2)
     store = Store.open(":memory:")
     source = HttpSource("127.0.0.1:0", CONTEXT)
     source.open(store)

@@ -7,12 +7,11 @@ from collections import Counter
 
 import attrs
 
-from rulecrm.app.applying import TIMER_SOURCE, GuardedApplier
+from rulecrm.app.applying import TIMER_SOURCE
+from rulecrm.app.session import Input, Session
+from rulecrm.engine.core import APPLIED, DUPLICATE
 from rulecrm.errors import EventError, UsageError
-from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
-from rulecrm.events import content_digest, id_conflict, parse_event_line, synthetic_id
-from rulecrm import plugins
-from rulecrm.app.replay import build_engine
+from rulecrm.events import content_digest, parse_event_line, synthetic_id
 from rulecrm.state.store import DELIVERS, Store
 
 
@@ -71,109 +70,62 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None, manager
     delivered through their channels before returning; on a replayed history they are recorded only.
     """
     corrections = corrections or {}
-    unknown = set(corrections) - {item["id"] for item in _all(state_path)}
+    on_report = on_report or (lambda record: None)
+    with Store.open(state_path, readonly=True) as state:  # what to open the session with
+        known = {item["id"] for item in state.iter_dead_letters()}
+        delivers = state_delivers(state)
+        rules_path = rules_path or state.get_meta("rules_path")
+    unknown = set(corrections) - known
     if unknown:
         raise UsageError(f"--from names dead letter(s) that do not exist: {', '.join(map(str, sorted(unknown)))}; "
                          "list them with `rulecrm dead-letters --state STATE`")
-    manager = manager or plugins.build_plugin_manager()
-    store = Store.open(state_path, lock=True)
-    result = RetryResult()
-    applier = dispatcher = None
-    on_report = on_report or (lambda record: None)
-    try:
-        rules_path = rules_path or store.get_meta("rules_path")
-        if not rules_path:
-            raise UsageError("no rules known for this state: pass --rules")
-        ruleset = plugins.load_rules_with(manager, rules_path)
-        if state_delivers(store):
-            from rulecrm.channels.dispatch import Dispatcher
+    if not rules_path:
+        raise UsageError("no rules known for this state: pass --rules")
+    result = RetryResult(delivered=delivers)
 
-            dispatcher = Dispatcher(ruleset, manager, store, env=env, on_report=on_report, on_warning=on_warning)
-            result.delivered = True
+    def decided(actions):
+        for action in actions:
+            result.actions[action.status] += 1
+            if action.status != "queued":  # queued ones are reported by the dispatcher once answered
+                on_report(action.public_dict())
 
-        def make_engine(on_action):
-            return build_engine(
-                ruleset, store, functions=plugins.functions(manager), address_fields=plugins.address_fields(manager),
-                on_action=on_action, dispatcher=dispatcher,
-            )
+    answered = Counter()
 
-        def set_aside(pair, error):
-            item, _event = pair  # the stored line keeps its text (a correction can be given again)
-            store.add_dead_letter(source=item["source"], line_no=item["line_no"], raw=item["raw"], error=error)
+    def delivered(record):
+        answered[record["status"]] += 1
+        on_report(record)
 
-        def decided(actions):
-            for action in actions:
-                result.actions[action.status] += 1
-                if action.status != "queued":  # queued ones are reported by the dispatcher once answered
-                    on_report(action.public_dict())
-
-        applier = GuardedApplier(store, make_engine, set_aside=set_aside, on_committed=decided)
-        ready = []
-        for item in _all(state_path, store):
+    with Session.open(rules_path, state_path, manager=manager, deliver=delivers, record_rules=False,
+                      on_decided=decided, on_report=delivered, on_warning=on_warning, env=env) as session:
+        inputs = []
+        for item in session.store.iter_dead_letters():  # read again under the lock
             if item["source"] == TIMER_SOURCE:
                 continue  # a timer set aside is not an input line: kept for people to look at
             raw = corrections.get(item["id"], item["raw"])
             try:
-                event = parse_event_line(raw, default_tz=ruleset.shop.timezone)
+                event = parse_event_line(raw, default_tz=session.ruleset.shop.timezone)
             except EventError as exc:
                 result.still_rejected += 1
                 result.remaining.append({**item, "raw": raw, "error": str(exc)})
                 continue
             if event.id is None:
                 event = attrs.evolve(event, id=retried_event_id(event, item))
-            ready.append((item, event))
-        ready.sort(key=lambda pair: pair[1].at)  # event time, like any input (stable: file order at ties)
-
-        def apply(engine, pair):
-            item, event = pair
-            outcome = engine.ingest_outcome(event)
-            if outcome == CONFLICT:
-                store.add_dead_letter(source=item["source"], line_no=item["line_no"], raw=item["raw"],
-                                      error=id_conflict(event.id))
-            else:
-                store.resolve_dead_letter(item["id"], how="retried")
-            return outcome
-
-        step = applier.step(ready, apply)
-        for (item, event), outcome in step.outcomes:
-            if outcome == APPLIED:
-                result.applied += 1
-            elif outcome == DUPLICATE:
-                result.duplicates += 1
-            else:
-                result.still_rejected += 1
-                result.remaining.append({**item, "error": id_conflict(event.id)})
-        for (item, _event), error in step.set_aside:
+            # the stored line keeps its text if it still fails (a correction can be given again)
+            inputs.append(Input(item["source"], item["line_no"], event, raw=item["raw"], dead_letter=item["id"]))
+        inputs.sort(key=lambda line: line.item.at)  # event time, like any input (stable: file order at ties)
+        applied = session.apply(inputs)
+        counts = applied.counts
+        result.applied, result.duplicates = counts[APPLIED], counts[DUPLICATE]
+        for line, reason in applied.problems:
             result.still_rejected += 1
-            result.remaining.append({**item, "error": error})
-        applier.close()
-        if dispatcher is not None:
-            with_answers = Counter()
-
-            def delivered(record):
-                with_answers[record["status"]] += 1
-                on_report(record)
-
-            dispatcher.on_report = delivered
-            dispatcher.dispatch_ready()
-            dispatcher.drain()
-            dispatcher.report_unfinished()
-            result.actions -= Counter({"queued": result.actions["queued"]})
-            result.actions.update(with_answers)
-    finally:
-        if applier is not None:
-            applier.close()
-        if dispatcher is not None:
-            dispatcher.close()
-        store.close()
+            result.remaining.append({"id": line.dead_letter, "source": line.source, "line_no": line.line_no,
+                                     "raw": line.raw, "error": reason})
+        session.deliver()
+        session.drain()
+    if delivers:
+        result.actions -= Counter({"queued": result.actions["queued"]})
+        result.actions.update(answered)
     return result
-
-
-def _all(state_path, store=None):
-    if store is not None:
-        return list(store.iter_dead_letters())
-    with Store.open(state_path) as opened:
-        return list(opened.iter_dead_letters())
 
 
 def remove_dead_letters(state_path, ids) -> None:

@@ -9,16 +9,14 @@ from datetime import datetime
 import attrs
 import orjson
 
-from rulecrm.app.applying import EngineFailed, GuardedApplier
-from rulecrm.errors import RulecrmError
-from rulecrm.backends import default_backend_name, get_backend
-from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE, Engine
-from rulecrm.events import id_conflict
-from rulecrm.sources.reader import Rejected, read_events
 from rulecrm import plugins
-from rulecrm.state.scratch import ScratchStore
+from rulecrm.app.applying import EngineFailed
+from rulecrm.app.session import FIXED_BEFORE, NOT_APPLIED, Input, Session
 from rulecrm.app.stopping import Interrupted
-from rulecrm.state.store import DELIVERS, Store
+from rulecrm.backends import default_backend_name
+from rulecrm.engine.core import APPLIED, DUPLICATE
+from rulecrm.errors import RulecrmError
+from rulecrm.sources.reader import Rejected, read_events
 
 BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
 
@@ -76,6 +74,10 @@ class ActionWriter:
         self.written = 0
         self._skip = already_written  # written by an earlier attempt of the same replay
 
+    def write_all(self, actions) -> None:
+        for action in actions:
+            self(action)
+
     def __call__(self, action) -> None:
         """`action`: an engine Action, or a dispatched outbox record (already a public dict)."""
         record = action if isinstance(action, dict) else action.public_dict()
@@ -86,19 +88,6 @@ class ActionWriter:
         if self.stream is not None:
             # orjson: actions are most of the output; the standard encoder was a tenth of replay time
             self.stream.write(orjson.dumps(record).decode() + "\n")
-
-
-def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None, address_fields=None,
-                 dispatcher=None):
-    backend_cls = get_backend(backend_name or default_backend_name())
-    backend = backend_cls(ruleset.active_rules, functions=functions)
-    engine = Engine(
-        ruleset, backend=backend, store=store, functions=functions, on_action=on_action,
-        address_fields=address_fields,
-        waits_for_channel=dispatcher.waits_for_channel if dispatcher is not None else None,
-    )
-    engine.load()
-    return engine
 
 
 def replay(
@@ -166,7 +155,7 @@ class _Retry:
             self.timers[(failure.timer.key, failure.timer.due)] = failure.error
             report(0, f"timer {failure.timer.key} set aside: {failure.error}")
         elif failure.item is not None:
-            self.lines[failure.item[0]] = failure.error
+            self.lines[failure.item.line_no] = failure.error
         else:
             raise RulecrmError(failure.error)
 
@@ -188,80 +177,21 @@ def _never_stop() -> bool:
 
 def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
                     dispatch, dispatch_options, retry, stop):
-    # Dispatch reads the outbox back, so it needs a store that keeps it (a temporary one at worst).
-    store = Store.open(state, lock=state is not None) if state is not None or dispatch else ScratchStore.open_scratch()
-    dispatcher = applier = None
-    try:
-        if dispatch:
-            from rulecrm.channels.dispatch import Dispatcher
-
-            dispatcher = Dispatcher(ruleset, manager, store, on_report=writer, **(dispatch_options or {}))
-
-        def make_engine(on_action):
-            engine = build_engine(
-                ruleset, store, backend_name=summary.backend, on_action=on_action,
-                functions=plugins.functions(manager), address_fields=plugins.address_fields(manager),
-                dispatcher=dispatcher,
-            )
-            engine.skip_timers = set(retry.timers)
-            return engine
-
-        def set_aside(item, error):
-            line_no, event = item
-            summary.rejected += 1
-            store.add_dead_letter(source=str(events_path), line_no=line_no, raw=event.to_json(), error=error)
-            report(line_no, error)
-
-        applier = GuardedApplier(
-            store, make_engine, set_aside=set_aside, on_committed=lambda actions: list(map(writer, actions)),
-            on_timer_set_aside=lambda key, error: report(0, f"timer {key} set aside: {error}"),
-        )
-        with store.transaction():
-            store.set_meta("rules_path", str(rules_path))
-            if dispatch:
-                store.set_meta(DELIVERS, True)
-        after_batch = dispatcher.dispatch_ready if dispatcher is not None else None
-        last_at = _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch,
-                              retry.lines, stop)
-        horizon = until or last_at
-
-        def finish(engine):
-            if horizon is not None:
-                engine.advance(horizon)
-            engine.report_pending()
-
-        applier.step((), _never, finish)
-        applier.close()
-        if dispatcher is not None:
-            dispatcher.drain()
-            dispatcher.report_unfinished()
-    finally:
-        if applier is not None:
-            applier.close()
-        if dispatcher is not None:
-            dispatcher.close()
-        store.close()
+    session = Session.open(
+        rules_path, state, ruleset=ruleset, manager=manager, backend_name=summary.backend, deliver=dispatch, on_decided=writer.write_all,
+        on_report=writer, dispatch_options=dispatch_options, skip_timers=retry.timers,
+        on_timer_set_aside=lambda key, error: report(0, f"timer {key} set aside: {error}"),
+    )
+    with session:
+        last_at = _run_events(session, events_path, until, summary, progress, report, retry.lines, stop)
+        session.advance(until or last_at, report_pending=True)
+        session.drain()
 
 
-def _never(engine, item):
-    raise AssertionError("no items")
-
-
-def _run_events(applier, store, events_path, ruleset, until, summary, progress, report, after_batch, set_aside,
-                stop):
-    items = read_events(events_path, default_tz=ruleset.shop.timezone)
+def _run_events(session, events_path, until, summary, progress, report, set_aside, stop):
+    source = str(events_path)
+    items = read_events(events_path, default_tz=session.ruleset.shop.timezone)
     bar = _progress_bar(progress)
-
-    def apply_event(engine, item):
-        if stop():  # a stop signal: roll the batch back (committed batches stay) and clean up
-            raise Interrupted()
-        line_no, event = item
-        outcome = engine.ingest_outcome(event)
-        if outcome == CONFLICT:
-            store.add_dead_letter(source=str(events_path), line_no=line_no, raw=event.to_json(),
-                                  error=id_conflict(event.id))
-        return outcome
-
     last_at = None
     while True:
         batch = list(itertools.islice(items, BATCH))
@@ -269,40 +199,27 @@ def _run_events(applier, store, events_path, ruleset, until, summary, progress, 
             break
         if stop():
             raise Interrupted()
-        valid = []
-        with store.transaction():
-            for line_no, item in batch:
-                summary.events += 1
-                if isinstance(item, Rejected):
-                    kept = store.add_dead_letter(source=str(events_path), line_no=line_no, raw=item.raw,
-                                                 error=item.error)
-                    if kept is None:
-                        summary.fixed_before += 1  # fixed and re-ingested, or removed, after an earlier replay
-                        continue
-                    summary.rejected += 1
-                    report(line_no, item.error)
-                elif until is not None and item.at > until:
-                    summary.after_until += 1
-                elif line_no in set_aside:  # the engine failed on it in an earlier attempt
-                    summary.rejected += 1
-                    store.add_dead_letter(source=str(events_path), line_no=line_no, raw=item.to_json(),
-                                          error=set_aside[line_no])
-                    report(line_no, set_aside[line_no])
-                else:
-                    valid.append((line_no, item))
-        result = applier.step(valid, apply_event)
-        for (line_no, event), outcome in result.outcomes:
-            if outcome == APPLIED:
-                summary.applied += 1
-            elif outcome == DUPLICATE:
-                summary.duplicates += 1
+        inputs = []
+        for line_no, item in batch:
+            summary.events += 1
+            if not isinstance(item, Rejected) and until is not None and item.at > until:
+                summary.after_until += 1
+            elif line_no in set_aside:  # the engine failed on it in an earlier attempt
+                inputs.append(Input(source, line_no, Rejected(line_no, item.to_json(), set_aside[line_no])))
             else:
-                summary.rejected += 1
-                report(line_no, id_conflict(event.id))
+                inputs.append(Input(source, line_no, item))
+        applied = session.apply(inputs, stop=stop)
+        counts = applied.counts
+        summary.applied += counts[APPLIED]
+        summary.duplicates += counts[DUPLICATE]
+        summary.fixed_before += counts[FIXED_BEFORE]
+        summary.rejected += sum(counts[outcome] for outcome in NOT_APPLIED)
+        for line, reason in applied.problems:
+            report(line.line_no, reason)
+        for event in applied.events():
             if last_at is None or event.at > last_at:
                 last_at = event.at
-        if after_batch is not None:  # only committed actions reach channels
-            after_batch()
+        session.deliver()  # only committed actions reach channels
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

@@ -14,21 +14,17 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from rulecrm import plugins
-from rulecrm.channels.dispatch import Dispatcher
 from rulecrm.errors import RuleFileError, RulecrmError, UsageError
-from rulecrm.sources.reader import Rejected
 from rulecrm.masking import mask_personal
 from rulecrm.app.reload import RuleWatcher
-from rulecrm.app.applying import GuardedApplier
 from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
-from rulecrm.events import id_conflict
-from rulecrm.app.replay import ActionWriter, build_engine
+from rulecrm.app.replay import ActionWriter
+from rulecrm.app.session import FIXED_BEFORE, REJECTED, SET_ASIDE, Input, Session
 from rulecrm.sources import SourceContext
-from rulecrm.state.store import DELIVERS, Store
 
 # runner.stats keys of ingest outcomes (the names the runner has always counted under)
-_STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", "rejected": "rejected",
-            "fixed_before": "fixed_before"}
+_STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", REJECTED: "rejected",
+            SET_ASIDE: "rejected", FIXED_BEFORE: "fixed_before"}
 
 
 class Runner:
@@ -57,52 +53,35 @@ class Runner:
         self.dispatch_options = dict(dispatch_options or {})
         self.stats = Counter()
         self._stopping = threading.Event()
-        self.store = self.applier = self.dispatcher = self.watcher = None
+        self.session = self.watcher = None
         self.sources: list = []
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Lock the state, load the rules, build channels and sources; nothing runs if any of it fails."""
-        self.store = Store.open(self.state, lock=True)
+        self.writer = ActionWriter(self.out)
+        self.session = Session.open(
+            self.rules_path, self.state, manager=self.manager, backend_name=self.backend_name, deliver=True,
+            on_decided=self.writer.write_all, on_report=self.writer, on_warning=self.on_message, env=self.env,
+            clock=self.clock, stop=self._stopping.is_set, dispatch_options=self.dispatch_options,
+            on_timer_set_aside=lambda key, error: self.on_message(f"timer {key} set aside: {error}"),
+        )
         try:
-            ruleset = plugins.load_rules_with(self.manager, self.rules_path)
-            self.writer = ActionWriter(self.out)
-            self.dispatcher = Dispatcher(
-                ruleset, self.manager, self.store, env=self.env, clock=self.clock, on_report=self.writer,
-                on_warning=self.on_message, stop=self._stopping.is_set, **self.dispatch_options,
-            )
-            self.applier = GuardedApplier(
-                self.store, self._engine_maker(ruleset), set_aside=self._set_aside,
-                on_committed=self._write_actions,
-                on_timer_set_aside=lambda key, error: self.on_message(f"timer {key} set aside: {error}"),
-            )
-            self.sources = [self._make_source(spec, ruleset) for spec in self.source_specs]
-            with self.store.transaction():
-                self.store.set_meta("rules_path", str(self.rules_path))
-                self.store.set_meta(DELIVERS, True)
+            self.sources = [self._make_source(spec, self.session.ruleset) for spec in self.source_specs]
             for source in self.sources:
-                source.open(self.store)
+                source.open(self.session.store)
             self.watcher = RuleWatcher(self.rules_path, interval=self.reload_interval)
         except BaseException:
             self.close()
             raise
 
     @property
+    def store(self):
+        return self.session.store if self.session is not None else None
+
+    @property
     def engine(self):
-        return self.applier.engine if self.applier is not None else None
-
-    def _engine_maker(self, ruleset):
-        def make_engine(on_action):
-            return build_engine(
-                ruleset, self.store, backend_name=self.backend_name, on_action=on_action,
-                functions=plugins.functions(self.manager), address_fields=plugins.address_fields(self.manager),
-                dispatcher=self.dispatcher,
-            )
-        return make_engine
-
-    def _write_actions(self, actions) -> None:
-        for action in actions:  # written only once committed: a crash cannot put an undone action in --out
-            self.writer(action)
+        return self.session.engine if self.session is not None else None
 
     def _make_source(self, spec: str, ruleset):
         name, _, arg = spec.partition(":")
@@ -122,7 +101,7 @@ class Runner:
 
     def run(self, *, once: bool = False) -> None:
         """Step until stopped; with `once`, until a step finds no input, then deliver what is due and return."""
-        self.dispatcher.dispatch_ready(stop=lambda: self.stopping)  # left queued by a previous run
+        self.session.deliver(stop=lambda: self.stopping)  # left queued by a previous run
         while not self.stopping:
             taken = self.step()
             if once and not taken:
@@ -135,13 +114,9 @@ class Runner:
         for source in self.sources:
             source.close()
         self.sources = []
-        if self.dispatcher is not None:
-            self.dispatcher.close()
-        if self.applier is not None:
-            self.applier.close()
-        if self.store is not None:
-            self.store.close()
-        self.dispatcher = self.applier = self.store = None
+        if self.session is not None:
+            self.session.close()
+        self.session = None
 
     # -- one step -----------------------------------------------------------------------
     def step(self) -> int:
@@ -154,56 +129,35 @@ class Runner:
         else:
             for source, _items in polled:
                 source.committed()  # nothing to write (e.g. a POST of blank lines): answer it
-        self.dispatcher.dispatch_ready(stop=lambda: self.stopping)
+        self.session.deliver(stop=lambda: self.stopping)
         if self.watcher.changed():
             self.reload()
         return taken
 
     def _timer_due(self, now) -> bool:
-        due = self.engine.next_due()
+        due = self.session.next_due()
         return due is not None and due <= now.timestamp()
 
     def _commit_step(self, polled, now) -> None:
-        entries = [(source, line_no, item) for source, items in polled for line_no, item in items]
+        inputs = [Input(source.name, line_no, item) for source, items in polled for line_no, item in items]
 
-        def finish(engine):
-            engine.advance(now)  # events older than the engine's time were applied late, at their own `at`
+        def commit_positions():
             for source, _items in polled:
                 source.commit(self.store)
 
-        result = self.applier.step(entries, self._apply, finish)
+        applied = self.session.apply(inputs, until=now, also=commit_positions)
         for source, _items in polled:
             source.committed()
-        for (source, line_no, item), outcome in result.outcomes:
+        for _line, outcome in applied.outcomes:
             self.stats[_STAT_OF[outcome]] += 1
-            if outcome == "rejected":
-                self.on_message(f"{source.name}:{line_no}: rejected: {mask_personal(item.error)}")
-            elif outcome == CONFLICT:
-                self.on_message(f"{source.name}:{line_no}: rejected: {mask_personal(id_conflict(item.id))}")
-        for (source, line_no, _item), error in result.set_aside:
-            self.stats["rejected"] += 1
-            self.on_message(f"{source.name}:{line_no}: rejected: {mask_personal(error)}")
-
-    def _apply(self, engine, entry) -> str:
-        source, line_no, item = entry
-        if isinstance(item, Rejected):
-            kept = self.store.add_dead_letter(source=source.name, line_no=line_no, raw=item.raw, error=item.error)
-            return "rejected" if kept is not None else "fixed_before"
-        outcome = engine.ingest_outcome(item)
-        if outcome == CONFLICT:
-            self.store.add_dead_letter(source=source.name, line_no=line_no, raw=item.to_json(),
-                                       error=id_conflict(item.id))
-        return outcome
-
-    def _set_aside(self, entry, error) -> None:
-        source, line_no, event = entry
-        self.store.add_dead_letter(source=source.name, line_no=line_no, raw=event.to_json(), error=error)
+        for line, reason in applied.problems:
+            self.on_message(f"{line.source}:{line.line_no}: rejected: {mask_personal(reason)}")
 
     def reload(self) -> bool:
         """Load the edited rules; a broken edit is reported and the rules in force stay. Timers live in the store."""
         try:
             ruleset = plugins.load_rules_with(self.manager, self.rules_path)
-            self.dispatcher.use_rules(ruleset)
+            self.session.reload(ruleset)
         except RuleFileError as exc:
             for diagnostic in exc.diagnostics:
                 self.on_message(diagnostic.format())
@@ -212,7 +166,6 @@ class Runner:
         except RulecrmError as exc:
             self.on_message(f"rules not reloaded: {exc}; the previous rules stay in force")
             return False
-        self.applier.rebuild(self._engine_maker(ruleset))
         self.stats["reloads"] += 1
         self.on_message(f"reloaded rules from {self.rules_path}: {len(ruleset.active_rules)} active rule(s)")
         return True

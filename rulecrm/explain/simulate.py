@@ -20,7 +20,7 @@ from rulecrm.engine.gates import Verdict
 from rulecrm.events import Event
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import MISSING
-from rulecrm.app.replay import build_engine
+from rulecrm.app.session import build_engine
 from rulecrm.rulefile.model import Rule
 from rulecrm.state.scratch import ScratchStore
 from rulecrm.explain.trace import Evaluation, evaluate

@@ -9,7 +9,7 @@ import attrs
 from rulecrm.engine.caps import horizon as caps_horizon
 from rulecrm.events import Event, synthetic_id
 from rulecrm.expr.ast import Literal, Name
-from rulecrm.app.replay import build_engine
+from rulecrm.app.session import build_engine
 from rulecrm.rulefile.loader import load_rules
 from rulecrm.state.store import Store
 from rulecrm.timeutil import MAX_DURATION, parse_timestamp
