@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from rulecrm import plugins
 from rulecrm.channels.builtin import MemoryChannel
-from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, ChannelType, Delivery, Limits, Setting
+from rulecrm.channels import (
+    DELIVERED, PERMANENT, RETRYABLE, ChannelConfig, ChannelConfigError, ChannelType, Delivery, Limits, Message, Setting,
+)
 from rulecrm.cli import main
 from rulecrm.channels.dispatch import Dispatcher, backoff
 from rulecrm.hookspecs import hookimpl
@@ -88,6 +90,21 @@ class BrokenObserver:
         raise RuntimeError("observer bug")
 
 
+class MemoryKeeper:
+    """Provides `kept-memory`: the built-in memory channel, each instance kept so the test can read it."""
+
+    def __init__(self):
+        self.channels = {}
+
+    @hookimpl
+    def rulecrm_channel_types(self):
+        return [ChannelType("kept-memory", self._build, supports_tags=True)]
+
+    def _build(self, config):
+        self.channels[config.name] = channel = MemoryChannel(config)
+        return channel
+
+
 class FakeTime:
     def __init__(self):
         self.now = 1_000_000.0
@@ -104,7 +121,6 @@ class FakeTime:
 @pytest.fixture(autouse=True)
 def _reset_channels():
     FlakyChannel.calls = []
-    MemoryChannel.sent.clear()
     yield
 
 
@@ -202,7 +218,7 @@ def test_failed_actions_left_at_the_deadline_stay_failed_for_a_later_run(tmp_pat
     store = Store.open(state)
     ruleset = plugins.load_rules_with(manager, rules)
     dispatcher = Dispatcher(ruleset, manager, store, clock=time.clock, sleep=time.sleep)
-    from rulecrm.app.session import build_engine
+    from rulecrm.app.replay import build_engine
     from rulecrm.sources.reader import read_events
 
     engine = build_engine(ruleset, store, backend_name="python", dispatcher=dispatcher)
@@ -326,7 +342,7 @@ def test_tag_actions_go_to_the_preferred_channel_when_it_syncs_tags(tmp_path):
     rules = write_rules(tmp_path, """
         shop: {timezone: UTC}
         channels:
-          mem: {type: memory}
+          mem: {type: kept-memory}
         rules:
           - id: buyer
             when: customer.order_count >= 1
@@ -338,11 +354,20 @@ def test_tag_actions_go_to_the_preferred_channel_when_it_syncs_tags(tmp_path):
         ev("order.placed", "c-2", "2026-03-01T10:00:00Z", id="o-2", sku="tea", amount=1),
     ])
     out = io.StringIO()
-    replay(rules, events, out=out, backend_name="python", plugin_manager=_manager(), dispatch=True)
+    keeper = MemoryKeeper()
+    replay(rules, events, out=out, backend_name="python", plugin_manager=_manager(keeper), dispatch=True)
     tags = {a["customer_id"]: a for a in map(json.loads, out.getvalue().splitlines()) if a["kind"] == "tag"}
     assert tags["c-1"]["channel"] == "mem" and tags["c-1"]["status"] == "sent" and tags["c-1"]["attempts"] == 1
     assert tags["c-2"]["channel"] is None and tags["c-2"]["status"] == "sent" and "attempts" not in tags["c-2"]
-    assert MemoryChannel.sent["mem"] == [("tags", "c-1", ("buyer",), ())]
+    assert keeper.channels["mem"].sent == [("tags", "c-1", ("buyer",), ())]
+
+
+def test_memory_channels_keep_their_own_messages():
+    first, second = (MemoryChannel(ChannelConfig(name, "memory", {})) for name in ("a", "b"))
+    message = Message(key="k", channel="a", address="c-1", text="hi", kind="service", customer_id="c-1", rule="r")
+    first.send(message)
+    assert (first.sent, second.sent) == ([message], [])
+    assert MemoryChannel(ChannelConfig("a", "memory", {})).sent == []  # a new instance of the same name starts empty
 
 
 def test_cli_replay_dispatch_exits_4_when_an_action_ends_dead(tmp_path, monkeypatch):

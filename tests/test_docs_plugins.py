@@ -54,6 +54,30 @@ def test_every_hook_is_documented(hook):
     assert any(re.search(rf"\b{hook}\b", heading) for heading in headings), f"document {hook} under a heading"
 
 
+def typed_signature(hook: str) -> str:
+    """`name(arg: Type, ...) -> Type` as the hook specification declares it (annotations are strings there)."""
+    signature = inspect.signature(getattr(hookspecs, hook))
+    arguments = ", ".join(f"{p.name}: {p.annotation}" for p in signature.parameters.values())
+    return f"{hook}({arguments}) -> {signature.return_annotation}"
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_is_documented_with_its_signature(hook):
+    """The heading of each hook shows its typed signature exactly as `rulecrm/hookspecs.py` declares it."""
+    signature = inspect.signature(getattr(hookspecs, hook))
+    assert signature.return_annotation is not inspect.Signature.empty, f"type what {hook} returns"
+    assert all(p.annotation is not inspect.Parameter.empty for p in signature.parameters.values()), f"type {hook}"
+    headings = re.findall(r"^#+ .*$", GUIDE.read_text(encoding="utf-8"), re.M)
+    assert any(f"`{typed_signature(hook)}`" in heading for heading in headings), (
+        f"docs/plugins.md: give {hook} the heading `{typed_signature(hook)}`")
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_says_when_it_is_called_and_what_it_returns(hook):
+    doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
+    assert "Called" in doc and "return" in doc.lower(), f"the docstring of {hook} says when it is called and returns"
+
+
 def test_the_guide_documents_only_hooks_that_exist():
     mentioned = set(re.findall(r"\brulecrm_[a-z_]+(?=\()", GUIDE.read_text(encoding="utf-8")))
     assert mentioned <= set(hook_names())

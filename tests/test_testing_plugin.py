@@ -74,3 +74,31 @@ def test_no_autouse_fixtures_and_no_import_side_effects(pytester):
             "print(sorted(m for m in sys.modules if 'durable' in m), settings.default is before)")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[] True", loaded  # no Rete engine loaded, no hypothesis profile changed
+
+
+LOADED = "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('rulecrm', 'hypothesis', 'attrs')))"
+
+
+def test_the_plugin_module_imports_only_itself_and_its_packages():
+    code = "import rulecrm.testing.pytest_plugin; " + LOADED
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['rulecrm', 'rulecrm.testing', 'rulecrm.testing.pytest_plugin']", loaded
+
+
+def test_a_session_that_uses_no_fixture_loads_no_kit(pytester):
+    pytester.makepyfile(test_plain="""
+def test_plain():
+    import sys
+    loaded = sorted(m for m in sys.modules if m.startswith('rulecrm'))
+    assert loaded == ['rulecrm', 'rulecrm.testing', 'rulecrm.testing.pytest_plugin'], loaded
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_the_kit_is_still_there_on_first_use():
+    code = ("import rulecrm.testing as kit; names = sorted(kit.__all__); "
+            "missing = [n for n in names if getattr(kit, n, None) is None]; print(len(names), missing, "
+            "'rulecrm.testing.harness' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "27 [] True", out

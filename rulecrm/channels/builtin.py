@@ -48,20 +48,23 @@ class JsonlChannel:
 
 
 class MemoryChannel:
-    """Keeps messages in memory, by channel instance name, for tests (`MemoryChannel.sent[name]`)."""
+    """Keeps the messages (and tag syncs) it received in its own `sent` list, in order, for tests.
 
-    sent: dict[str, list] = {}
+    Each instance has its own list, so two rule sets or two tests never see each other's messages.
+    A test reaches an instance through the dispatcher (`dispatcher.channels.instances[name]`), or
+    provides a type from its own plugin whose factory keeps what it builds.
+    """
 
     def __init__(self, config):
         self.name = config.name
-        MemoryChannel.sent.setdefault(self.name, [])
+        self.sent: list = []
 
     def send(self, message) -> Delivery:
-        MemoryChannel.sent[self.name].append(message)
+        self.sent.append(message)
         return Delivery(DELIVERED)
 
     def sync_tags(self, customer_id, address, add, remove) -> Delivery:
-        MemoryChannel.sent[self.name].append(("tags", customer_id, tuple(add), tuple(remove)))
+        self.sent.append(("tags", customer_id, tuple(add), tuple(remove)))
         return Delivery(DELIVERED)
 
     def close(self) -> None:

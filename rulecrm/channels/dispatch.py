@@ -23,6 +23,7 @@ import attrs
 
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
 from rulecrm.channels.instances import ChannelSet
+from rulecrm import plugins
 from rulecrm.masking import mask_secrets
 from rulecrm.channels.ratelimit import RateLimiter
 from rulecrm.app.stopping import BoundedCalls, Interrupted
@@ -257,13 +258,12 @@ class Dispatcher:
 
     def _observe(self, action: dict, delivery: Delivery) -> None:
         """Call every `rulecrm_action_dispatched` implementation; a failing one is reported by name."""
-        hook = self.manager.hook.rulecrm_action_dispatched
-        arguments = {"action": action, "delivery": delivery}
-        for impl in reversed(hook.get_hookimpls()):  # registration order, each on its own
-            name = _plugin_label(self.manager, impl.plugin)
+        # plugin by plugin in pluggy's order, so one failing observer neither hides nor stops the others
+        for plugin, call in plugins.hook_callers(self.manager, "rulecrm_action_dispatched"):
             try:
-                impl.function(*[arguments[arg] for arg in impl.argnames])
+                call(action=action, delivery=delivery)
             except Exception as exc:
+                name = plugins.plugin_name(self.manager, plugin)
                 self._warn(f"plugin {name!r} failed in rulecrm_action_dispatched: {type(exc).__name__}: {exc}")
 
     def report_unfinished(self) -> None:
@@ -279,14 +279,6 @@ class Dispatcher:
         problems = self.channels.close() if self._calls is None else self._calls.finish(self.channels.close)
         for name, exc in problems:
             self._warn(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
-
-
-def _plugin_label(manager, plugin) -> str:
-    """The plugin's registered name; for an object registered without one, its class."""
-    name = manager.get_name(plugin)
-    if not name or name.isdigit():  # pluggy names unnamed objects by id()
-        return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
-    return name
 
 
 def _iso(epoch: float) -> str:

@@ -1,7 +1,9 @@
 """rulecrm's pytest plugin (entry point `pytest11`): fixtures for a shop under test, its recording and clock.
 
-Importing this module does nothing but define fixtures and one option; rulecrm itself is imported
-only when a test asks for a fixture. No fixture is autouse.
+pytest imports this module in every session of every project that has rulecrm installed, so it
+imports only pytest: the package around it loads its kit on first use, and each fixture imports what
+it needs when a test asks for it (tests/test_testing_plugin.py counts the modules). No fixture is
+autouse and no option changes anything until a fixture reads it.
 """
 from __future__ import annotations
 
