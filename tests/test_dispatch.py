@@ -218,7 +218,7 @@ def test_failed_actions_left_at_the_deadline_stay_failed_for_a_later_run(tmp_pat
     store = Store.open(state)
     ruleset = plugins.load_rules_with(manager, rules)
     dispatcher = Dispatcher(ruleset, manager, store, clock=time.clock, sleep=time.sleep)
-    from rulecrm.app.replay import build_engine
+    from rulecrm.app.session import build_engine
     from rulecrm.sources.reader import read_events
 
     engine = build_engine(ruleset, store, backend_name="python", dispatcher=dispatcher)

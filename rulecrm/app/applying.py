@@ -69,8 +69,9 @@ class GuardedApplier:
     """
 
     def __init__(self, store, make_engine: Callable, *, set_aside: Callable[[Any, str], None],
-                 on_committed: Callable[[list], None] | None = None, on_timer_set_aside=None):
+                 on_committed: Callable[[list], None] | None = None, on_timer_set_aside=None, guarded: bool = True):
         self.store = store
+        self.guarded = guarded  # False (the testing kit): a failure rolls the step back and is raised
         self._make_engine = make_engine
         self._set_aside = set_aside
         self._on_committed = on_committed or (lambda actions: None)
@@ -113,6 +114,9 @@ class GuardedApplier:
                 self.engine.flush()
         except Exception as exc:  # noqa: BLE001 - any failure of the engine on input is set aside
             if is_storage_fault(exc):
+                raise
+            if not self.guarded:
+                self.rebuild()  # the engine's memory goes back to the store's last commit
                 raise
             if not self.store.keeps_state:
                 raise EngineFailed(current, self.engine.firing, describe_failure(exc)) from None

@@ -80,16 +80,19 @@ class Session:
     """The engine of one run on one state, with everything around it. Open with `Session.open`."""
 
     def __init__(self, *, manager, ruleset, store, backend_name, dispatcher, on_decided, on_timer_set_aside,
-                 skip_timers):
+                 skip_timers, functions=None, address_fields=None, guarded=True):
         self.manager = manager
         self.ruleset = ruleset
         self.store = store
         self.backend_name = backend_name
         self.dispatcher = dispatcher
+        self.functions = plugins.functions(manager) if functions is None else functions
+        self.address_fields = plugins.address_fields(manager) if address_fields is None else address_fields
         self._skip_timers = set(skip_timers)
         self._applier = GuardedApplier(
             store, self._engine_maker(ruleset), set_aside=self._set_aside,
             on_committed=on_decided or (lambda actions: None), on_timer_set_aside=on_timer_set_aside,
+            guarded=guarded,
         )
 
     @classmethod
@@ -97,7 +100,8 @@ class Session:
              backend_name: str | None = None,
              deliver: bool = False, record_rules: bool = True, on_decided: Callable[[list], None] | None = None,
              on_report=None, on_warning=None, on_timer_set_aside=None, skip_timers: Iterable = (), env=None,
-             clock=time.time, stop=None, dispatch_options: dict | None = None) -> Session:
+             clock=time.time, stop=None, dispatch_options: dict | None = None, functions: dict | None = None,
+             address_fields: dict | None = None, guarded: bool = True) -> Session:
         """Load the rules at path `rules` (unless `ruleset` is what was loaded from there), open and lock
         the state, and build the rest. `record_rules`: remember the rules' path in the state.
 
@@ -105,7 +109,8 @@ class Session:
         needs an outbox to read back. `deliver`: actions wait for their channels (`queued`) and
         `deliver()` hands them over; the state is marked as one whose actions are delivered.
         `on_decided(actions)` gets each committed batch's decided actions; `on_report(record)` each
-        delivered one.
+        delivered one. `functions` and `address_fields` replace what the plugins provide; `guarded`
+        False (the testing kit) raises an engine failure instead of setting the item aside.
         """
         manager = manager or plugins.build_plugin_manager()
         ruleset = ruleset or plugins.load_rules_with(manager, rules)
@@ -123,7 +128,8 @@ class Session:
                 dispatcher = Dispatcher(ruleset, manager, store, **{k: v for k, v in options.items() if v is not None})
             session = cls(manager=manager, ruleset=ruleset, store=store,
                           backend_name=backend_name or default_backend_name(), dispatcher=dispatcher,
-                          on_decided=on_decided, on_timer_set_aside=on_timer_set_aside, skip_timers=skip_timers)
+                          on_decided=on_decided, on_timer_set_aside=on_timer_set_aside, skip_timers=skip_timers,
+                          functions=functions, address_fields=address_fields, guarded=guarded)
             with store.transaction():
                 if record_rules:
                     store.set_meta("rules_path", str(rules))
@@ -141,8 +147,7 @@ class Session:
         def make_engine(on_action):
             engine = build_engine(
                 ruleset, self.store, backend_name=self.backend_name, on_action=on_action,
-                functions=plugins.functions(self.manager), address_fields=plugins.address_fields(self.manager),
-                dispatcher=self.dispatcher,
+                functions=self.functions, address_fields=self.address_fields, dispatcher=self.dispatcher,
             )
             engine.skip_timers = self._skip_timers
             return engine
