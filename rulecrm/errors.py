@@ -93,3 +93,19 @@ class StorageError(StateError):
         super().__init__(message)
         self.kind = kind
         self.path = path
+
+
+class PluginError(RulecrmError):
+    """A plugin misbehaved; the message names the plugin."""
+
+
+class ChannelConfigError(RulecrmError):
+    """A channel instance cannot be built (missing environment variable, bad setting...)."""
+
+
+class ExplainError(RulecrmError):
+    """explain cannot answer: an unknown customer or rule, or a state it cannot read."""
+
+
+class SourceError(RulecrmError):
+    """A source cannot start (bad argument, address not allowed, port in use ...)."""

@@ -11,16 +11,12 @@ from rulecrm import hookspecs
 from rulecrm.channels import builtin as builtin_channels
 from rulecrm.cli import builtin as builtin_commands
 from rulecrm.sources import builtin as builtin_sources
-from rulecrm.errors import RulecrmError
+from rulecrm.errors import PluginError, RulecrmError
 
 ENTRY_POINT_GROUP = "rulecrm"
 BUILTIN_PLUGINS = (("rulecrm.channels.builtin", builtin_channels), ("rulecrm.sources.builtin", builtin_sources),
                    ("rulecrm.cli.builtin", builtin_commands))
 DISABLE_VARIABLE = "RULECRM_DISABLE_PLUGINS"  # comma-separated plugin names, as `rulecrm plugins` shows them
-
-
-class PluginError(RulecrmError):
-    """A plugin misbehaved; the message names the plugin."""
 
 
 def disabled_plugins(env: Mapping[str, str] | None = None) -> tuple[str, ...]:

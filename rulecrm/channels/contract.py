@@ -6,15 +6,11 @@ from typing import Any, Protocol
 
 import attrs
 
-from rulecrm.errors import RulecrmError
+from rulecrm.errors import ChannelConfigError, RulecrmError
 
 DELIVERED = "delivered"
 RETRYABLE = "retryable"
 PERMANENT = "permanent"
-
-
-class ChannelConfigError(RulecrmError):
-    """A channel instance cannot be built (missing environment variable, bad setting...)."""
 
 
 @attrs.frozen

@@ -5,7 +5,7 @@ import attrs
 import click
 
 from rulecrm.cli.context import pass_cli_context
-from rulecrm.cli.util import EXIT_ERROR, EXIT_OK, echo_err
+from rulecrm.cli.util import EXIT_ERROR, EXIT_OK, echo_err, reported_errors
 
 
 @attrs.frozen
@@ -34,7 +34,8 @@ def check_command(context, rules):
     """Validate a rules directory (or one file): file:line:col diagnostics on stdout."""
     from rulecrm.plugins import check_rules_with
 
-    _ruleset, diagnostics = check_rules_with(context.manager, rules)
+    with reported_errors():  # a plugin failing while the rules are checked: one line, not a traceback
+        _ruleset, diagnostics = check_rules_with(context.manager, rules)
     report = CheckReport(tuple(diagnostics))
     for diagnostic in report.diagnostics:
         click.echo(diagnostic.format())

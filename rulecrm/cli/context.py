@@ -27,7 +27,11 @@ class CliContext:
     def register_commands(self, group: click.Group) -> None:
         """Let every plugin, rulecrm's own commands included, add its commands to `group` (once)."""
         if not self._commands_registered:
-            self.manager.hook.rulecrm_register_commands(cli=group)
+            from rulecrm import plugins
+
+            # one plugin at a time, in pluggy's order, so a failing plugin is named (PluginError)
+            for _plugin, _result in plugins.results_by_plugin(self.manager, "rulecrm_register_commands", cli=group):
+                pass
             self._commands_registered = True
 
 

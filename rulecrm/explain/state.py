@@ -9,7 +9,7 @@ from pathlib import Path
 
 import attrs
 
-from rulecrm.errors import RulecrmError
+from rulecrm.errors import ExplainError, RulecrmError
 from rulecrm.events import Event
 from rulecrm.engine.profile import Profile
 from rulecrm.state.store import FORMAT, Store
@@ -45,10 +45,6 @@ def _one_edit(a: str, b: str) -> bool:
     if a[start + 1:] == b[start + 1:]:  # one substitution
         return True
     return a[start:start + 2] == b[start:start + 2][::-1] and a[start + 2:] == b[start + 2:]  # a swap
-
-
-class ExplainError(RulecrmError):
-    """explain cannot answer: an unknown customer or rule, or a state it cannot read."""
 
 
 @attrs.frozen

@@ -11,15 +11,11 @@ from typing import Any, Protocol
 
 import attrs
 
-from rulecrm.errors import EventError, RulecrmError
+from rulecrm.errors import EventError, RulecrmError, SourceError
 from rulecrm.events import Event, parse_event_line, synthetic_id
 from rulecrm.sources.reader import Rejected
 
 Item = tuple[int, "Event | Rejected"]
-
-
-class SourceError(RulecrmError):
-    """A source cannot start (bad argument, address not allowed, port in use ...)."""
 
 
 @attrs.frozen
