@@ -89,6 +89,22 @@ class Engine:
         """Epoch seconds of the next timer to fire, or None when no timer is pending."""
         return self._timers.next_due()
 
+    def pending_timers(self) -> list:
+        """Every pending timer, in firing order (for tools and tests; the engine alone changes them)."""
+        return sorted(self._timers.values(), key=lambda timer: timer.order)
+
+    def held_actions(self) -> dict:
+        """Actions held by quiet hours or a deferring cap, by key (a copy)."""
+        return dict(self._outbox.held)
+
+    def observe_gates(self, callback) -> None:
+        """Call `callback(action, profile, now, verdict)` at each gate judgement (explain's re-run)."""
+        self.gates.observe(callback)
+
+    def zone_of(self, profile):
+        """The time zone the gates use for this customer (theirs, else the shop's)."""
+        return self.gates.zone(profile)
+
     def close(self) -> None:
         """Release the matching backend (the store belongs to the caller)."""
         self.backend.close()

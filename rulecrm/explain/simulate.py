@@ -136,7 +136,7 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
             result.sightings[rule.id] = Sighting(rule, event, index, evaluation, MISSING if delay is MISSING else delay)
 
     def on_gate(action: Action, profile, now: datetime, verdict: Verdict) -> None:
-        decision = Decision(now, verdict, engine.gates.zone(profile), action.defers, labels.name(profile.sends))
+        decision = Decision(now, verdict, engine.zone_of(profile), action.defers, labels.name(profile.sends))
         result.decisions.setdefault(action.key, []).append(decision)
         if verdict.status == "sent":  # the engine remembers it for the caps right after
             labels.add(now, action.message_kind, action.channel, f"rule {action.rule} ({action.key})")
@@ -154,7 +154,7 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
             ruleset, store, backend_name="python", on_action=on_action,
             functions=functions, address_fields=address_fields,
         )
-        engine.gates.observe(on_gate)
+        engine.observe_gates(on_gate)
         latest = None
         for index, event in enumerate(state.events):
             if latest is not None and event.at < latest and result.late_event is None:
@@ -171,7 +171,7 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
                 look(event, index)
         if state.now is not None:
             engine.advance(state.now)
-        for key, action in engine.pending.items():
+        for key, action in engine.held_actions().items():
             result.outcomes[key] = Outcome("deferred", action.reason, None)
         engine.close()
     finally:

@@ -136,7 +136,7 @@ class Shop:
         return dict(self._engine.profile(customer_id).mapping())
 
     def pending_timers(self) -> list:
-        return sorted(self._engine.timers.values(), key=lambda t: t.order)
+        return self._engine.pending_timers()
 
     def _event(self, value) -> Event:
         if isinstance(value, Event):
