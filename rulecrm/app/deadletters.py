@@ -71,7 +71,9 @@ def retry_dead_letters(state_path, *, rules_path=None, corrections=None, manager
     """
     corrections = corrections or {}
     on_report = on_report or (lambda record: None)
-    with Store.open(state_path, readonly=True) as state:  # what to open the session with
+    # What to open the session with, read under the runner lock: through another name (a hard link)
+    # an unlocked read could miss what a running runner has not checkpointed yet.
+    with Store.open(state_path, lock=True) as state:
         known = {item["id"] for item in state.iter_dead_letters()}
         delivers = state_delivers(state)
         rules_path = rules_path or state.get_meta("rules_path")
