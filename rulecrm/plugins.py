@@ -65,7 +65,7 @@ def hook_callers(manager: pluggy.PluginManager, hook_name: str) -> list[tuple[ob
     known to come from that one plugin.
     """
     hook = getattr(manager.hook, hook_name)
-    # pluggy runs its list of implementations from the end (tests/test_plugin_host.py checks it).
+    # pluggy runs its list of implementations from the end (tests/app/test_plugin_host.py checks it).
     plugins = [impl.plugin for impl in reversed(hook.get_hookimpls()) if not (impl.wrapper or impl.hookwrapper)]
     return [(plugin, manager.subset_hook_caller(hook_name, remove_plugins=[p for p in plugins if p is not plugin]))
             for plugin in plugins]

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the real data and a hypothesis profile sized for CI."""
+"""Shared fixtures: the repository's path and a hypothesis profile sized for CI (the real data sets' fixture is in
+e2e/conftest.py)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO / "tests" / "data"
 
 # CI runs the same examples every time (a landing must not depend on a lucky draw); local runs
 # search at random, and what they find is kept as a regression example.
@@ -18,12 +18,6 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=30)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-
-@pytest.fixture(scope="session")
-def real_data() -> Path:
-    assert REAL_DATA.is_dir(), f"expected the real data sets at {REAL_DATA}"
-    return REAL_DATA
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 pytest imports this module in every session of every project that has rulecrm installed, so it
 imports only pytest: the package around it loads its kit on first use, and each fixture imports what
-it needs when a test asks for it (tests/test_testing_plugin.py counts the modules). No fixture is
+it needs when a test asks for it (tests/testing/test_testing_plugin.py counts the modules). No fixture is
 autouse and no option changes anything until a fixture reads it.
 """
 from __future__ import annotations

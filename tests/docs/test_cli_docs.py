@@ -9,7 +9,7 @@ import pytest
 from rulecrm import plugins
 from rulecrm.cli import CliContext, main
 
-REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def built_in_commands() -> dict[str, click.Command]:

@@ -14,7 +14,7 @@ import pytest
 
 from rulecrm import hookspecs
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 GUIDE = DOCS / "plugins.md"
 EXAMPLE = DOCS / "examples" / "rulecrm-demo-sms"
 # A file of the example is shown as a fenced block right after `<!-- file: PATH -->`.

@@ -13,7 +13,7 @@ import pytest
 from bench.datasets import cdnow_events, olist_review_events
 from helpers import rulecrm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 

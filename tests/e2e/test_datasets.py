@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 if REPO not in sys.path:  # `bench` is a folder of the repository, not part of the installed package
     sys.path.insert(0, REPO)
 

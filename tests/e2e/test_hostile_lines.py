@@ -21,7 +21,7 @@ from rulecrm.app.replay import replay
 from rulecrm.app.runner import Runner
 from rulecrm.schema import BUILTIN_EVENT_TYPES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INPUT_TYPES = sorted(t for t in BUILTIN_EVENT_TYPES if t not in ("stage.changed", "birthday")) + ["custom.thing"]
 ENVELOPE = ("type", "customer_id", "at", "id", "data")
 

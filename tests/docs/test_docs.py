@@ -8,7 +8,7 @@ import pytest
 
 from rulecrm.rulefile.loader import check_rules
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 EXAMPLES = [
     (path.name, n, block)
     for path in sorted(DOCS.glob("*.md"))

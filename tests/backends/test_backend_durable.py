@@ -17,7 +17,7 @@ from rulecrm.rulefile.model import Rule, Source
 
 pytestmark = pytest.mark.skipif("durable" not in available_backends(), reason="durable-rules not importable")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -301,7 +301,7 @@ def test_the_entry_point_catches_stop_signals_before_importing_the_command_line(
     assert signal.getsignal(signal.SIGTERM) is before
     # ... and the `rulecrm` script is that entry point
     config = configparser.ConfigParser()
-    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    config.read(Path(__file__).resolve().parents[2] / "setup.cfg")
     assert "rulecrm = rulecrm.__main__:main" in config["options.entry_points"]["console_scripts"]
 
 
