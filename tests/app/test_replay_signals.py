@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real replay processes, stopped by signals
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules" / "tea-shop"
 

@@ -16,7 +16,11 @@ import sys
 import time
 from collections import Counter
 
+import pytest
+
 from helpers import wait_for, write_rules
+
+pytestmark = pytest.mark.slow  # a real runner process, killed and restarted many times
 
 SEED = 20260301
 EVENTS = 400

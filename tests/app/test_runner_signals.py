@@ -143,6 +143,7 @@ def stop(process, sig=signal.SIGTERM):
     return status, time.monotonic() - started
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_while_waiting_for_a_rate_limit_token_ends_within_2s(tmp_path, receiver, sig):
     events = tmp_path / "events.jsonl"
@@ -172,6 +173,7 @@ def test_a_stop_while_waiting_for_a_rate_limit_token_ends_within_2s(tmp_path, re
     assert {status for status, _attempts in outbox(state).values()} == {"sent"}
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_slow_send_gives_it_up_within_2s_and_records_nothing(tmp_path, receiver):
     events = tmp_path / "events.jsonl"
     write_events(events, 3)
@@ -200,6 +202,7 @@ def test_sigterm_during_a_slow_send_gives_it_up_within_2s_and_records_nothing(tm
     assert Counter(receiver.keys) == {key(1): 2, key(2): 1, key(3): 1}
 
 
+@pytest.mark.slow
 def test_a_send_answered_soon_after_sigterm_is_recorded_sent(tmp_path, receiver):
     events = tmp_path / "events.jsonl"
     write_events(events, 3)
@@ -235,6 +238,7 @@ def _catches_sigterm(pid):
     return False
 
 
+@pytest.mark.slow
 def test_a_stop_signal_right_after_start_is_a_clean_stop(tmp_path):
     """Signals at many instants of start-up: importing, locking and checking the state, loading the
     rules, opening the source, the first steps. Each one is a clean stop: exit 0, no traceback.

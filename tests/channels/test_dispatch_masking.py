@@ -26,6 +26,8 @@ from rulecrm.app.replay import replay
 
 from helpers import ev, write_events, write_rules
 
+pytestmark = pytest.mark.slow  # replays delivering to a real HTTP server
+
 TOKEN = "Tk4Rq9 zLm/8+Wx=&Yv2Pn"  # the channel's API token: a space and URL-special characters
 URL_TOKEN = "uRl7Hj3Kd9Qs2Zx5Cv8B"  # the token inside the URL given through url_env
 FORMS = {  # path -> what the server answers (HTTP 400) for a request to it

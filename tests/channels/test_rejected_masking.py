@@ -16,7 +16,11 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from helpers import rulecrm, write_events, write_rules
+
+pytestmark = pytest.mark.slow  # real runner and replay processes, an http source
 
 PHONE, EMAIL = "+8613800001234", "li.ming@example.com"
 PERSONAL = (PHONE, "8613800001234", "13800001234", EMAIL, "li.ming")

@@ -14,6 +14,8 @@ import pytest
 
 from rulecrm import hookspecs
 
+pytestmark = pytest.mark.slow  # installs the guide's example plugin with pip
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 GUIDE = DOCS / "plugins.md"
 EXAMPLE = DOCS / "examples" / "rulecrm-demo-sms"

@@ -13,6 +13,8 @@ import pytest
 from bench.datasets import cdnow_events, olist_review_events
 from helpers import rulecrm
 
+pytestmark = pytest.mark.slow  # the command line as subprocesses on the real data sets
+
 REPO = Path(__file__).resolve().parents[2]
 
 

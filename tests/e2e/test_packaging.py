@@ -11,6 +11,8 @@ import pytest
 
 import rulecrm
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -171,6 +171,7 @@ def test_instant_key_is_exact_to_the_microsecond():
     assert instant_key(datetime(1970, 1, 1, tzinfo=UTC)) == 0
 
 
+@pytest.mark.slow
 def test_large_unsorted_file_in_bounded_memory(tmp_path):
     path = tmp_path / "big.jsonl"
     rng = random.Random(11)

@@ -372,6 +372,7 @@ def test_an_id_reused_with_other_content_is_not_counted_accepted(live):
     assert answer["errors"][0]["line"] == 2 and "already used by a different event" in answer["errors"][0]["error"]
 
 
+@pytest.mark.slow
 def test_rulecrm_run_survives_hostile_clients_without_a_traceback(tmp_path):
     """The real command: every kind of bad request, then SIGTERM; stderr has one line per dropped client."""
     with socket.socket() as probe:

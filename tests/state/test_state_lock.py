@@ -20,6 +20,8 @@ from rulecrm.state.store import Store
 
 from helpers import rulecrm, wait_for, write_rules
 
+pytestmark = pytest.mark.slow  # real runner processes hold the state
+
 RULES = """
 shop: {timezone: UTC}
 channels:

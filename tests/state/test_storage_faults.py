@@ -45,6 +45,8 @@ from rulecrm.errors import StorageError
 from helpers import rulecrm
 from rulecrm.state.store import Store, storage_fault
 
+pytestmark = pytest.mark.slow  # real processes on damaged, full and read-only storage
+
 RULES = """
 shop: {timezone: UTC}
 channels:

@@ -15,6 +15,8 @@ from wecom_standin import CONTACT_SECRET, ROBOT_KEY, ROBOT_PER_MINUTE, StandIn, 
 from rulecrm_wecom.protocol import FREQ_OUT_OF_LIMIT
 from rulecrm.testing import replay_cli, write_events, write_rules
 
+pytestmark = pytest.mark.slow  # replays delivering to a stand-in server, waiting out rate limits
+
 ROBOT_PATH = "/cgi-bin/webhook/send"
 SECRETS = {"WECOM_ROBOT_KEY": ROBOT_KEY, "WECOM_SECRET": CONTACT_SECRET}
 
