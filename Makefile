@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_VERSION := 26.3
 
-.PHONY: example test bench lock clean
+.PHONY: example lint test bench lock clean
 
 PLUGINS := $(wildcard plugins/*/setup.cfg)
 
@@ -19,7 +19,12 @@ example: $(BIN)/rulecrm
 	$(BIN)/rulecrm check rules/tea-shop
 	$(BIN)/rulecrm replay --rules rules/tea-shop --events rules/tea-shop/events.jsonl --until 2026-12-31T00:00:00 --out -
 
-test: $(BIN)/rulecrm
+# ruff (lint and import order) over the checkout, mypy over the public API; both configured in pyproject.toml
+lint: $(BIN)/rulecrm
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q tests $(wildcard plugins/*/tests)
 
 bench: $(BIN)/rulecrm

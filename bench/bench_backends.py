@@ -5,14 +5,13 @@ import argparse
 import math
 import sys
 import time
-from datetime import timedelta
 
 from bench.bench_replay import RULES, converted_cdnow
 from rulecrm.backends import get_backend
-from rulecrm.sources.reader import read_events
-from rulecrm.expr.context import EvalContext
 from rulecrm.engine.profile import Profile
+from rulecrm.expr.context import EvalContext
 from rulecrm.rulefile.loader import load_rules
+from rulecrm.sources.reader import read_events
 
 TRIGGER = "order.placed"
 

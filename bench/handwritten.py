@@ -144,7 +144,7 @@ class Replay:
                       event_id, f"Thanks for your order of ${amount:.2f}", "service")
         times = c.times
         if len(times) >= LEARN_MIN:
-            cycle = statistics.median([b - a for a, b in zip(times, times[1:])])
+            cycle = statistics.median([b - a for a, b in zip(times, times[1:], strict=False)])
         else:
             cycle = CYCLE
         self.schedule(REPURCHASE, c, at + max(cycle, 0), (event_id, data["quantity"]))

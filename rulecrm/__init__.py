@@ -42,10 +42,18 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr__` imports on demand
     from rulecrm.channels.contract import (
-        DELIVERED, PERMANENT, RETRYABLE, ChannelConfig, ChannelConfigError, ChannelType, Delivery, Limits, Message,
+        DELIVERED,
+        PERMANENT,
+        RETRYABLE,
+        ChannelConfig,
+        ChannelConfigError,
+        ChannelType,
+        Delivery,
+        Limits,
+        Message,
         Setting,
     )
-    from rulecrm.errors import Diagnostic, EventError, RuleFileError, RulecrmError, StateError, StorageError, UsageError
+    from rulecrm.errors import Diagnostic, EventError, RulecrmError, RuleFileError, StateError, StorageError, UsageError
     from rulecrm.hookspecs import hookimpl
     from rulecrm.plugins import PluginError
     from rulecrm.sources.contract import Source, SourceContext, SourceError, SourceType

@@ -336,7 +336,7 @@ def content_digest(event: Event) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def id_conflict(event_id: str) -> str:
+def id_conflict(event_id: str | None) -> str:
     """The error of an event whose id was applied before with other content."""
     return (f"id {event_id!r} was already used by a different event, so this one was not applied; "
             "give it an id of its own (or resend the original event unchanged)")

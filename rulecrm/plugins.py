@@ -10,8 +10,8 @@ import pluggy
 from rulecrm import hookspecs
 from rulecrm.channels import builtin as builtin_channels
 from rulecrm.cli import builtin as builtin_commands
+from rulecrm.errors import PluginError, RulecrmError  # noqa: F401 (re-exported: defined here before errors.py held them)
 from rulecrm.sources import builtin as builtin_sources
-from rulecrm.errors import PluginError, RulecrmError
 
 ENTRY_POINT_GROUP = "rulecrm"
 BUILTIN_PLUGINS = (("rulecrm.channels.builtin", builtin_channels), ("rulecrm.sources.builtin", builtin_sources),

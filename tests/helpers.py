@@ -10,8 +10,7 @@ from pathlib import Path
 
 from rulecrm.app.replay import replay
 from rulecrm.testing import files
-from rulecrm.timeutil import parse_timestamp
-from rulecrm.timeutil import get_zone
+from rulecrm.timeutil import get_zone, parse_timestamp
 
 
 def write_rules(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:

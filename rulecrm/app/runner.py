@@ -14,12 +14,12 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from rulecrm import plugins
-from rulecrm.errors import RuleFileError, RulecrmError, UsageError
-from rulecrm.masking import mask_personal
 from rulecrm.app.reload import RuleWatcher
-from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
 from rulecrm.app.replay import ActionWriter
 from rulecrm.app.session import FIXED_BEFORE, REJECTED, SET_ASIDE, Input, Session
+from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
+from rulecrm.errors import RulecrmError, RuleFileError, UsageError
+from rulecrm.masking import mask_personal
 from rulecrm.sources import SourceContext
 
 # runner.stats keys of ingest outcomes (the names the runner has always counted under)

@@ -114,6 +114,7 @@ class Session:
         """
         manager = manager or plugins.build_plugin_manager()
         ruleset = ruleset or plugins.load_rules_with(manager, rules)
+        store: Store
         if state is None and not deliver:
             store = ScratchStore.open_scratch()
         else:
@@ -221,7 +222,9 @@ class Session:
 
     @staticmethod
     def _raw(line: Input) -> str:
-        return line.raw if line.raw is not None else line.item.to_json()
+        if line.raw is not None:
+            return line.raw
+        return line.item.raw if isinstance(line.item, Rejected) else line.item.to_json()
 
     def advance(self, until: datetime | None, *, report_pending: bool = False) -> None:
         """Fire the timers due at or before `until` in one step; `report_pending`: at the end of a

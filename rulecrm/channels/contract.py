@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from rulecrm.errors import ChannelConfigError, RulecrmError
+from rulecrm.errors import ChannelConfigError, RulecrmError  # noqa: F401 (re-exported: defined here before errors.py held them)
 
 DELIVERED = "delivered"
 RETRYABLE = "retryable"

@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 
 import attrs
 
+from rulecrm import plugins
+from rulecrm.app.stopping import BoundedCalls, Interrupted
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
 from rulecrm.channels.instances import ChannelSet
-from rulecrm import plugins
-from rulecrm.masking import mask_secrets
 from rulecrm.channels.ratelimit import RateLimiter
-from rulecrm.app.stopping import BoundedCalls, Interrupted
+from rulecrm.masking import mask_secrets
 
 QUEUED, SENT, FAILED, DEAD = "queued", "sent", "failed", "dead"
 TAG_KINDS = ("tag", "untag")

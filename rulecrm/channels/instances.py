@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from rulecrm.channels import ChannelConfig, ChannelConfigError, ChannelType
 from rulecrm import plugins
+from rulecrm.channels import ChannelConfig, ChannelConfigError, ChannelType
 
 CONSOLE = "console"  # exists without being declared
 

@@ -6,10 +6,10 @@ import sys
 
 import click
 
+from rulecrm.app.stopping import catch_stop_signals
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import EXIT_OK, reported_errors
 from rulecrm.cli.util import echo_err as _echo_err
-from rulecrm.app.stopping import catch_stop_signals
 
 
 @click.command("run")
@@ -38,8 +38,8 @@ def run_command(context, rules, state, sources, out, backend, once, allow_remote
 
 
 def _run(signals, context, rules, state, sources, out, backend, once, allow_remote):
-    from rulecrm.backends import default_backend_name
     from rulecrm.app.runner import Runner
+    from rulecrm.backends import default_backend_name
 
     if backend is None and default_backend_name() != "durable":
         _echo_err("note: durable-rules is not available on this Python; using the python backend")

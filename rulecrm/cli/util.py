@@ -7,7 +7,7 @@ import sqlite3
 
 import click
 
-from rulecrm.errors import RuleFileError, RulecrmError
+from rulecrm.errors import RulecrmError, RuleFileError
 
 # The exit statuses of docs/cli.md; the result objects (ReplaySummary, RetryResult) carry 3 and 4.
 EXIT_OK = 0

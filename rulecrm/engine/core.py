@@ -15,10 +15,6 @@ from datetime import datetime, time, timedelta, timezone
 
 import attrs
 
-from rulecrm.events import Event, fingerprint
-from rulecrm.expr.context import EvalContext
-from rulecrm.engine.profile import Profile
-from rulecrm.timeutil import add_delay, fixed_offset, parse_timestamp
 from rulecrm.engine.actions import Action, action_key
 from rulecrm.engine.birthdays import next_birthday
 from rulecrm.engine.changes import Changes
@@ -27,10 +23,14 @@ from rulecrm.engine.enums import Outcome, Status, TimerKind
 from rulecrm.engine.gates import Gates
 from rulecrm.engine.lifecycle import next_change, stage_at
 from rulecrm.engine.outbox import Outbox
+from rulecrm.engine.profile import Profile
 from rulecrm.engine.routing import Router
 from rulecrm.engine.samekey import same_key
 from rulecrm.engine.timerbook import TimerBook
 from rulecrm.engine.timers import Timer
+from rulecrm.events import Event, fingerprint
+from rulecrm.expr.context import EvalContext
+from rulecrm.timeutil import add_delay, fixed_offset, parse_timestamp
 
 APPLIED, DUPLICATE, CONFLICT = Outcome.APPLIED, Outcome.DUPLICATE, Outcome.CONFLICT  # what ingest_outcome did
 MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
@@ -252,7 +252,7 @@ class Engine:
         if product.learn_cycle:
             times = profile.order_times.get(sku, ())
             if len(times) >= product.learn_min_orders:
-                intervals = [later - earlier for earlier, later in zip(times, times[1:])]
+                intervals = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
                 return timedelta(seconds=statistics.median(intervals))
         return product.cycle
 

@@ -1,11 +1,10 @@
 """The customer profile: facts derived from events, and the mapping rules read as `customer.<field>`."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from rulecrm.timeutil import parse_timestamp
-from datetime import timezone
 
 _PROFILE_KEYS = ("name", "phone", "email", "wecom_id", "owner", "birthday", "timezone", "source", "channel")
 _TIMESTAMP_KEYS = ("first_order_at", "last_order_at", "last_delivered_at", "first_seen_at")

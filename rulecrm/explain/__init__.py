@@ -1,6 +1,6 @@
 """`rulecrm explain`: why an action did or did not happen for a customer."""
-from rulecrm.explain.report import explain
 from rulecrm.explain.render import render_json, render_text
+from rulecrm.explain.report import explain
 from rulecrm.explain.state import CustomerState, ExplainError, StateReader
 from rulecrm.explain.trace import Evaluation, Trace, evaluate, expression_text, trace
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from rulecrm.engine import caps as caps_module
 from rulecrm.engine.gates import MAX_DEFERS
-from rulecrm.timeutil import format_duration, parse_timestamp
 from rulecrm.explain.values import local_iso
+from rulecrm.timeutil import format_duration, parse_timestamp
 
 GATED_KINDS = ("notify", "escalate")
 PASSED = ("sent", "queued", "failed", "dead")  # statuses of actions that passed every gate (sent_at is set)

@@ -6,8 +6,8 @@ from datetime import timezone
 
 from rulecrm.engine.lifecycle import stage_at
 from rulecrm.events import Event
-from rulecrm.timeutil import parse_timestamp
 from rulecrm.explain.values import local_iso
+from rulecrm.timeutil import parse_timestamp
 
 KINDS = {"after": "delay", "escalate": "escalation step", "stage": "lifecycle", "birthday": "birthday",
          "release": "release"}

@@ -1,10 +1,6 @@
 """Builds the explanation of one customer: profile facts, each rule's condition, actions, gates, timers, verdict."""
 from __future__ import annotations
 
-from rulecrm.expr.ast import Name
-from rulecrm.expr.context import EvalContext, resolve
-from rulecrm.expr.parser import children
-from rulecrm.suggest import did_you_mean
 from rulecrm.explain.gatepath import gate_steps
 from rulecrm.explain.pending import pending_timers
 from rulecrm.explain.simulate import rerun as rerun_customer
@@ -12,6 +8,10 @@ from rulecrm.explain.state import ExplainError
 from rulecrm.explain.trace import evaluate, explain_outcome, expression_text
 from rulecrm.explain.values import jsonable, local_iso
 from rulecrm.explain.verdict import cancelled_by, verdict
+from rulecrm.expr.ast import Name
+from rulecrm.expr.context import EvalContext, resolve
+from rulecrm.expr.parser import children
+from rulecrm.suggest import did_you_mean
 
 PROFILE_FACTS = ("name", "order_count", "total_spent", "refund_count", "stage", "tags", "opted_out", "timezone",
                  "owner", "channel", "last_order_at", "first_seen_at")

@@ -14,16 +14,16 @@ from typing import Any
 
 import attrs
 
+from rulecrm.app.session import build_engine
 from rulecrm.engine import caps as caps_module
 from rulecrm.engine.actions import Action
 from rulecrm.engine.gates import Verdict
 from rulecrm.events import Event
+from rulecrm.explain.trace import Evaluation, evaluate
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import MISSING
-from rulecrm.app.session import build_engine
 from rulecrm.rulefile.model import Rule
 from rulecrm.state.scratch import ScratchStore
-from rulecrm.explain.trace import Evaluation, evaluate
 
 SYNTHETIC_TRIGGERS = ("birthday",)  # no stored event: the engine makes it from a timer
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import attrs
 
-from rulecrm.errors import ExplainError, RulecrmError
-from rulecrm.events import Event
 from rulecrm.engine.profile import Profile
+from rulecrm.errors import ExplainError, RulecrmError  # noqa: F401 (re-exported: defined here before errors.py held them)
+from rulecrm.events import Event
 from rulecrm.state.store import FORMAT, Store
 from rulecrm.suggest import closest
 from rulecrm.timeutil import parse_timestamp
-
 
 # Up to this many known customers the did-you-mean compares similarity with each; beyond, only ids one
 # typo away are looked for, which stays fast for a shop with millions of customers.

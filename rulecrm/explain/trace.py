@@ -8,12 +8,12 @@ from typing import Any
 
 import attrs
 
+from rulecrm.explain.values import jsonable, shown
 from rulecrm.expr.ast import Arith, BoolOp, Call, Compare, Contains, Literal, Matches, Membership, Name, Neg, Not
 from rulecrm.expr.compiler import compile_condition, compile_expression
 from rulecrm.expr.context import EvalContext
 from rulecrm.expr.parser import children
 from rulecrm.timeutil import format_duration
-from rulecrm.explain.values import jsonable, shown
 
 _IDENTIFIER = re.compile(r"[^\W\d]\w*\Z")
 _CONDITIONS = (Compare, Membership, Contains, Matches)

@@ -6,7 +6,17 @@ from datetime import timedelta
 from rulecrm.rulefile.channels import read_channel_ref
 from rulecrm.rulefile.declared import Declared
 from rulecrm.rulefile.fields import (
-    INVALID, Fields, boolean, choice, duration_text, integer, mapping, names, sequence, text, type_error,
+    INVALID,
+    Fields,
+    boolean,
+    choice,
+    duration_text,
+    integer,
+    mapping,
+    names,
+    sequence,
+    text,
+    type_error,
 )
 from rulecrm.rulefile.model import Cap
 from rulecrm.rulefile.report import Report

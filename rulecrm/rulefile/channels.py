@@ -59,7 +59,7 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
         elif setting == ADDRESS_FIELD:
             field = text(report, value, label=setting)
             if field is not INVALID and field not in ADDRESS_FIELDS:
-                report.error(value, f"`address_field` must name a customer profile field", found=repr(field),
+                report.error(value, "`address_field` must name a customer profile field", found=repr(field),
                              expected="one of " + ", ".join(ADDRESS_FIELDS),
                              hint=did_you_mean(field, ADDRESS_FIELDS))
             settings.append((setting, field))

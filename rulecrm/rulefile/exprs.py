@@ -8,11 +8,11 @@ from rulecrm.expr.ast import Arith, Literal, Name, Neg
 from rulecrm.expr.checker import Scope, check_expression
 from rulecrm.expr.lexer import Lexer
 from rulecrm.expr.parser import children, parse_expression
+from rulecrm.expr.templates import check_template, read_template
 from rulecrm.rulefile.fields import INVALID, type_error
 from rulecrm.rulefile.report import Report
-from rulecrm.rulefile.yamlpos import Scalar
 from rulecrm.rulefile.scalarpos import locator
-from rulecrm.expr.templates import check_template, read_template
+from rulecrm.rulefile.yamlpos import Scalar
 
 
 @attrs.frozen

@@ -13,7 +13,15 @@ from rulecrm.rulefile import exprs
 from rulecrm.rulefile.channels import read_channel_ref
 from rulecrm.rulefile.declared import Declared
 from rulecrm.rulefile.fields import (
-    INVALID, Fields, boolean, choice, mapping, sequence, text, time_of_day, type_error,
+    INVALID,
+    Fields,
+    boolean,
+    choice,
+    mapping,
+    sequence,
+    text,
+    time_of_day,
+    type_error,
 )
 from rulecrm.rulefile.model import NOTIFY_KINDS, Escalation, Notify, Rule, Step, Unless
 from rulecrm.rulefile.report import Report
@@ -264,7 +272,7 @@ class _RuleReader:
 
     def check_step_order(self, report: Report, nodes, steps) -> None:
         previous = None
-        for node, step in zip(nodes, steps):
+        for node, step in zip(nodes, steps, strict=False):
             delay = exprs.constant_duration(step.after) if step else None
             if delay is None:
                 continue

@@ -8,7 +8,18 @@ from zoneinfo import available_timezones
 
 from rulecrm.rulefile.declared import Declared
 from rulecrm.rulefile.fields import (
-    INVALID, Fields, boolean, choice, duration, integer, mapping, names, number, sequence, text, type_error,
+    INVALID,
+    Fields,
+    boolean,
+    choice,
+    duration,
+    integer,
+    mapping,
+    names,
+    number,
+    sequence,
+    text,
+    type_error,
 )
 from rulecrm.rulefile.model import NOTIFY_KINDS, Lifecycle, Product, Shop
 from rulecrm.rulefile.report import Report

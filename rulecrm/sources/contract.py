@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from rulecrm.errors import EventError, RulecrmError, SourceError
+from rulecrm.errors import EventError, RulecrmError, SourceError  # noqa: F401 (re-exported: defined here before errors.py held them)
 from rulecrm.events import Event, parse_event_line, synthetic_id
 from rulecrm.sources.reader import Rejected
 

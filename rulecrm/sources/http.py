@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import attrs
 
 from rulecrm.events import Event, content_digest, fingerprint, id_conflict
-from rulecrm.sources.reader import Rejected
 from rulecrm.masking import mask_personal
 from rulecrm.sources.contract import Item, SourceContext, SourceError, _undecodable, parse_line
+from rulecrm.sources.reader import Rejected
 
 MAX_BODY = 16 * 1024 * 1024  # bytes accepted in one POST
 ANSWER_TIMEOUT = 30.0  # seconds a POST waits for its events to be committed

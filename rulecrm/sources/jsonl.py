@@ -4,10 +4,9 @@ import hashlib
 import os
 import stat
 
-
 from rulecrm.errors import StateError
-from rulecrm.sources.reader import Rejected
 from rulecrm.sources.contract import Item, SourceContext, SourceError, _undecodable, parse_line
+from rulecrm.sources.reader import Rejected
 
 HEAD_BYTES = 1024  # the start of a file, fingerprinted: tells the file read before from a reused inode
 MAX_LINE = 16 * 1024 * 1024  # a longer line is rejected and skipped, not held in memory

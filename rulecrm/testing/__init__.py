@@ -47,8 +47,16 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr_
     from rulecrm.testing.files import replay_cli, write_events, write_rules
     from rulecrm.testing.harness import Shop, run_events, settling_time
     from rulecrm.testing.invariants import (
-        InvariantViolation, assert_at_most, assert_escalated_or_handled, caps_not_bypassed, caps_respected, check_all,
-        escalations_justified, no_duplicate_sends, no_marketing_to_opted_out, quiet_hours_respected,
+        InvariantViolation,
+        assert_at_most,
+        assert_escalated_or_handled,
+        caps_not_bypassed,
+        caps_respected,
+        check_all,
+        escalations_justified,
+        no_duplicate_sends,
+        no_marketing_to_opted_out,
+        quiet_hours_respected,
     )
     from rulecrm.testing.recording import RecordingChannel
     from rulecrm.testing.rulegen import mutated_rule_files, rule_files

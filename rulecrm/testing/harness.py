@@ -6,14 +6,14 @@ from pathlib import Path
 
 import attrs
 
+from rulecrm.app.session import Input, Session
 from rulecrm.engine.caps import horizon as caps_horizon
 from rulecrm.events import Event, synthetic_id
 from rulecrm.expr.ast import Literal, Name
-from rulecrm.app.session import Input, Session
 from rulecrm.plugins import build_plugin_manager
 from rulecrm.rulefile.loader import load_rules
-from rulecrm.timeutil import MAX_DURATION, parse_timestamp
 from rulecrm.testing.recording import RecordingChannel
+from rulecrm.timeutil import MAX_DURATION, parse_timestamp
 
 
 class Shop:

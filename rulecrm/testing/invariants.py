@@ -430,7 +430,7 @@ def assert_escalated_or_handled(events, actions, *, within: timedelta, trigger="
     instants = [parse_timestamp(e["at"], zone) for e in events]
     end = (max(instants, default=None) if until is None
            else until if isinstance(until, datetime) else parse_timestamp(until, zone))
-    for position, (event, start) in enumerate(zip(events, instants)):
+    for position, (event, start) in enumerate(zip(events, instants, strict=False)):
         if event["type"] != trigger or (where is not None and not where(event)):
             continue
         deadline = start + within
@@ -440,7 +440,7 @@ def assert_escalated_or_handled(events, actions, *, within: timedelta, trigger="
         done = any(
             other["type"] == handled and other["customer_id"] == event["customer_id"]
             and (other.get("data") or {}).get(same) == key and start <= at <= deadline
-            for other, at in zip(events, instants))
+            for other, at in zip(events, instants, strict=False))
         done = done or any(
             a["kind"] == "escalate" and a["status"] == "sent" and a["trigger"] == event.get("id")
             and parse_timestamp(a["sent_at"], zone) <= deadline for a in actions)
@@ -448,7 +448,7 @@ def assert_escalated_or_handled(events, actions, *, within: timedelta, trigger="
             other["type"] == trigger and other["customer_id"] == event["customer_id"] and other is not event
             and (other.get("data") or {}).get(same) == key and start <= at <= deadline
             and (where is None or where(other)) and n > position
-            for n, (other, at) in enumerate(zip(events, instants)))
+            for n, (other, at) in enumerate(zip(events, instants, strict=False)))
         if not done:
             raise InvariantViolation(
                 "escalated_or_handled", f"{trigger} {event.get('id')} was neither handled nor escalated "

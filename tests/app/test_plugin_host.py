@@ -11,18 +11,17 @@ import click
 import pluggy
 import pytest
 from click.testing import CliRunner
+from helpers import ev, write_events, write_rules
 
 import rulecrm
 import rulecrm.errors
 import rulecrm.hookspecs
 import rulecrm.sources
 from rulecrm import cli, plugins
+from rulecrm.app.replay import replay
 from rulecrm.channels import ChannelType
 from rulecrm.channels.instances import ChannelSet
 from rulecrm.hookspecs import hookimpl
-from rulecrm.app.replay import replay
-
-from helpers import ev, write_events, write_rules
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def write_events(path: Path, count: int) -> None:
             day = (n * 7919) % 360
             out.write(json.dumps({
                 "id": f"o-{n}", "type": "order.placed", "customer_id": f"c-{n % 5000}",
-                "at": f"2026-01-01T08:00:00+08:00" if day == 0 else
+                "at": "2026-01-01T08:00:00+08:00" if day == 0 else
                       f"2026-{1 + day // 30:02d}-{1 + day % 28:02d}T{8 + n % 12:02d}:00:00+08:00",
                 "data": {"order_id": f"o-{n}", "sku": "tea-lj", "category": "tea", "amount": 88.0},
             }) + "\n")

@@ -12,12 +12,11 @@ import urllib.request
 from datetime import datetime, timezone
 
 import pytest
+from helpers import wait_for, write_rules
 
 from rulecrm import plugins
-from rulecrm.errors import StateError
 from rulecrm.app.runner import Runner
-
-from helpers import wait_for, write_rules
+from rulecrm.errors import StateError
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc).timestamp()
 

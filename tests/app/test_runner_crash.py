@@ -17,7 +17,6 @@ import time
 from collections import Counter
 
 import pytest
-
 from helpers import wait_for, write_rules
 
 pytestmark = pytest.mark.slow  # a real runner process, killed and restarted many times

@@ -24,11 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from rulecrm.channels.ratelimit import RateLimiter
-from rulecrm.app.stopping import BoundedCalls, Interrupted, StopSignals
-
 from helpers import wait_for, write_rules
+
+from rulecrm.app.stopping import BoundedCalls, Interrupted, StopSignals
+from rulecrm.channels.ratelimit import RateLimiter
 
 STOP_WITHIN = 2.0  # seconds, SPEC §12
 
@@ -265,7 +264,7 @@ rules:
         sig = signal.SIGINT if n % 4 == 3 else signal.SIGTERM
         process, log = start_runner(tmp_path, rules, events)
         try:
-            assert wait_for(lambda: _catches_sigterm(process.pid) or process.poll() is not None, timeout=30)
+            assert wait_for(lambda: _catches_sigterm(process.pid) or process.poll() is not None, timeout=30)  # noqa: B023 (called at once)
             time.sleep(delay)
             status, took = stop(process, sig)
         finally:

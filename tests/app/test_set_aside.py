@@ -13,10 +13,10 @@ import sqlite3
 import pytest
 
 from rulecrm.app.deadletters import retry_dead_letters
-from rulecrm.engine.core import Engine
-from rulecrm.engine.profile import Profile
 from rulecrm.app.replay import replay
 from rulecrm.app.runner import Runner
+from rulecrm.engine.core import Engine
+from rulecrm.engine.profile import Profile
 from rulecrm.testing import files
 
 RULES = """

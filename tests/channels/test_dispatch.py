@@ -9,19 +9,27 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import ev, write_events, write_rules
 
 from rulecrm import plugins
-from rulecrm.channels.builtin import MemoryChannel
-from rulecrm.channels import (
-    DELIVERED, PERMANENT, RETRYABLE, ChannelConfig, ChannelConfigError, ChannelType, Delivery, Limits, Message, Setting,
-)
-from rulecrm.cli import main
-from rulecrm.channels.dispatch import Dispatcher, backoff
-from rulecrm.hookspecs import hookimpl
 from rulecrm.app.replay import replay
+from rulecrm.channels import (
+    DELIVERED,
+    PERMANENT,
+    RETRYABLE,
+    ChannelConfig,
+    ChannelConfigError,
+    ChannelType,
+    Delivery,
+    Limits,
+    Message,
+    Setting,
+)
+from rulecrm.channels.builtin import MemoryChannel
+from rulecrm.channels.dispatch import Dispatcher, backoff
+from rulecrm.cli import main
+from rulecrm.hookspecs import hookimpl
 from rulecrm.state.store import Store
-
-from helpers import ev, write_events, write_rules
 
 
 class FlakyChannel:

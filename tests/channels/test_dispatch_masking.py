@@ -12,19 +12,18 @@ import json
 import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.error import HTTPError
 from urllib.parse import quote, quote_plus, urlsplit
 from urllib.request import Request, urlopen
-from urllib.error import HTTPError
 
 import pytest
+from helpers import ev, write_events, write_rules
 
+from rulecrm.app.replay import replay
 from rulecrm.channels import DELIVERED, PERMANENT, ChannelType, Delivery, Setting
 from rulecrm.channels.dispatch import MAX_ERROR
 from rulecrm.hookspecs import hookimpl
 from rulecrm.plugins import build_plugin_manager
-from rulecrm.app.replay import replay
-
-from helpers import ev, write_events, write_rules
 
 pytestmark = pytest.mark.slow  # replays delivering to a real HTTP server
 

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from helpers import rulecrm, write_events, write_rules
 
 pytestmark = pytest.mark.slow  # real runner and replay processes, an http source

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from rulecrm.testing import files
 from helpers import rulecrm
+
+from rulecrm.testing import files
 
 RULES = """
 channels:

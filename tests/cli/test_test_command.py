@@ -4,7 +4,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from helpers import rulecrm, write_rules
 
 CHANNEL_BYPASS = """

@@ -9,8 +9,8 @@ import pytest
 from bench.bench_replay import RULES, action_set
 from bench.datasets import cdnow_events
 from bench.handwritten import run as handwritten
-from rulecrm.backends import available_backends
 from rulecrm.app.replay import replay
+from rulecrm.backends import available_backends
 
 LINES = 3_000
 

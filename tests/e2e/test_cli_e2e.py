@@ -9,9 +9,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import rulecrm
 
 from bench.datasets import cdnow_events, olist_review_events
-from helpers import rulecrm
 
 pytestmark = pytest.mark.slow  # the command line as subprocesses on the real data sets
 
@@ -36,7 +36,7 @@ def test_check_reports_positions_and_exit_1(tmp_path):
                                   "    tag: bad\n", encoding="utf-8")
     result = rulecrm("check", rules)
     assert result.returncode == 1
-    line = next(l for l in result.stdout.splitlines() if " error:" in l)
+    line = next(text for text in result.stdout.splitlines() if " error:" in text)
     assert line.startswith(f"{rules / 'a.yaml'}:4:5: error:")
     assert "when" in line  # did you mean 'when'?
 
@@ -146,7 +146,7 @@ def test_cdnow_replay_counts_match_an_independent_computation(tmp_path, cdnow_js
             sends.setdefault(a["customer_id"], []).append(datetime.fromisoformat(a["sent_at"]))
     for times in sends.values():
         times.sort()
-        assert all(b - a >= timedelta(days=7) for a, b in zip(times, times[1:]))
+        assert all(b - a >= timedelta(days=7) for a, b in zip(times, times[1:], strict=False))
 
 
 @pytest.mark.parametrize("backend", ["python", "durable"])

@@ -9,12 +9,12 @@ from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import ev, write_events, write_rules
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import ev, write_events, write_rules
-from rulecrm.engine.quiet import quiet_until
 from rulecrm.app.replay import replay
+from rulecrm.engine.quiet import quiet_until
 
 MINUTE = timedelta(minutes=1)
 UTC = timezone.utc

@@ -5,8 +5,8 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from reference_model import same_value
+
 from rulecrm.engine.samekey import same_key
 
 SCALARS = (st.none() | st.booleans() | st.integers(-3, 3) | st.integers(-3, 3).map(float)

@@ -7,11 +7,11 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
+from test_state_machine import EngineAgainstModel
 
 from rulecrm.engine import caps as caps_module
 from rulecrm.engine.caps import MICROSECOND
 from rulecrm.engine.core import Engine
-from test_state_machine import EngineAgainstModel
 
 HUNT = settings(max_examples=200, stateful_step_count=30, deadline=None, derandomize=True, database=None,
                 phases=[Phase.generate], report_multiple_bugs=False, print_blob=False,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import ev, of, run
 
 pytestmark = pytest.mark.parametrize("backend", ["python", "durable"])
@@ -370,7 +369,10 @@ def test_replay_in_two_halves_equals_one_replay(tmp_path, backend):
     whole, _ = run(tmp_path / "whole", REVIEWS, events, until="2026-03-05T00:00:00Z", backend=backend)
     part1, _ = run(tmp_path, REVIEWS, events[:1], until="2026-03-01T23:00:00Z", backend=backend, state=state)
     part2, _ = run(tmp_path, REVIEWS, events, until="2026-03-05T00:00:00Z", backend=backend, state=state)
-    key = lambda a: (a["key"], a["status"], a["due_at"])
+
+    def key(a):
+        return a["key"], a["status"], a["due_at"]
+
     assert sorted(map(key, part1 + part2)) == sorted(map(key, whole))
 
 

@@ -6,12 +6,10 @@ import subprocess
 import sys
 
 import pytest
-
+from helpers import ev, of, run, write_events, write_rules
 
 from rulecrm.rulefile.loader import check_rules
 from rulecrm.testing import replay_cli
-
-from helpers import ev, of, run, write_events, write_rules
 
 BACKENDS = pytest.mark.parametrize("backend", ["python", "durable"])
 

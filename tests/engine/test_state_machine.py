@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
 from reference_model import FIELDS, Cap, Cond, Lifecycle, Model, Rule, RuleSet
+
 from rulecrm.testing.harness import Shop
 
 H, D = timedelta(hours=1), timedelta(days=1)
@@ -170,7 +170,7 @@ class EngineAgainstModel(RuleBasedStateMachine):
         expected = self.model.actions
         for backend, shop in self.shops.items():
             actual = [comparable(a) for a in shop.actions]
-            for n, (got, want) in enumerate(zip(actual, expected)):
+            for n, (got, want) in enumerate(zip(actual, expected, strict=False)):
                 assert got == want, f"{backend}: action {n} differs\n engine: {got}\n model:  {want}"
             assert len(actual) == len(expected), (
                 f"{backend}: {len(actual)} actions, the model has {len(expected)}\n"

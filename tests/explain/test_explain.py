@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from rulecrm.explain import evaluate, expression_text, trace
+from rulecrm.explain.trace import explain_outcome
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import MISSING, EvalContext
 from rulecrm.expr.parser import parse_expression
-from rulecrm.explain import evaluate, expression_text, trace
-from rulecrm.explain.trace import explain_outcome
 
 RULES = """\
 shop:

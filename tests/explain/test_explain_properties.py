@@ -9,11 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import given, settings
+from test_engine_properties import BASE, RULES, event_streams
 
+from rulecrm.app.replay import replay
 from rulecrm.explain import StateReader, explain
 from rulecrm.plugins import address_fields, build_plugin_manager, functions, load_rules_with
-from rulecrm.app.replay import replay
-from test_engine_properties import BASE, RULES, event_streams
 
 MANAGER = build_plugin_manager()
 

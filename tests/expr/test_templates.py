@@ -1,23 +1,22 @@
 """Templates: parsing fields and braces, positioned errors, rendering and checks."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rulecrm.engine.profile import Profile
 from rulecrm.errors import ExpressionError
 from rulecrm.events import Event
 from rulecrm.expr.ast import Name, Pos
 from rulecrm.expr.checker import Scope
 from rulecrm.expr.context import EvalContext
-from rulecrm.engine.profile import Profile
+from rulecrm.expr.templates import Template, TemplateError, check_template, parse_template, read_template, render_value
 from rulecrm.rulefile.loader import check_rules
 from rulecrm.schema import BUILTIN_EVENT_TYPES, CUSTOMER_FIELDS, EVENT_ENVELOPE_FIELDS, PER_KEY_FIELDS, PRODUCT_FIELDS
-from rulecrm.expr.templates import Template, TemplateError, check_template, parse_template, read_template, render_value
 from rulecrm.timeutil import get_zone
 
 AT = datetime(2026, 3, 1, 10, 15, tzinfo=timezone(timedelta(hours=8)))

@@ -10,8 +10,8 @@ from rulecrm.errors import EventError
 from rulecrm.events import Event
 from rulecrm.rulefile.loader import check_rules
 from rulecrm.testing import Shop, event_streams
-from rulecrm.testing.strategies import DEFAULT_MIX
 from rulecrm.testing.rulegen import extreme_rule_files, mutated_rule_files, rule_files
+from rulecrm.testing.strategies import DEFAULT_MIX
 
 _FUZZ = settings(deadline=None, max_examples=150,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from rulecrm.app.session import build_engine
 from rulecrm.backends import available_backends
 from rulecrm.events import Event
-from rulecrm.app.session import build_engine
 from rulecrm.rulefile.loader import check_rules
 from rulecrm.state.store import Store
 from rulecrm.timeutil import MAX_DURATION, add_delay, parse_duration

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rulecrm.sources import reader
 from rulecrm.events import Event
+from rulecrm.sources import reader
 from rulecrm.sources.reader import Rejected, _ExternalSorter, _OccurrenceCounter, instant_key, read_events
 
 UTC = timezone.utc

@@ -17,12 +17,11 @@ import threading
 import time
 
 import pytest
+from helpers import write_rules
 
 from rulecrm import plugins
-from rulecrm.sources import http as http_source
 from rulecrm.app.runner import Runner
-
-from helpers import write_rules
+from rulecrm.sources import http as http_source
 
 RULES = """
 shop: {timezone: UTC}

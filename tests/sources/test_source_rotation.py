@@ -18,15 +18,14 @@ from collections import Counter
 from datetime import timezone
 
 import pytest
+from helpers import write_rules
 
 from rulecrm import plugins, sources
-from rulecrm.events import Event
-from rulecrm.sources.reader import Rejected
-from rulecrm.sources import JsonlFollowSource, SourceContext
 from rulecrm.app.runner import Runner
+from rulecrm.events import Event
+from rulecrm.sources import JsonlFollowSource, SourceContext
+from rulecrm.sources.reader import Rejected
 from rulecrm.state.store import Store
-
-from helpers import write_rules
 
 
 def line(event_id, customer="c-1", at="2026-03-01T10:00:00Z"):
@@ -402,6 +401,7 @@ def wait_until(condition, timeout=60.0):
     return True
 
 
+@pytest.mark.slow
 def test_kill_9_while_the_file_rotates_loses_no_line_and_applies_none_twice(tmp_path):
     """A real runner killed at seeded random moments while a writer rotates its file logrotate-style.
 
@@ -449,7 +449,7 @@ def test_kill_9_while_the_file_rotates_loses_no_line_and_applies_none_twice(tmp_
                     rotate()
             time.sleep(rng.uniform(0.02, 0.08))
             if kills < kills_wanted and time.monotonic() >= kill_at:
-                assert wait_until(lambda: log_path.read_text().count("running:") == kills + 1)  # up, then killed
+                assert wait_until(lambda: log_path.read_text().count("running:") == kills + 1)  # noqa: B023 (called at once); up, then killed
                 down_rotation = before_current < written < total and position_in_current_file()
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)

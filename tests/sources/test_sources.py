@@ -10,11 +10,11 @@ from datetime import timezone
 import pytest
 
 from rulecrm import plugins
-from rulecrm.sources import http as http_source
-from rulecrm.sources.reader import Rejected
+from rulecrm.errors import StateError
 from rulecrm.events import Event
 from rulecrm.sources import HttpSource, JsonlFollowSource, SourceContext, SourceError
-from rulecrm.errors import StateError
+from rulecrm.sources import http as http_source
+from rulecrm.sources.reader import Rejected
 from rulecrm.state.store import Store
 
 CONTEXT = SourceContext(timezone.utc)

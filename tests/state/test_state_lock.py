@@ -14,11 +14,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import rulecrm, wait_for, write_rules
 
 from rulecrm.errors import StateError
 from rulecrm.state.store import Store
-
-from helpers import rulecrm, wait_for, write_rules
 
 pytestmark = pytest.mark.slow  # real runner processes hold the state
 

@@ -39,10 +39,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import rulecrm
 
 from rulecrm.errors import StorageError
-
-from helpers import rulecrm
 from rulecrm.state.store import Store, storage_fault
 
 pytestmark = pytest.mark.slow  # real processes on damaged, full and read-only storage

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rulecrm.state import store as store_module
 from rulecrm.errors import StateError
+from rulecrm.state import store as store_module
 from rulecrm.state.store import SCHEMA_VERSION, Store
 
 

@@ -5,13 +5,22 @@ import copy
 from datetime import timedelta
 
 import pytest
+from helpers import write_rules
 from hypothesis import given, settings
 
-from helpers import write_rules
 from rulecrm.rulefile.loader import load_rules
 from rulecrm.testing import (
-    InvariantViolation, Shop, assert_at_most, assert_escalated_or_handled, caps_not_bypassed, caps_respected,
-    check_all, escalations_justified, event_streams, no_duplicate_sends, no_marketing_to_opted_out,
+    InvariantViolation,
+    Shop,
+    assert_at_most,
+    assert_escalated_or_handled,
+    caps_not_bypassed,
+    caps_respected,
+    check_all,
+    escalations_justified,
+    event_streams,
+    no_duplicate_sends,
+    no_marketing_to_opted_out,
     quiet_hours_respected,
 )
 

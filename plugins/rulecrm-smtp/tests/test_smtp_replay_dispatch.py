@@ -10,8 +10,8 @@ import textwrap
 import pytest
 from smtp_server import PASSWORD, USERNAME
 
-from rulecrm_smtp.compose import message_id
 from rulecrm.testing import replay_cli, write_events
+from rulecrm_smtp.compose import message_id
 
 # The loopback test server asks for AUTH without TLS on purpose; aiosmtpd warns about that.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from rulecrm.channels import ChannelConfig
 from rulecrm.plugins import build_plugin_manager, channel_types, describe

@@ -12,8 +12,8 @@ import time
 import pytest
 from webhook_receiver import SECRET, SECRET_ENV, Receiver, serve
 
-from rulecrm_webhook.signing import verify_signature
 from rulecrm.testing import replay_cli, write_events, write_rules
+from rulecrm_webhook.signing import verify_signature
 
 TIMEOUT = 60  # seconds for one subprocess; the tests stay far below it
 
@@ -133,7 +133,7 @@ def test_503_twice_then_200_is_retried_with_backoff_and_ends_sent(tmp_path, time
     assert receiver.requests == 3 and len(receiver.deliveries) == 1
     assert_signed_once_per_key(receiver, actions)
     # docs/running.md: before attempt n+1 the dispatcher waits d/2 + U(0, d/2), d = 2·2^(n-1) s
-    first, second = (b - a for a, b in zip(receiver.arrivals, receiver.arrivals[1:]))
+    first, second = (b - a for a, b in zip(receiver.arrivals, receiver.arrivals[1:], strict=False))
     assert 1.0 - 0.05 <= first <= 2.0 + 1.0
     assert 2.0 - 0.05 <= second <= 4.0 + 1.0
     assert elapsed < 30

@@ -4,9 +4,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-from rulecrm.channels import ChannelConfig
-
 from wecom_standin import CONTACT_SECRET, ROBOT_KEY, StandIn, serve
+
+from rulecrm.channels import ChannelConfig
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError
-
-from rulecrm_wecom.contact import ContactChannel
 from wecom_standin import CONTACT_SECRET, message
+
+from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError
+from rulecrm_wecom.contact import ContactChannel
 
 
 class Clock:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from rulecrm.plugins import build_plugin_manager, channel_types, check_rules_with, describe
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -6,8 +6,8 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE
 
+from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE
 from rulecrm_wecom.protocol import as_list, classify, classify_http_status, split_text, utf8_len
 
 MARKER = re.compile(r"\((\d+)/(\d+)\)\n")

@@ -12,8 +12,8 @@ import time
 import pytest
 from wecom_standin import CONTACT_SECRET, ROBOT_KEY, ROBOT_PER_MINUTE, StandIn, serve
 
-from rulecrm_wecom.protocol import FREQ_OUT_OF_LIMIT
 from rulecrm.testing import replay_cli, write_events, write_rules
+from rulecrm_wecom.protocol import FREQ_OUT_OF_LIMIT
 
 pytestmark = pytest.mark.slow  # replays delivering to a stand-in server, waiting out rate limits
 

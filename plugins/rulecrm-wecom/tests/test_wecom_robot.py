@@ -5,10 +5,10 @@ import logging
 from urllib.parse import quote, quote_plus
 
 import pytest
-from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError
-
-from rulecrm_wecom.robot import RobotChannel
 from wecom_standin import ROBOT_KEY, message
+
+from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError
+from rulecrm_wecom.robot import RobotChannel
 
 
 def contents(wecom, key=ROBOT_KEY):
@@ -163,8 +163,9 @@ def test_bad_settings_are_configuration_errors(robot_config, settings):
 
 
 def test_units_counts_the_robot_messages_a_send_posts(robot_config):
-    from rulecrm_wecom.robot import RobotChannel
     from wecom_standin import message
+
+    from rulecrm_wecom.robot import RobotChannel
 
     channel = RobotChannel(robot_config())
     assert channel.units(message("短消息")) == 1
