@@ -20,10 +20,11 @@ from datetime import timezone
 import pytest
 from helpers import write_rules
 
-from rulecrm import plugins, sources
+from rulecrm import plugins
 from rulecrm.app.runner import Runner
 from rulecrm.events import Event
 from rulecrm.sources import JsonlFollowSource, SourceContext
+from rulecrm.sources import jsonl as jsonl_source
 from rulecrm.sources.reader import Rejected
 from rulecrm.state.store import Store
 
@@ -291,7 +292,7 @@ def test_lines_that_are_not_utf8_keep_their_bytes_as_escapes(tmp_path):
 
 
 def test_an_overlong_line_is_rejected_and_skipped_across_polls_and_restarts(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_LINE", 200)
+    monkeypatch.setattr(jsonl_source, "MAX_LINE", 200)
     path = tmp_path / "events.jsonl"
     path.write_text(line("a-1") + "x" * 250)  # longer than allowed, and its newline not written yet
     follower = Follower(path)
