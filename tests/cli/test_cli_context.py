@@ -110,3 +110,32 @@ def test_check_report_exit_code():
     assert CheckReport((Finding(False),)).exit_code == 0
     report = CheckReport((Finding(True), Finding(False)))
     assert (report.errors, report.warnings, report.exit_code) == (1, 1, 1)
+
+
+class BrokenCommands:
+    @hookimpl
+    def rulecrm_register_commands(self, cli):
+        raise RuntimeError("cannot add my command")
+
+
+class BrokenFunctions:
+    @hookimpl
+    def rulecrm_functions(self):
+        raise RuntimeError("cannot list my functions")
+
+
+@pytest.mark.parametrize("plugin, hook", [(BrokenCommands, "rulecrm_register_commands"),
+                                          (BrokenFunctions, "rulecrm_functions")])
+def test_a_failing_plugin_is_named_in_one_line_not_a_traceback(monkeypatch, tmp_path, capsys, plugin, hook):
+    real = plugins.build_plugin_manager
+    monkeypatch.setattr(plugins, "build_plugin_manager",
+                        lambda **kwargs: real(load_entry_points=False, extra=[plugin()]))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["rulecrm", "check", str(rules)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entry()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert f"plugin 'test_cli_context.{plugin.__name__}' failed in {hook}: cannot" in err
+    assert "Traceback" not in err
