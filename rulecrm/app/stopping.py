@@ -1,6 +1,6 @@
 """Stopping the live runner promptly: signal handlers, waits a stop ends, channel calls with a bounded wait.
 
-SPEC §12: SIGTERM stops a runner within 2 s whatever it is waiting for, and sends not yet started
+docs/running.md (Stopping): SIGTERM stops a runner within 2 s whatever it is waiting for, and sends not yet started
 stay `queued`. Three pieces make that hold:
 
 * `catch_stop_signals()` installs SIGTERM/SIGINT handlers. `python -m rulecrm run` (and the

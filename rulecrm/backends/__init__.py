@@ -1,4 +1,4 @@
-"""Matching backends: which enabled rules of a trigger hold for one customer (SPEC §10)."""
+"""Matching backends: which enabled rules of a trigger hold for one customer (docs/architecture.md)."""
 from __future__ import annotations
 
 from rulecrm.backends.base import MatchingBackend

@@ -1,6 +1,6 @@
 """Delivery from the outbox: hands committed `queued` actions to channels and records their answers.
 
-Status flow of an action that passed every gate (SPEC §6, docs/running.md):
+Status flow of an action that passed every gate (docs/running.md):
 
     queued --DELIVERED--> sent
     queued --RETRYABLE--> failed --(backoff, retry)--> sent | failed | dead (after max_attempts)

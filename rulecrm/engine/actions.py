@@ -88,7 +88,7 @@ class Action:
         )
 
     def public_dict(self) -> dict:
-        """The --out record (SPEC §6 fields plus a few extras), without bookkeeping fields."""
+        """The --out record (the fields of docs/rules.md's `replay` output), without bookkeeping fields."""
         data = self.to_dict()
         del data["reported"], data["reported_status"], data["rule_index"]
         return data

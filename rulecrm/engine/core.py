@@ -1,6 +1,6 @@
 """The event-time engine: applies events, fires timers in order, and decides actions.
 
-Order within one instant T (SPEC §5): timers due before T fire first; then the events at T are
+Order within one instant T (docs/rules.md, Semantics): timers due before T fire first; then the events at T are
 applied; timers due exactly at T fire only after every event at T. For one event: the profile
 takes the event's built-in effect, pending timers it cancels are dropped, the lifecycle stage is
 recomputed, tag/profile rules run to a fixpoint, then the event's own rules run (in rule order),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import attrs
 
-# Channel types that name the customer by id and need no address field (SPEC §6).
+# Channel types that name the customer by id and need no address field (docs/rules.md, Rules).
 ADDRESSLESS_TYPES = frozenset({"console", "jsonl", "memory"})
 
 
@@ -41,7 +41,7 @@ class Router:
         return value if isinstance(value, str) and value else None
 
     def route(self, notify, profile) -> Route:
-        """Customers get their preferred channel when the rule names none; staff never do (SPEC §12):
+        """Customers get their preferred channel when the rule names none; staff never do (docs/rules.md):
         an internal note must not go out on a customer-facing channel."""
         if notify.to == "customer":
             channel = notify.channel or self._preferred(profile)

@@ -224,7 +224,7 @@ class _RuleReader:
         message = fields.get("template", exprs.template, None, scope=self.scope, lines=self.lines)
         if step and base is not INVALID:
             # A staff step does not take over the channel of the rule's message to the customer:
-            # an internal note must not go out on a customer-facing channel (SPEC §12).
+            # an internal note must not go out on a customer-facing channel (docs/rules.md).
             inherits = base and not (base.to == "customer" and to != "customer")
             channel = channel if "channel" in fields else base.channel if inherits else None
             kind = kind if "kind" in fields else base.kind if base else None

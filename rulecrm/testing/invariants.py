@@ -232,7 +232,7 @@ def _window_sends(run, index, action, kinds, channels, per_channel):
 
 
 def caps_respected(ruleset, events, actions, **_):
-    """Every cap as declared: no send it covers makes more than `max` in its window (SPEC §5)."""
+    """Every cap as declared: no send it covers makes more than `max` in its window (docs/rules.md, Caps)."""
     run = _Run(ruleset, events, actions)
     for index, action in run.messages():
         for cap in ruleset.caps:

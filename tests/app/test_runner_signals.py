@@ -29,7 +29,7 @@ from helpers import wait_for, write_rules
 from rulecrm.app.stopping import BoundedCalls, Interrupted, StopSignals
 from rulecrm.channels.ratelimit import RateLimiter
 
-STOP_WITHIN = 2.0  # seconds, SPEC §12
+STOP_WITHIN = 2.0  # seconds (docs/running.md, Stopping)
 
 
 class Receiver:

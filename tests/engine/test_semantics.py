@@ -1,4 +1,4 @@
-"""SPEC §5 on small timelines, exactly, for both matching backends."""
+"""The semantics of docs/rules.md on small timelines, exactly, for both matching backends."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Staff notifications (`to: owner`, contacts) never fall back to a customer's channel (SPEC §12)."""
+"""Staff notifications (`to: owner`, contacts) never fall back to a customer's channel (docs/rules.md)."""
 from __future__ import annotations
 
 import json
