@@ -80,7 +80,7 @@ class Session:
     """The engine of one run on one state, with everything around it. Open with `Session.open`."""
 
     def __init__(self, *, manager, ruleset, store, backend_name, dispatcher, on_decided, on_timer_set_aside,
-                 skip_timers, functions=None, address_fields=None, guarded=True):
+                 skip_timers, functions=None, address_fields=None, guarded=True, on_action=None):
         self.manager = manager
         self.ruleset = ruleset
         self.store = store
@@ -89,6 +89,7 @@ class Session:
         self.functions = plugins.functions(manager) if functions is None else functions
         self.address_fields = plugins.address_fields(manager) if address_fields is None else address_fields
         self._skip_timers = set(skip_timers)
+        self._on_action = on_action
         self._applier = GuardedApplier(
             store, self._engine_maker(ruleset), set_aside=self._set_aside,
             on_committed=on_decided or (lambda actions: None), on_timer_set_aside=on_timer_set_aside,
@@ -101,7 +102,8 @@ class Session:
              deliver: bool = False, record_rules: bool = True, on_decided: Callable[[list], None] | None = None,
              on_report=None, on_warning=None, on_timer_set_aside=None, skip_timers: Iterable = (), env=None,
              clock=time.time, stop=None, dispatch_options: dict | None = None, functions: dict | None = None,
-             address_fields: dict | None = None, guarded: bool = True) -> Session:
+             address_fields: dict | None = None, guarded: bool = True,
+             on_action: Callable | None = None) -> Session:
         """Load the rules at path `rules` (unless `ruleset` is what was loaded from there), open and lock
         the state, and build the rest. `record_rules`: remember the rules' path in the state.
 
@@ -111,6 +113,8 @@ class Session:
         `on_decided(actions)` gets each committed batch's decided actions; `on_report(record)` each
         delivered one. `functions` and `address_fields` replace what the plugins provide; `guarded`
         False (the testing kit) raises an engine failure instead of setting the item aside.
+        `on_action(action)` is called as the engine decides, before the commit (explain's re-run reads
+        the customer's profile at that instant); most callers want `on_decided`.
         """
         manager = manager or plugins.build_plugin_manager()
         ruleset = ruleset or plugins.load_rules_with(manager, rules)
@@ -130,7 +134,8 @@ class Session:
             session = cls(manager=manager, ruleset=ruleset, store=store,
                           backend_name=backend_name or default_backend_name(), dispatcher=dispatcher,
                           on_decided=on_decided, on_timer_set_aside=on_timer_set_aside, skip_timers=skip_timers,
-                          functions=functions, address_fields=address_fields, guarded=guarded)
+                          functions=functions, address_fields=address_fields, guarded=guarded,
+                          on_action=on_action)
             with store.transaction():
                 if record_rules:
                     store.set_meta("rules_path", str(rules))
@@ -145,7 +150,13 @@ class Session:
 
     # -- the engine ----------------------------------------------------------------------
     def _engine_maker(self, ruleset):
-        def make_engine(on_action):
+        def make_engine(collect):
+            if self._on_action is None:
+                on_action = collect
+            else:
+                def on_action(action, _also=self._on_action):
+                    collect(action)
+                    _also(action)
             engine = build_engine(
                 ruleset, self.store, backend_name=self.backend_name, on_action=on_action,
                 functions=self.functions, address_fields=self.address_fields, dispatcher=self.dispatcher,

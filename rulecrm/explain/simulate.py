@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from rulecrm.app.session import build_engine
+from rulecrm.app.session import Input, Session
 from rulecrm.engine import caps as caps_module
 from rulecrm.engine.actions import Action
 from rulecrm.engine.gates import Verdict
@@ -22,8 +22,8 @@ from rulecrm.events import Event
 from rulecrm.explain.trace import Evaluation, evaluate
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import MISSING
+from rulecrm.plugins import build_plugin_manager
 from rulecrm.rulefile.model import Rule
-from rulecrm.state.scratch import ScratchStore
 
 SYNTHETIC_TRIGGERS = ("birthday",)  # no stored event: the engine makes it from a timer
 
@@ -123,10 +123,10 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
     last = {event.type: index for index, event in enumerate(state.events)}
     result = Rerun()
     labels = _SendLabels()
-    store = ScratchStore.open_scratch()
-    engine = None
+    session = None
 
     def look(event: Event, index: int | None) -> None:
+        engine = session.engine
         profile = engine.profile(event.customer_id)
         # The engine's own context builder, so values (the learned `cycle` too) are exactly its.
         ctx = engine.context_for(profile, event)
@@ -136,7 +136,7 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
             result.sightings[rule.id] = Sighting(rule, event, index, evaluation, MISSING if delay is MISSING else delay)
 
     def on_gate(action: Action, profile, now: datetime, verdict: Verdict) -> None:
-        decision = Decision(now, verdict, engine.zone_of(profile), action.defers, labels.name(profile.sends))
+        decision = Decision(now, verdict, session.engine.zone_of(profile), action.defers, labels.name(profile.sends))
         result.decisions.setdefault(action.key, []).append(decision)
         if verdict.status == "sent":  # the engine remembers it for the caps right after
             labels.add(now, action.message_kind, action.channel, f"rule {action.rule} ({action.key})")
@@ -149,12 +149,14 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
             look(Event("stage.changed", action.customer_id, at, {"from": old, "to": action.to},
                        id=f"stage.changed|{action.customer_id}|{at.isoformat()}|{action.to}"), None)
 
-    try:
-        engine = build_engine(
-            ruleset, store, backend_name="python", on_action=on_action,
-            functions=functions, address_fields=address_fields,
-        )
-        engine.observe_gates(on_gate)
+    # A throwaway session (scratch store, no plugins), unguarded: a failure is explain's to report.
+    session = Session.open(
+        None, None, ruleset=ruleset, record_rules=False, backend_name="python",
+        manager=build_plugin_manager(load_entry_points=False), functions=dict(functions or {}),
+        address_fields=dict(address_fields or {}), on_action=on_action, guarded=False,
+    )
+    with session:
+        session.engine.observe_gates(on_gate)
         latest = None
         for index, event in enumerate(state.events):
             if latest is not None and event.at < latest and result.late_event is None:
@@ -166,14 +168,11 @@ def rerun(ruleset, state, *, functions=None, address_fields=None) -> Rerun:
                 kind, channel = event.data.get("kind"), event.data.get("channel")
                 labels.add(event.at, kind if isinstance(kind, str) else "marketing",
                            channel if isinstance(channel, str) else None, f"message.sent {event.id}")
-            engine.ingest(event)
+            session.apply([Input("explain", index + 1, event)])
             if last.get(event.type) == index:
                 look(event, index)
         if state.now is not None:
-            engine.advance(state.now)
-        for key, action in engine.held_actions().items():
+            session.advance(state.now)
+        for key, action in session.engine.held_actions().items():
             result.outcomes[key] = Outcome("deferred", action.reason, None)
-        engine.close()
-    finally:
-        store.close()
     return result

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import given, settings
-from test_engine_properties import BASE, RULES, event_streams
+from shop_streams import BASE, RULES, event_streams
 
 from rulecrm.app.replay import replay
 from rulecrm.explain import StateReader, explain
