@@ -109,3 +109,24 @@ class ExplainError(RulecrmError):
 
 class SourceError(RulecrmError):
     """A source cannot start (bad argument, address not allowed, port in use ...)."""
+
+
+class PatternError(RulecrmError):
+    """A `matches` pattern RE2 cannot run: `offset` is the character in the pattern it is about, if
+    known. The expression parser turns it into a positioned ExpressionError."""
+
+    def __init__(self, message: str, offset: int | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        self.hint = hint
+
+
+class TemplateError(ExpressionError):
+    """Every syntax error of one template; the exception's own message and position are the first's."""
+
+    def __init__(self, errors):
+        first = errors[0]
+        super().__init__(first.message, line=first.line, column=first.column, expected=first.expected,
+                         found=first.found, hint=first.hint)
+        self.errors = tuple(errors)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from rulecrm.errors import PatternError
+
 # RE2's own words for what it refused, and what to write instead.
 _HINTS = (
     (re.compile(r"invalid escape sequence: \\[1-9]"),
@@ -44,16 +46,6 @@ _ASCII_CLASSES = {
     "B": "\\B holds wherever \\b does not, so also between two Chinese characters",
 }
 _EMPTY_MIN = re.compile(r"\{,[0-9]+\}")
-
-
-class PatternError(Exception):
-    """A pattern RE2 cannot run: `offset` is the character in the pattern it is about, if known."""
-
-    def __init__(self, message: str, offset: int | None = None, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
-        self.hint = hint
 
 
 _engine = None

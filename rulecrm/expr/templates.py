@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import attrs
 
-from rulecrm.errors import ExpressionError
+from rulecrm.errors import ExpressionError, TemplateError
 from rulecrm.expr.ast import Name, Pos
 from rulecrm.expr.checker import Issue, Scope, check_name, infer_type
 from rulecrm.expr.context import MISSING, EvalContext, resolve
@@ -70,16 +70,6 @@ class Template:
             else:
                 out.append(render_value(resolve(ctx, part.name.root, part.name.path), part.spec, zone))
         return "".join(out)
-
-
-class TemplateError(ExpressionError):
-    """Every syntax error of one template; the exception's own message and position are the first's."""
-
-    def __init__(self, errors):
-        first = errors[0]
-        super().__init__(first.message, line=first.line, column=first.column, expected=first.expected,
-                         found=first.found, hint=first.hint)
-        self.errors = tuple(errors)
 
 
 # -- rendering -------------------------------------------------------------------------------------
