@@ -289,7 +289,8 @@ class Event:
         customer_id = _identifier(obj, "customer_id", required=True)
         event_id = _identifier(obj, "id", required=False)
         if "at" not in obj or obj["at"] is None:
-            raise EventError("at: expected an ISO 8601 timestamp such as 2026-03-01T10:15:00+08:00, found nothing", field="at")
+            raise EventError("at: expected an ISO 8601 timestamp such as 2026-03-01T10:15:00+08:00, found nothing",
+                             field="at")
         try:
             at = parse_timestamp(obj["at"], default_tz)
         except ValueError as exc:

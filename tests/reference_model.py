@@ -113,7 +113,8 @@ class RuleSet:
                              f"per: {_duration(cap.per)}{on_cap}}}")
         life = self.lifecycle
         lines.append(f"lifecycle: {{growing_orders: {life.growing_orders}, mature_orders: {life.mature_orders}, "
-                     f"dormant_after: {_duration(life.dormant_after)}, churned_after: {_duration(life.churned_after)}}}")
+                     f"dormant_after: {_duration(life.dormant_after)}, "
+                     f"churned_after: {_duration(life.churned_after)}}}")
         lines.append("rules:")
         for rule in self.rules:
             lines.append(f"  - id: {rule.id}")

@@ -107,7 +107,8 @@ def event_streams(draw):
             data = {"kind": "marketing", "channel": "console"}
         else:
             type_ = "customer.upserted"
-            data = {"owner": draw(st.sampled_from(["rep-a", "cs"])), "birthday": draw(st.sampled_from(["03-02", "02-29"])),
+            data = {"owner": draw(st.sampled_from(["rep-a", "cs"])),
+                    "birthday": draw(st.sampled_from(["03-02", "02-29"])),
                     "timezone": draw(st.sampled_from(["Asia/Shanghai", "Europe/Berlin"]))}
         events.append({"id": f"e{n}", "type": type_, "customer_id": customer, "at": at.isoformat(), "data": data})
     return events

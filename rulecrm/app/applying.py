@@ -8,8 +8,9 @@ trigger event is kept with it), so it cannot block every later step either.
 
 The engine's memory follows the store only through committed steps, so after a rollback the
 engine is rebuilt from the store. A store that keeps no state (a replay without --state) cannot
-give it back: there the step raises EngineFailed and the replay starts again without the item. Actions decided during a step are handed on only once the step
-has committed: a rolled-back attempt can never leak an action into --out or to a channel.
+give it back: there the step raises EngineFailed and the replay starts again without the item.
+Actions decided during a step are handed on only once the step has committed: a rolled-back
+attempt can never leak an action into --out or to a channel.
 """
 from __future__ import annotations
 

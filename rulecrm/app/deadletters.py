@@ -40,7 +40,8 @@ def read_corrections(stream) -> dict[int, str]:
             record = json.loads(line)
             corrections[int(record["id"])] = str(record["raw"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"corrections line {line_no}: expected a JSON object with 'id' and 'raw' ({exc})") from None
+            raise UsageError(f"corrections line {line_no}: expected a JSON object with 'id' and 'raw' "
+                             f"({exc})") from None
     return corrections
 
 

@@ -178,8 +178,8 @@ def _never_stop() -> bool:
 def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
                     dispatch, dispatch_options, retry, stop):
     session = Session.open(
-        rules_path, state, ruleset=ruleset, manager=manager, backend_name=summary.backend, deliver=dispatch, on_decided=writer.write_all,
-        on_report=writer, dispatch_options=dispatch_options, skip_timers=retry.timers,
+        rules_path, state, ruleset=ruleset, manager=manager, backend_name=summary.backend, deliver=dispatch,
+        on_decided=writer.write_all, on_report=writer, dispatch_options=dispatch_options, skip_timers=retry.timers,
         on_timer_set_aside=lambda key, error: report(0, f"timer {key} set aside: {error}"),
     )
     with session:

@@ -236,7 +236,8 @@ def translate(node: Any, positive: bool = True) -> tuple:
         return dnf_and(*parts) if (node.op == "and") == positive else dnf_or(*parts)
     if isinstance(node, Name):
         field = (BOOL, _name_key(node))
-        return _single(field, "==", "true") if positive else dnf_or(_single(field, "nex"), _single(field, "==", "false"))
+        return (_single(field, "==", "true") if positive
+                else dnf_or(_single(field, "nex"), _single(field, "==", "false")))
     if isinstance(node, Compare):
         return _compare(node, positive)
     if isinstance(node, Membership):

@@ -225,7 +225,8 @@ class Dispatcher:
         except Exception as exc:  # a crashing channel is a failed attempt, retried like any other
             return Delivery(RETRYABLE, code="exception", detail=f"{type(exc).__name__}: {exc}")
         if not isinstance(delivery, Delivery):
-            return Delivery(PERMANENT, code="bad-answer", detail=f"channel {name!r} returned {delivery!r}, not a Delivery")
+            return Delivery(PERMANENT, code="bad-answer",
+                            detail=f"channel {name!r} returned {delivery!r}, not a Delivery")
         return delivery
 
     def _masked(self, name, delivery: Delivery) -> Delivery:

@@ -13,7 +13,8 @@ from rulecrm.masking import mask_personal
 @click.command("dead-letters")
 @click.option("--state", "state", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--retry", is_flag=True, help="Re-ingest the rejected lines that are now valid.")
-@click.option("--rules", "rules", default=None, type=click.Path(exists=True), help="Rules for --retry (default: the last replay's).")
+@click.option("--rules", "rules", default=None, type=click.Path(exists=True),
+              help="Rules for --retry (default: the last replay's).")
 @click.option("--from", "fixes", default=None, type=click.File("r", encoding="utf-8"),
               help="With --retry: JSONL of {id, raw} with corrected lines (edit the listing and pass it back).")
 @click.option("--remove", "remove", multiple=True, type=int, help="Drop a dead letter by id on purpose.")

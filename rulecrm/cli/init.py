@@ -25,5 +25,6 @@ def init_command(directory):
         (rules_dir / source.name).write_bytes(source.read_bytes())
     (target / "events.jsonl").write_bytes(starter.joinpath("events.jsonl").read_bytes())
     click.echo(f"created {rules_dir} and {target / 'events.jsonl'}")
-    click.echo(f"next: rulecrm check {rules_dir} && rulecrm replay --rules {rules_dir} --events {target / 'events.jsonl'} --out -")
+    click.echo(f"next: rulecrm check {rules_dir} && rulecrm replay --rules {rules_dir} "
+               f"--events {target / 'events.jsonl'} --out -")
     return EXIT_OK

@@ -16,12 +16,15 @@ from rulecrm.timeutil import parse_timestamp
 @click.command("replay")
 @click.option("--rules", "rules", required=True, type=click.Path(exists=True), help="Rules directory or file.")
 @click.option("--events", "events", required=True, type=click.Path(exists=True, dir_okay=False), help="Events JSONL.")
-@click.option("--until", "until", default=None, help="Fire timers due at or before this time (default: the last event's).")
-@click.option("--state", "state", default=None, help="SQLite state file; a second replay of the same events outputs nothing.")
+@click.option("--until", "until", default=None,
+              help="Fire timers due at or before this time (default: the last event's).")
+@click.option("--state", "state", default=None,
+              help="SQLite state file; a second replay of the same events outputs nothing.")
 @click.option("--out", "out", default="-", show_default=True, type=click.Path(dir_okay=False),
               help="Write the actions as JSONL to this file ('-': stdout).")
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
-@click.option("--dispatch", "dispatch", is_flag=True, help="Deliver the actions through their channels (messages real people!).")
+@click.option("--dispatch", "dispatch", is_flag=True,
+              help="Deliver the actions through their channels (messages real people!).")
 @pass_cli_context
 def replay_command(context, rules, events, until, state, out, backend, dispatch):
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""

@@ -13,14 +13,18 @@ from rulecrm.cli.util import echo_err as _echo_err
 
 
 @click.command("run")
-@click.option("--rules", "rules", required=True, type=click.Path(exists=True), help="Rules directory or file (reloaded on change).")
-@click.option("--state", "state", required=True, type=click.Path(dir_okay=False), help="SQLite state file (one runner at a time).")
+@click.option("--rules", "rules", required=True, type=click.Path(exists=True),
+              help="Rules directory or file (reloaded on change).")
+@click.option("--state", "state", required=True, type=click.Path(dir_okay=False),
+              help="SQLite state file (one runner at a time).")
 @click.option("--source", "sources", multiple=True, metavar="NAME:ARG",
               help="Event source, repeatable: jsonl:PATH (follow a file), http:127.0.0.1:PORT (POST /events).")
-@click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="Append actions as JSONL here ('-' for stdout).")
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
+              help="Append actions as JSONL here ('-' for stdout).")
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
 @click.option("--once", is_flag=True, help="Apply what the sources hold now, fire due timers, deliver, then exit.")
-@click.option("--allow-remote", is_flag=True, help="Let the http source bind a non-loopback address (it has no authentication).")
+@click.option("--allow-remote", is_flag=True,
+              help="Let the http source bind a non-loopback address (it has no authentication).")
 @pass_cli_context
 def run_command(context, rules, state, sources, out, backend, once, allow_remote):
     """Run live: ingest from sources, fire timers on the wall clock, deliver through channels.

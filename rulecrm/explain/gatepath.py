@@ -134,7 +134,8 @@ def _no_address(ruleset, state, record, address_fields) -> dict:
         return step
     if record["to"] == "owner":  # staff notes never fall back to the customer's channel
         owner = state.profile.fields.get("owner")
-        step.update(field="owner", detail=f"the owner {owner!r} is not a declared contact and the rule names no channel")
+        step.update(field="owner",
+                    detail=f"the owner {owner!r} is not a declared contact and the rule names no channel")
         return step
     field = (address_fields or {}).get(channel_type)
     step.update(field=field, detail=f"channel {channel!r} (type {channel_type}) reads the address from "

@@ -85,7 +85,8 @@ def _action(action: dict) -> list[str]:
     if action["sent_at"]:
         head += f", sent {action['sent_at']}"
     lines = [head, f"{INDENT * 3}key {action['key']}" + (f", via {action['channel']}" if action["channel"] else "")]
-    lines += [INDENT * 3 + _gate(gate) for gate in action["gates"] if gate["gate"] != "passed" or len(action["gates"]) > 1]
+    lines += [INDENT * 3 + _gate(gate) for gate in action["gates"]
+              if gate["gate"] != "passed" or len(action["gates"]) > 1]
     return lines
 
 

@@ -71,7 +71,8 @@ def _profile(ruleset, state, rules, context) -> dict:
             read[expression_text(name)] = jsonable(resolve(context, "customer", name.path), tz)
     facts["read_by_rules"] = dict(sorted(read.items()))
     facts["stage_history"] = [
-        {"at": record["due_at"], "change": record.get("message")} for record in state.actions if record["kind"] == "stage"
+        {"at": record["due_at"], "change": record.get("message")}
+        for record in state.actions if record["kind"] == "stage"
     ]
     return facts
 

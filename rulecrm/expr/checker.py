@@ -144,7 +144,8 @@ class _Checker:
             expected="a function registered by a plugin",
             found=repr(node.name),
             hint=did_you_mean(node.name, functions)
-            or (f"registered functions: {', '.join(sorted(functions))}" if functions else "no functions are registered"),
+            or (f"registered functions: {', '.join(sorted(functions))}" if functions
+                else "no functions are registered"),
         )
 
     def _compare(self, node: Compare) -> None:

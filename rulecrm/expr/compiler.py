@@ -19,11 +19,13 @@ Compiled = Callable[[EvalContext], Any]
 # Value families: values compare and combine only within one family; NONE (0) means "no family":
 # MISSING, naive datetimes, collections, mappings and anything else.
 NONE, NUMBER, STRING, BOOL, DURATION, TIMESTAMP = range(6)
-_EXACT = {int: NUMBER, float: NUMBER, str: STRING, bool: BOOL, timedelta: DURATION, type(MISSING): NONE, type(None): NONE}
+_EXACT = {int: NUMBER, float: NUMBER, str: STRING, bool: BOOL, timedelta: DURATION,
+          type(MISSING): NONE, type(None): NONE}
 _COLLECTIONS = (list, tuple, set, frozenset)
 _SETS = (set, frozenset)
 _CONTAINERS = (str, *_COLLECTIONS)
-_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+            ">": operator.gt, ">=": operator.ge}
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _ARITH_FAMILIES = {
     "+": {(NUMBER, NUMBER), (TIMESTAMP, DURATION), (DURATION, TIMESTAMP), (DURATION, DURATION)},

@@ -346,7 +346,8 @@ class Parser:
             hint = None
             if token.kind == "name":
                 hint = _did_you_mean(token.value, ROOTS)
-            message = f"unknown name {token.value!r}" if token.kind == "name" else f"expected a name, found {token.describe()}"
+            message = (f"unknown name {token.value!r}" if token.kind == "name"
+                       else f"expected a name, found {token.describe()}")
             raise self.error(
                 message,
                 expected="event.<field>, customer.<field>, product.<field> or cycle",
@@ -362,7 +363,8 @@ class Parser:
                 )
             if self.advance().value == ".":
                 if self.tok.kind not in ("name", "keyword"):
-                    raise self.error(f"expected a field name after '.', found {self.tok.describe()}", expected="a field name")
+                    raise self.error(f"expected a field name after '.', found {self.tok.describe()}",
+                                     expected="a field name")
                 path.append(self.advance().value)
             else:
                 if self.tok.kind != "string":

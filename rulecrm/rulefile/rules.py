@@ -139,10 +139,12 @@ class _RuleReader:
             report.error(fields.key("escalate"), "a rule cannot have both `after` and `escalate`",
                          hint="put the delays in the escalation steps, or split the rule in two")
         if "unless" in fields and "after" not in fields and "escalate" not in fields:
-            report.error(fields.key("unless"), "`unless` needs `after` or `escalate`: there is nothing pending to cancel",
+            report.error(fields.key("unless"),
+                         "`unless` needs `after` or `escalate`: there is nothing pending to cancel",
                          hint="add `after: <delay>` or remove `unless`")
         if "recheck" in fields and "after" not in fields and "escalate" not in fields:
-            report.error(fields.key("recheck"), "`recheck` needs `after` or `escalate`: it is evaluated when a timer fires",
+            report.error(fields.key("recheck"),
+                         "`recheck` needs `after` or `escalate`: it is evaluated when a timer fires",
                          hint="add `after: <delay>` or use `when`")
         if "untag" in fields and "tag" not in fields:
             report.error(fields.key("untag"), "`untag` needs `tag`", hint="add `tag: <name>` or remove `untag`")

@@ -640,8 +640,10 @@ class Store:
         """Insert or replace timers by key: (key, due_epoch, rule_index, seq, customer_id, payload)."""
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO timers (key, due, rule_index, seq, customer_id, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                ((key, due, rule_index, seq, customer_id, _dumps(payload)) for key, due, rule_index, seq, customer_id, payload in rows),
+                "INSERT OR REPLACE INTO timers (key, due, rule_index, seq, customer_id, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((key, due, rule_index, seq, customer_id, _dumps(payload))
+                 for key, due, rule_index, seq, customer_id, payload in rows),
             )
 
     def delete_timers(self, keys: Iterable[str]) -> None:
@@ -652,7 +654,9 @@ class Store:
         """Timers ordered by (due, rule_index, seq); with `until`, only those due at or before it."""
         where = ("due <= ?", (until,)) if until is not None else None
         sql = "SELECT key, due, rule_index, seq, customer_id, payload FROM timers"
-        for key, due, rule_index, seq, customer_id, payload in self._pages(sql, ("due", "rule_index", "seq", "key"), where=where):
+        for key, due, rule_index, seq, customer_id, payload in self._pages(
+            sql, ("due", "rule_index", "seq", "key"), where=where
+        ):
             yield key, due, rule_index, seq, customer_id, _loads(payload)
 
     def timers_for(self, customer_id: str) -> list[Timer]:

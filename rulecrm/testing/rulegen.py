@@ -165,7 +165,8 @@ def _rule(draw, rule_id: str, *, event_types):
         lines.append("      steps:")
         for delay in sorted(draw(st.lists(st.sampled_from(DURATIONS), min_size=1, max_size=3, unique=True)),
                             key=DURATIONS.index):
-            lines.append(f"        - {{after: {delay}, notify: {{to: {draw(st.sampled_from(CONTACTS + ('owner',)))}}}}}")
+            lines.append(f"        - {{after: {delay}, "
+                         f"notify: {{to: {draw(st.sampled_from(CONTACTS + ('owner',)))}}}}}")
     if draw(st.integers(0, 9)) == 0:
         lines.append("    enabled: false")
     return lines
@@ -192,7 +193,8 @@ def rule_files(draw, *, event_types=st.sampled_from(EVENT_TYPES), min_rules: int
     if draw(st.booleans()):
         start, end = draw(st.sampled_from([("22:00", "08:00"), ("21:30", "09:00"), ("12:00", "13:00")]))
         lines.append(f'  quiet_hours: "{start}-{end}"')
-        lines.append(f"  quiet_kinds: [{', '.join(draw(st.sets(st.sampled_from(['marketing', 'service']), min_size=1)))}]")
+        lines.append("  quiet_kinds: ["
+                     f"{', '.join(draw(st.sets(st.sampled_from(['marketing', 'service']), min_size=1)))}]")
     lines.append("products:")
     for sku in SKUS:
         entry = [f"sku: {sku}", f"name: {sku.title()}", f"category: {'tea' if sku == 'tea' else 'ware'}"]

@@ -199,8 +199,8 @@ def event_streams(
 ) -> st.SearchStrategy[list[dict]]:
     """Time-ordered lists of events for a few customers, with ties (several events at one instant).
 
-    customers: how many customers (ids c-1, c-2, ...); size: how many drawn events at most (at least half as many) (follow-ups
-    such as a delivery or a handled review come on top); start/span: the instants drawn lie in
+    customers: how many customers (ids c-1, c-2, ...); size: how many drawn events at most (at least half as many)
+    (follow-ups such as a delivery or a handled review come on top); start/span: the instants drawn lie in
     [start, start + span] (follow-ups may fall outside); mix: the event type of each drawn event
     (default DEFAULT_MIX plus the rules' own non-built-in types); ratings: review ratings; skus:
     ordered skus (default: the ruleset's products); texts: chat texts; aware: whether an event's

@@ -58,7 +58,8 @@ def test_two_plugins_providing_one_channel_type_are_named(manager):
 
     manager.register(Clash(), "clash")
     # named in the order pluggy called them: the later registered first
-    with pytest.raises(plugins.PluginError, match="'console' is provided by both 'clash' and 'rulecrm.channels.builtin'"):
+    with pytest.raises(plugins.PluginError,
+                       match="'console' is provided by both 'clash' and 'rulecrm.channels.builtin'"):
         plugins.channel_types(manager)
 
 

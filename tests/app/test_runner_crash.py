@@ -104,7 +104,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path)
     with sqlite3.connect(state) as db:
         # every event applied exactly once: ids recorded once and the profiles counted each order once
         assert db.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (EVENTS, EVENTS)
-        counts = {cid: json.loads(text)["order_count"] for cid, text in db.execute("SELECT customer_id, json FROM profiles")}
+        counts = {cid: json.loads(text)["order_count"]
+                  for cid, text in db.execute("SELECT customer_id, json FROM profiles")}
         assert counts == dict(Counter(f"c-{n % CUSTOMERS}" for n in range(EVENTS)))
         totals = [json.loads(text)["total_spent"] for (text,) in db.execute("SELECT json FROM profiles")]
         assert sum(totals) == EVENTS * 1.5

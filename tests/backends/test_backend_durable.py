@@ -172,7 +172,8 @@ def test_large_memberships_stay_python_residuals(backends):
 
 def test_identical_patterns_are_shared(backends):
     # 256 rules with an identical pattern segfault durable-rules (257+: error 108).
-    durable, python = backends([rule(i, "event.rating <= 2") for i in range(300)] + [rule(300 + i, "event.text matches 'x'") for i in range(300)])
+    durable, python = backends([rule(i, "event.rating <= 2") for i in range(300)]
+                               + [rule(300 + i, "event.text matches 'x'") for i in range(300)])
     assert len(list(patterns(durable))) == 2
     assert ids(durable.match("order.placed", ctx({"rating": 1, "text": "x"}))) == [f"r{i}" for i in range(600)]
     assert_same(durable, python, [ctx({"rating": 3, "text": "x"}), ctx({"rating": 2})])

@@ -79,7 +79,8 @@ ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
 translatable = st.one_of(
     st.builds(lambda n, op, v: Compare(op, n, v, P), names(), ops, literals()),
     st.builds(lambda n, op, v: Compare(op, v, n, P), names(), ops, literals()),
-    st.builds(lambda n, neg, v: Membership("not in" if neg else "in", n, v, P), names(), st.booleans(), list_literals()),
+    st.builds(lambda n, neg, v: Membership("not in" if neg else "in", n, v, P),
+              names(), st.booleans(), list_literals()),
     st.builds(lambda n, v: Contains(v, n, P), names(), list_literals()),
     names(),
     st.sampled_from([True, False, None, 1, "x"]).map(lambda v: Literal(v, P)),
@@ -98,7 +99,8 @@ leaves = st.one_of(
 
 def _tree(children):
     return st.one_of(
-        st.builds(lambda op, xs: BoolOp(op, tuple(xs), P), st.sampled_from(["and", "or"]), st.lists(children, min_size=2, max_size=3)),
+        st.builds(lambda op, xs: BoolOp(op, tuple(xs), P), st.sampled_from(["and", "or"]),
+                  st.lists(children, min_size=2, max_size=3)),
         children.map(lambda x: Not(x, P)),
     )
 
@@ -171,11 +173,13 @@ def test_backends_agree_on_conditions_durable_decides_alone(rules, ctxs):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(names(), ops, st.one_of(pool, literal_values)), min_size=1, max_size=40), st.lists(contexts(), min_size=1, max_size=4))
+@given(st.lists(st.tuples(names(), ops, st.one_of(pool, literal_values)), min_size=1, max_size=40),
+       st.lists(contexts(), min_size=1, max_size=4))
 def test_backends_agree_on_many_flat_comparisons(triples, ctxs):
     # Many small rules on few fields: exercises pattern sharing, deduplication and shard limits.
     rules = [
-        Rule(id=f"r{i}", index=i, source=Source("rules.yaml", i + 1, 1), on="order.placed", when=Compare(op, n, Literal(v, P), P))
+        Rule(id=f"r{i}", index=i, source=Source("rules.yaml", i + 1, 1), on="order.placed",
+             when=Compare(op, n, Literal(v, P), P))
         for i, (n, op, v) in enumerate(triples)
     ]
     assert_agree(rules, ctxs)
@@ -183,7 +187,8 @@ def test_backends_agree_on_many_flat_comparisons(triples, ctxs):
 
 @pytest.mark.parametrize(
     "value",
-    [2**53 + 1, 2**64, float("nan"), float("inf"), 1e16, 1e-7, -0.0, "\ud800", "x" * 5000, "a b", True, datetime(2026, 1, 1)],
+    [2**53 + 1, 2**64, float("nan"), float("inf"), 1e16, 1e-7, -0.0, "\ud800", "x" * 5000, "a b", True,
+     datetime(2026, 1, 1)],
 )
 def test_backends_agree_on_values_durable_cannot_see_exactly(value):
     conds = [
@@ -194,5 +199,6 @@ def test_backends_agree_on_values_durable_cannot_see_exactly(value):
         Membership("not in", Name("event", ("a",), P), Literal((1, "a"), P), P),
         Not(Membership("not in", Name("event", ("a",), P), Literal((1, "a"), P), P), P),
     ]
-    rules = [Rule(id=f"r{i}", index=i, source=Source("r.yaml", 1, 1), on="order.placed", when=c) for i, c in enumerate(conds)]
+    rules = [Rule(id=f"r{i}", index=i, source=Source("r.yaml", 1, 1), on="order.placed", when=c)
+             for i, c in enumerate(conds)]
     assert_agree(rules, [EvalContext(event={"a": value}, customer={"id": "c"})])

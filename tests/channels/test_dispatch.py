@@ -292,7 +292,8 @@ def test_an_unknown_channel_type_makes_the_action_dead_with_a_clear_error(tmp_pa
     out = io.StringIO()
     summary = replay(rules, events, out=out, backend_name="python", plugin_manager=_manager(), dispatch=True)
     (action,) = [json.loads(line) for line in out.getvalue().splitlines() if '"notify"' in line]
-    assert action["status"] == "dead" and "carrier-pigeon" in action["error"] and "no installed plugin" in action["error"]
+    assert (action["status"] == "dead" and "carrier-pigeon" in action["error"]
+            and "no installed plugin" in action["error"])
     assert summary.undelivered == 1
 
 

@@ -147,7 +147,8 @@ def test_the_dispatcher_masks_what_a_careless_channel_leaks(tmp_path, echo, caps
     assert all(a["status"] == "dead" and "[secret]" in a["error"] for a in actions), actions
     by_channel = {a["channel"]: a for a in actions}
     assert "answered bad token [secret]" in by_channel["raw"]["error"]
-    assert by_channel["hidden"]["error"].startswith("[secret] answered <html>no hook at /u/hooks/[secret]?token=[secret]")
+    assert by_channel["hidden"]["error"].startswith(
+        "[secret] answered <html>no hook at /u/hooks/[secret]?token=[secret]")
     assert by_channel["raising"]["error"].startswith("gave up after 1 attempts: RuntimeError:")
     with sqlite3.connect(state) as db:
         rows = [row[0] for row in db.execute("SELECT json FROM actions")]

@@ -29,7 +29,8 @@ def csv_rows(path):
 def all_valid(path, tz=SAO_PAULO):
     """Every line parses as an event; returns them in file order."""
     results = sorted(read_events(path, default_tz=tz), key=lambda item: item[0])
-    assert all(isinstance(item, Event) for _, item in results), [item for _, item in results if not isinstance(item, Event)][:3]
+    assert all(isinstance(item, Event) for _, item in results), [item for _, item in results
+                                                                  if not isinstance(item, Event)][:3]
     return [item for _, item in results]
 
 

@@ -93,7 +93,8 @@ def rules_dir(tmp_path: Path) -> Path:
     for source in (REPO / "rules" / "tea-shop").glob("*.yaml"):
         text = source.read_text(encoding="utf-8")
         # staff messages to a local file: the run delivers, and WeCom is not reachable from tests
-        text = text.replace("{type: wecom-robot, key_env: WECOM_ROBOT_KEY}", f"{{type: jsonl, path: {tmp_path / 'staff.jsonl'}}}")
+        text = text.replace("{type: wecom-robot, key_env: WECOM_ROBOT_KEY}",
+                            f"{{type: jsonl, path: {tmp_path / 'staff.jsonl'}}}")
         (directory / source.name).write_text(text, encoding="utf-8")
     lines = ["rules:"]
     for n, type_ in enumerate(INPUT_TYPES):
@@ -101,7 +102,8 @@ def rules_dir(tmp_path: Path) -> Path:
         lines += [f"  - id: echo-{n}", f"    on: {type_}",
                   f"    notify: {{to: cs, kind: service, template: {json.dumps('echo ' + fields)}}}"]
     lines += ["  - id: echo-text", "    on: custom.thing", '    when: event.text matches "(a+)+$"',
-              '    after: 1h', "    notify: {to: customer, channel: outbox, template: \"{event.text} {customer.tags}\"}"]
+              '    after: 1h',
+              "    notify: {to: customer, channel: outbox, template: \"{event.text} {customer.tags}\"}"]
     (directory / "90-echo.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
 

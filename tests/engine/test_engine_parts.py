@@ -153,7 +153,8 @@ def test_an_event_cancels_only_the_timers_of_its_type_and_same_value():
     for rid in ("r1", "r2"):
         book.schedule(f"esc|{rid}", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.ESCALATE},
                       unless=("review.handled", "review_id", rid))
-    book.schedule("any", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.AFTER}, unless=("unsubscribed", None, None))
+    book.schedule("any", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.AFTER},
+                  unless=("unsubscribed", None, None))
     assert book.cancel_matching("c1", review(T0, "r1", "review.created")) == 0
     assert book.cancel_matching("c2", review(T0, "r1", "review.handled")) == 0
     assert book.cancel_matching("c1", review(T0, "r1", "review.handled")) == 1

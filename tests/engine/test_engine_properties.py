@@ -54,7 +54,8 @@ def test_caps_are_never_exceeded(events):
                 t for t in theirs if sent - timedelta(days=1) < t < sent]
             assert len(in_day) <= 1, (customer, sent, in_day)
         rulecrm_sends = ours
-        zones = {e["data"].get("timezone") for e in events if e["customer_id"] == customer and e["data"].get("timezone")}
+        zones = {e["data"].get("timezone") for e in events
+                 if e["customer_id"] == customer and e["data"].get("timezone")}
         if not zones:  # the calendar week is the shop's: count rulecrm's own sends per ISO week
             weeks = defaultdict(int)
             for sent in rulecrm_sends:

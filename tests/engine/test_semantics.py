@@ -85,7 +85,8 @@ def order(at, sku="tea", customer="c1", oid=None, **extra):
 
 
 def test_declared_cycle_minus_three_days(tmp_path, backend):
-    actions, _ = run(tmp_path, REPURCHASE, [order("2026-01-01T00:00:00Z")], until="2026-12-31T00:00:00Z", backend=backend)
+    actions, _ = run(tmp_path, REPURCHASE, [order("2026-01-01T00:00:00Z")], until="2026-12-31T00:00:00Z",
+                     backend=backend)
     assert [(a["due_at"], a["message"]) for a in actions] == [("2026-01-28T00:00:00+00:00", "Tea again?")]
 
 

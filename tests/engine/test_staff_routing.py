@@ -41,7 +41,8 @@ def chat(customer):
 def test_an_owner_who_is_not_a_contact_is_not_reached_on_the_customers_channel(tmp_path, backend):
     actions, _ = run(tmp_path, rules(), [upsert("c1", owner="rep-li"), chat("c1")], backend=backend)
     [note] = of(actions, rule="lead")
-    assert (note["status"], note["reason"], note["channel"], note["address"]) == ("suppressed", "no-address", None, None)
+    assert ((note["status"], note["reason"], note["channel"], note["address"])
+            == ("suppressed", "no-address", None, None))
 
 
 @BACKENDS
@@ -126,7 +127,8 @@ def test_check_warns_at_the_to_value_when_no_owner_routing_exists(tmp_path):
 
 
 def test_a_declared_contact_is_owner_routing(tmp_path):
-    text = "contacts:\n  rep-li: {channel: console, address: li}\n" + 'rules:\n  - id: lead\n    on: chat.received\n    notify: {to: owner, template: "hi"}\n'
+    text = ("contacts:\n  rep-li: {channel: console, address: li}\n"
+            + 'rules:\n  - id: lead\n    on: chat.received\n    notify: {to: owner, template: "hi"}\n')
     assert owner_warnings(tmp_path, text) == []
 
 

@@ -144,7 +144,8 @@ def test_missing_values_are_shown_as_missing():
 def test_a_false_or_names_every_part():
     node = parse_expression('event.a == 1 or not (event.b == 2)')
     evaluation = evaluate(node, EvalContext(event={"a": 0, "b": 2}))
-    assert explain_outcome(evaluation) == "event.a == 1 was false (event.a was 0) and event.b == 2 was true (event.b was 2)"
+    assert explain_outcome(evaluation) == ("event.a == 1 was false (event.a was 0) and "
+                                           "event.b == 2 was true (event.b was 2)")
 
 
 # -- the command -----------------------------------------------------------------------------------

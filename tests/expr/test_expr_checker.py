@@ -56,7 +56,8 @@ def test_clean_expressions(text, scope):
 def test_issue_positions_are_absolute():
     issue = only("customer.order_count > 1 and customer.ordr_count > 2", PROFILE)
     assert (issue.line, issue.column) == (1, 30)
-    issue = check_expression(parse_expression("event.x == 1 and\n  customer.ordr_count > 2", line=7, column=11), scope=Scope("my.type"), want="bool")
+    issue = check_expression(parse_expression("event.x == 1 and\n  customer.ordr_count > 2", line=7, column=11),
+                             scope=Scope("my.type"), want="bool")
     assert [(i.line, i.column) for i in issue] == [(8, 3)]
 
 
@@ -209,7 +210,8 @@ def test_want_mismatch(text, want, found):
     assert (issue.line, issue.column) == (1, 1)
 
 
-@pytest.mark.parametrize("text", ["2h", "cycle - 3d", "cycle * 2", "1d12h + 30m", "customer.attributes.delay", "product.cycle"])
+@pytest.mark.parametrize("text", ["2h", "cycle - 3d", "cycle * 2", "1d12h + 30m", "customer.attributes.delay",
+                                  "product.cycle"])
 def test_durations(text):
     assert issues(text, ORDER, "duration") == []
 

@@ -42,7 +42,8 @@ CUSTOMER = {
 
 
 def ctx(**overrides) -> EvalContext:
-    values = dict(event=EVENT, customer=CUSTOMER, product={"sku": "tea-xqg", "cycle": timedelta(days=30)}, cycle=timedelta(days=30))
+    values = dict(event=EVENT, customer=CUSTOMER, product={"sku": "tea-xqg", "cycle": timedelta(days=30)},
+                  cycle=timedelta(days=30))
     values.update(overrides)
     return EvalContext(**values)
 

@@ -324,15 +324,18 @@ def _trees():
     def extend(inner):
         p = Pos(1, 1)
         return st.one_of(
-            st.builds(lambda op, a, b: Compare(op, a, b, p), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), inner, inner),
+            st.builds(lambda op, a, b: Compare(op, a, b, p), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]),
+                      inner, inner),
             st.builds(lambda op, a, b: Membership(op, a, b, p), st.sampled_from(["in", "not in"]), inner, inner),
             st.builds(lambda a, b: Contains(a, b, p), inner, inner),
             st.builds(lambda a, pat: Matches(a, pat, p), inner, st.sampled_from(["^a", "近期|最近", "\\d+", "x'y\"z"])),
-            st.builds(lambda op, xs: BoolOp(op, tuple(xs), p), st.sampled_from(["and", "or"]), st.lists(inner, min_size=2, max_size=3)),
+            st.builds(lambda op, xs: BoolOp(op, tuple(xs), p), st.sampled_from(["and", "or"]),
+                      st.lists(inner, min_size=2, max_size=3)),
             st.builds(lambda a: Not(a, p), inner),
             st.builds(lambda op, a, b: Arith(op, a, b, p), st.sampled_from(["+", "-", "*", "/"]), inner, inner),
             st.builds(lambda a: Neg(a, p), inner),
-            st.builds(lambda n, xs: Call(n, tuple(xs), p), st.sampled_from(["f", "days_since"]), st.lists(inner, max_size=2)),
+            st.builds(lambda n, xs: Call(n, tuple(xs), p), st.sampled_from(["f", "days_since"]),
+                      st.lists(inner, max_size=2)),
         )
 
     return st.recursive(leaves, extend, max_leaves=12)

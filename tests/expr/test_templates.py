@@ -460,7 +460,7 @@ rules:
       to: customer
       kind: service
       template: "{event.at} | {event.at:%H:%M %Z} | ¥{event.amount} | {event.amount:.2f} | [{customer.tags}] | {event.coupon:.2f}"
-"""
+"""  # noqa: E501
 
 
 @pytest.mark.parametrize("backend", ["python", "durable"])

@@ -48,7 +48,8 @@ DURATION_PLACES = {
     "lifecycle churned_after": "lifecycle:\n  churned_after: {value}\n" + TAG,
     "rule after": rule(f"    after: {{value}}\n    {NOTIFY}\n"),
     "after expression": rule(f"    after: 1d + {{value}}\n    {NOTIFY}\n"),
-    "escalation step": rule(f"    {NOTIFY}\n    escalate:\n      steps:\n        - {{after: {{value}}, notify: {{to: customer}}}}\n"),
+    "escalation step": rule(f"    {NOTIFY}\n    escalate:\n      steps:\n"
+                            f"        - {{after: {{value}}, notify: {{to: customer}}}}\n"),
     "recheck": rule(f"    after: 1d\n    recheck: event.at - customer.first_seen_at < {{value}}\n    {NOTIFY}\n"),
     "when": rule("    when: customer.last_order_at > event.at - {value}\n    tag: t\n"),
     "untag": "rules:\n  - id: r\n    when: customer.order_count > 1\n    tag: t\n"
@@ -57,7 +58,8 @@ DURATION_PLACES = {
 
 
 @pytest.mark.parametrize("place", DURATION_PLACES)
-@pytest.mark.parametrize("value", ["36501d", "3000000d", "99999999999999999d", "5215w", "876001h", "36500d1ms", "9" * 400 + "d"])
+@pytest.mark.parametrize("value", ["36501d", "3000000d", "99999999999999999d", "5215w", "876001h", "36500d1ms",
+                                   "9" * 400 + "d"])
 def test_durations_beyond_100_years_are_positioned_errors_everywhere(tmp_path, place, value):
     template = DURATION_PLACES[place]
     error = only_error(tmp_path, template.replace("{value}", value))
@@ -97,7 +99,8 @@ NUMBER_PLACES = {
 
 
 @pytest.mark.parametrize("place", NUMBER_PLACES)
-@pytest.mark.parametrize("value", ["99999999999999999999999", "9007199254740992", "1.0e400", ".inf", "9007199254740993"])
+@pytest.mark.parametrize("value", ["99999999999999999999999", "9007199254740992", "1.0e400", ".inf",
+                                   "9007199254740993"])
 def test_numbers_beyond_2_to_the_53_are_positioned_errors(tmp_path, place, value):
     template = NUMBER_PLACES[place]
     ruleset, diagnostics = check(tmp_path, template.replace("{value}", value))

@@ -99,7 +99,8 @@ def test_event_requires_an_aware_timestamp():
         ('"text"', None, "expected a JSON object"),
         ('{"type": "x", "type": "y", "customer_id": "c", "at": "2026-01-01"}', None, "duplicate key 'type'"),
         ('{"type": "order.placed", "customer_id": "c", "at": "2026-01-01", "data": {"amount": NaN}}', None, "NaN"),
-        ('{"type": "order.placed", "customer_id": "c", "at": "2026-01-01", "data": {"amount": 1e999}}', "data", "finite"),
+        ('{"type": "order.placed", "customer_id": "c", "at": "2026-01-01", "data": {"amount": 1e999}}', "data",
+         "finite"),
         ('{"type": "x", "customer_id": "c", "at": "2026-01-01", "data": {"v": [Infinity]}}', None, "Infinity"),
     ],
 )

@@ -69,7 +69,8 @@ def test_rejections_and_blank_lines():
 
 def test_reads_paths_and_binary_streams_with_bad_utf8(tmp_path):
     path = tmp_path / "in.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + line(id_="a").encode() + b"\r\n" + b'{"x": "\xff"}\n' + line(id_="b", text="茶").encode())
+    path.write_bytes(b"\xef\xbb\xbf" + line(id_="a").encode() + b"\r\n" + b'{"x": "\xff"}\n'
+                     + line(id_="b", text="茶").encode())
     results = list(read_events(path, default_tz=UTC))
     assert [(n, type(item).__name__) for n, item in results] == [(2, "Rejected"), (1, "Event"), (3, "Event")]
     assert "UTF-8" in results[0][1].error

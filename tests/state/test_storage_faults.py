@@ -140,7 +140,8 @@ def _newer_schema(path):
 DAMAGES = {
     "not an SQLite file": (lambda p: p.write_text("customer,amount\nc-1,5\n" * 200),
                            "is not a rulecrm state file, or its header is damaged"),
-    "garbled header": (lambda p: _overwrite(p, 0, b"garbage!" * 2), "is not a rulecrm state file, or its header is damaged"),
+    "garbled header": (lambda p: _overwrite(p, 0, b"garbage!" * 2),
+                       "is not a rulecrm state file, or its header is damaged"),
     "truncated": (lambda p: os.truncate(p, p.stat().st_size // 2), "is damaged"),
     "garbage over pages in the middle": (_garbage_in_the_middle, "is damaged"),
     "newer schema": (_newer_schema, "has schema version 99, newer than this rulecrm understands"),

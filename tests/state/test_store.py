@@ -126,7 +126,8 @@ def test_actions_upsert_filter_and_keep_first_write_order(store):
             {"key": "k2", "customer_id": "c2", "rule": "r1", "status": "sent", "due_at": "2026-03-01T11:00:00+00:00"},
         ]
     )
-    store.put_actions([{"key": "k1", "customer_id": "c1", "rule": "r1", "status": "sent", "due_at": due, "sent_at": due}])
+    store.put_actions([{"key": "k1", "customer_id": "c1", "rule": "r1", "status": "sent", "due_at": due,
+                        "sent_at": due}])
     action = store.get_action("k1")
     assert action["status"] == "sent"
     assert action["due_at"] == "2026-03-01T10:00:00+00:00"
@@ -224,7 +225,8 @@ def test_lock_refuses_a_second_process(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from rulecrm.state.store import Store\ns = Store.open({path!r})\ns.lock()\nprint('locked', flush=True)\ninput()\ns.close()\n",
+            f"from rulecrm.state.store import Store\ns = Store.open({path!r})\ns.lock()\n"
+            "print('locked', flush=True)\ninput()\ns.close()\n",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -67,7 +67,8 @@ def test_backend_option_reaches_the_fixture(pytester):
 
 
 def test_no_autouse_fixtures_and_no_import_side_effects(pytester):
-    pytester.makepyfile(test_plain="def test_plain(request):\n    assert not any(n.startswith('rulecrm') for n in request.fixturenames)\n")
+    pytester.makepyfile(test_plain="def test_plain(request):\n"
+                                   "    assert not any(n.startswith('rulecrm') for n in request.fixturenames)\n")
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     code = ("import sys; from hypothesis import settings; before = settings.default; "
             "import rulecrm.testing.pytest_plugin; "

@@ -34,7 +34,7 @@ def write_rules(tmp_path, port):
             on: order.placed
             notify: {{to: customer, channel: mail, kind: service,
                       template: "Subject: 您的茶快喝完了\\n\\n{{customer.name}}，您好！上次买的 {{event.sku}} 快喝完了吧？"}}
-    """), encoding="utf-8")
+    """), encoding="utf-8")  # noqa: E501
     return directory
 
 
@@ -100,7 +100,8 @@ def test_a_550_recipient_is_dead_and_the_exit_code_is_4(tmp_path, auth_server):
 
 def test_a_customer_without_email_is_suppressed_no_address_and_nothing_is_sent(tmp_path, server):
     rules = write_rules(tmp_path, server.port)
-    events = [customer("c-1", "林女士"), customer("c-2", "王先生", "wang@example.org"), order(1, "c-1"), order(2, "c-2")]
+    events = [customer("c-1", "林女士"), customer("c-2", "王先生", "wang@example.org"),
+              order(1, "c-1"), order(2, "c-2")]
     done, notified = replay_dispatch(tmp_path, rules, events)
     assert done.returncode == 0, done.stderr
     skipped = notified["c-1"]

@@ -31,7 +31,8 @@ class ContactChannel:
         self._base_url = base_url_setting(config)
         self.tag_group = str(config.get("tag_group") or DEFAULT_TAG_GROUP)
         self.timeout = timeout_setting(config)
-        self.token = TokenCache(self._base_url, str(corp_id), config.secret("secret"), timeout=self.timeout, clock=clock)
+        self.token = TokenCache(self._base_url, str(corp_id), config.secret("secret"), timeout=self.timeout,
+                                clock=clock)
         self._tags: dict[str, str] | None = None  # tag name -> tag id, from get_corp_tag_list
         self._tags_lock = threading.Lock()
 
