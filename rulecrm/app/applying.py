@@ -58,7 +58,7 @@ class StepResult:
     """What a committed step did: each applied item with its outcome, and the items set aside."""
 
     outcomes: list = attrs.field(factory=list)  # (item, outcome returned by `apply`)
-    set_aside: list = attrs.field(factory=list)  # (item, error text); item None: a timer
+    set_aside: list = attrs.field(factory=list)  # (item, error text) of the items the engine failed on
 
 
 class GuardedApplier:
@@ -138,8 +138,6 @@ class GuardedApplier:
                           on_failure=lambda error, item=item: self._record(item, error, result))
         if finish is not None:
             self._attempt(finish, on_failure=None)
-        else:
-            self._attempt(lambda engine: None, on_failure=None)
         return result
 
     def _record(self, item, error: str, result: StepResult) -> None:
