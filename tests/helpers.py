@@ -59,3 +59,18 @@ def wait_for(condition, timeout=60.0, interval=0.02) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+class FakeTime:
+    """A wall clock in epoch seconds for the dispatcher and rate limits: `sleep` records and moves it."""
+
+    def __init__(self, start=1000.0):
+        self.now = start
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import wait_for, write_rules
+from helpers import FakeTime, wait_for, write_rules
 
 from rulecrm.app.stopping import BoundedCalls, Interrupted, StopSignals
 from rulecrm.channels.ratelimit import RateLimiter
@@ -309,19 +309,6 @@ def test_the_entry_point_catches_stop_signals_before_importing_the_command_line(
 
 
 # -- the pieces -------------------------------------------------------------------------------
-
-
-class FakeTime:
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_a_rate_limit_wait_ends_soon_after_stop_and_spends_no_token():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from helpers import ev, write_events, write_rules
+from helpers import FakeTime, ev, write_events, write_rules
 
 from rulecrm import plugins
 from rulecrm.app.replay import replay
@@ -113,19 +113,6 @@ class MemoryKeeper:
         return channel
 
 
-class FakeTime:
-    def __init__(self):
-        self.now = 1_000_000.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 @pytest.fixture(autouse=True)
 def _reset_channels():
     FlakyChannel.calls = []
@@ -156,7 +143,7 @@ def _manager(*extra):
 def _replay(tmp_path, *, fail_first=0, extra="", manager=None, time=None, state=None, dispatch=True, **options):
     rules = write_rules(tmp_path, RULES % {"fail_first": fail_first, "extra": extra})
     events = write_events(tmp_path, EVENTS)
-    time = time or FakeTime()
+    time = time or FakeTime(1_000_000.0)
     out = io.StringIO()
     summary = replay(
         rules, events, state=state, out=out, backend_name="python", plugin_manager=manager or _manager(),
@@ -170,7 +157,7 @@ def _by_key(actions):
 
 
 def test_retryable_failures_are_retried_with_the_seeded_backoff_then_sent(tmp_path):
-    time = FakeTime()
+    time = FakeTime(1_000_000.0)
     observer = Observer(time)
     actions, summary, _time = _replay(tmp_path, fail_first=2, time=time, manager=_manager(observer))
     good = _by_key(actions)["thanks|c-1|o-1"]
@@ -221,7 +208,7 @@ def test_failed_actions_left_at_the_deadline_stay_failed_for_a_later_run(tmp_pat
     rules = write_rules(tmp_path, RULES % {"fail_first": 1, "extra": ""})
     events = write_events(tmp_path, EVENTS)
     state = str(tmp_path / "state.db")
-    time = FakeTime()
+    time = FakeTime(1_000_000.0)
     manager = _manager()
     store = Store.open(state)
     ruleset = plugins.load_rules_with(manager, rules)
@@ -322,7 +309,7 @@ def test_rate_limits_are_shared_by_channels_with_the_same_rate_key(tmp_path):
             notify: {to: customer, channel: b, kind: service, template: b}
     """)
     events = write_events(tmp_path, EVENTS[:1] + EVENTS[2:])
-    time = FakeTime()
+    time = FakeTime(1_000_000.0)
     replay(rules, events, backend_name="python", plugin_manager=_manager(), dispatch=True,
            dispatch_options={"clock": time.clock, "sleep": time.sleep})
     assert len(FlakyChannel.calls) == 4
@@ -340,7 +327,7 @@ def test_a_channel_instance_with_its_own_limits_is_paced_by_them(tmp_path):
             notify: {to: customer, channel: gateway, kind: service, template: hi}
     """)
     events = write_events(tmp_path, EVENTS[:1] + EVENTS[2:])
-    time = FakeTime()
+    time = FakeTime(1_000_000.0)
     replay(rules, events, backend_name="python", plugin_manager=_manager(), dispatch=True,
            dispatch_options={"clock": time.clock, "sleep": time.sleep})
     assert len(FlakyChannel.calls) == 2

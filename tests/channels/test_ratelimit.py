@@ -1,20 +1,9 @@
 """The per-channel send budget: waits instead of exceeding `per_minute`, per shared bucket."""
 from __future__ import annotations
 
+from helpers import FakeTime
+
 from rulecrm.channels.ratelimit import RateLimiter
-
-
-class FakeTime:
-    def __init__(self, start=1000.0):
-        self.now = start
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_a_burst_up_to_the_limit_goes_out_at_once_then_it_waits():
