@@ -104,6 +104,7 @@ def replay(
     dispatch: bool = False,
     dispatch_options: dict | None = None,
     stop=None,
+    ruleset=None,
 ) -> ReplaySummary:
     """Apply the events in event-time order, then fire timers due at or before `until`.
 
@@ -116,7 +117,7 @@ def replay(
     stay in the state, and temporary files are removed.
     """
     manager = plugin_manager or plugins.build_plugin_manager()
-    ruleset = plugins.load_rules_with(manager, rules_path)
+    ruleset = ruleset or plugins.load_rules_with(manager, rules_path)  # the caller's, when it loaded them
     started = wallclock.perf_counter()
     report = _once_per_line(on_rejected or (lambda line_no, error: None))
     retry = _Retry()

@@ -59,6 +59,7 @@ def replay_command(context, rules, events, until, state, out, backend, dispatch)
                 rules, events, until=until_at, state=state, out=stream, backend_name=backend,
                 progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
                 dispatch=dispatch, dispatch_options={"on_warning": echo_err}, stop=lambda: signals.requested,
+                ruleset=ruleset,
             )
     except Interrupted:
         kept = (f"the batches committed so far are in {state}; run the same command again to finish"

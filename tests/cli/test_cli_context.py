@@ -139,3 +139,24 @@ def test_a_failing_plugin_is_named_in_one_line_not_a_traceback(monkeypatch, tmp_
     assert exit_info.value.code == 1
     assert f"plugin 'test_cli_context.{plugin.__name__}' failed in {hook}: cannot" in err
     assert "Traceback" not in err
+
+
+def test_replay_reads_the_rules_once(monkeypatch, tmp_path):
+    loads = []
+    real = plugins.load_rules_with
+
+    def counting(manager, path):
+        loads.append(path)
+        return real(manager, path)
+
+    monkeypatch.setattr(plugins, "load_rules_with", counting)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: hi, on: chat.received, tag: chatty}\n", encoding="utf-8")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "chat.received", "customer_id": "c-1", "at": "2026-03-01T10:00:00Z"}\n',
+                      encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["replay", "--rules", str(rules), "--events", str(events),
+                                           "--until", "2026-03-02T00:00:00", "--backend", "python"])
+    assert result.exit_code == 0, result.output
+    assert '"to":"chatty"' in result.output
+    assert loads == [str(rules)]
