@@ -128,7 +128,7 @@ def replay(
             _replay_attempt(
                 ruleset, manager, rules_path, events_path, until=until, state=state, summary=summary, writer=writer,
                 progress=progress, report=report, dispatch=dispatch, dispatch_options=dispatch_options, retry=retry,
-                stop=stop or _never_stop,
+                stop=stop,
             )
         except EngineFailed as failure:
             # Only a replay without --state gets here: its state was in memory only. Replaying is
@@ -172,10 +172,6 @@ def _once_per_line(report):
     return once
 
 
-def _never_stop() -> bool:
-    return False
-
-
 def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
                     dispatch, dispatch_options, retry, stop):
     session = Session.open(
@@ -198,7 +194,7 @@ def _run_events(session, events_path, until, summary, progress, report, set_asid
         batch = list(itertools.islice(items, BATCH))
         if not batch:
             break
-        if stop():
+        if stop is not None and stop():
             raise Interrupted()
         inputs = []
         for line_no, item in batch:
