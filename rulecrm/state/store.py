@@ -764,10 +764,6 @@ class Store:
         for id_, source, line_no, raw, error, at in self._pages(sql, ("id",)):
             yield {"id": id_, "source": source, "line_no": line_no, "raw": raw, "error": error, "at": at}
 
-    def remove_dead_letters(self, ids: Iterable[int]) -> None:
-        with self.transaction():
-            self._db.executemany("DELETE FROM dead_letters WHERE id = ?", ((id_,) for id_ in ids))
-
     def resolve_dead_letter(self, id_: int, *, how: str) -> bool:
         """Take a dead letter out of the store for good ("retried" or "removed"), remembering its line
         so that reading the same source again does not add it back. False: no such dead letter."""

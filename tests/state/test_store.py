@@ -160,8 +160,12 @@ def test_dead_letters(store):
     assert letters[0]["error"] == "not valid JSON: again"
     assert letters[0]["source"] == "in.jsonl"
     assert datetime.fromisoformat(letters[0]["at"]).tzinfo is not None
-    store.remove_dead_letters([first])
+    assert store.resolve_dead_letter(first, how="removed")
     assert [d["id"] for d in store.iter_dead_letters()] == [second]
+    assert not store.resolve_dead_letter(first, how="removed")  # gone already
+    # the same line of the same source read again is not a new dead letter: it was dealt with
+    assert store.add_dead_letter(source="in.jsonl", line_no=3, raw="{oops", error="not valid JSON") is None
+    assert store.add_dead_letter(source="in.jsonl", line_no=3, raw="{oops!", error="not valid JSON") is not None
 
 
 def test_transaction_rolls_back_everything_on_error(store):
