@@ -7,8 +7,7 @@ and the run goes on with the next one. A timer whose firing raises is set aside 
 trigger event is kept with it), so it cannot block every later step either.
 
 The engine's memory follows the store only through committed steps, so after a rollback the
-engine is rebuilt from the store. A store that keeps no state (a replay without --state) cannot
-give it back: there the step raises EngineFailed and the replay starts again without the item.
+engine is rebuilt from the store (a replay without --state has a temporary store, rolled back the same way).
 Actions decided during a step are handed on only once the step has committed: a rolled-back
 attempt can never leak an action into --out or to a channel.
 """
@@ -39,18 +38,6 @@ def is_storage_fault(exc: BaseException) -> bool:
 def describe_failure(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"the engine failed on this input: {type(exc).__name__}" + (f": {text[:300]}" if text else "")
-
-
-class EngineFailed(Exception):
-    """Raised instead of redoing a step when the store cannot give the engine's state back.
-
-    `item` is the input item being applied (None when the failure came from elsewhere), `timer`
-    the timer being fired when it failed (or None).
-    """
-
-    def __init__(self, item, timer, error: str):
-        super().__init__(error)
-        self.item, self.timer, self.error = item, timer, error
 
 
 @attrs.define
@@ -104,12 +91,10 @@ class GuardedApplier:
         """
         items = list(items)
         result = StepResult()
-        current = None
         try:
             with self.store.transaction():
-                for current in items:
-                    result.outcomes.append((current, apply(self.engine, current)))
-                current = None
+                for item in items:
+                    result.outcomes.append((item, apply(self.engine, item)))
                 if finish is not None:
                     finish(self.engine)
                 self.engine.flush()
@@ -119,8 +104,6 @@ class GuardedApplier:
             if not self.guarded:
                 self.rebuild()  # the engine's memory goes back to the store's last commit
                 raise
-            if not self.store.keeps_state:
-                raise EngineFailed(current, self.engine.firing, describe_failure(exc)) from None
             self.rebuild()
             return self._redo_one_by_one(items, apply, finish)
         self._committed()
@@ -182,6 +165,6 @@ class GuardedApplier:
         with self.store.transaction():
             self.store.add_dead_letter(source=TIMER_SOURCE, line_no=0, raw=json.dumps(raw, ensure_ascii=False),
                                        error=error)
-            self.engine.discard_timer(timer.key)
+            self.engine.discard_timer(timer)
             self.engine.flush()
         self._on_timer_set_aside(timer.key, error)

@@ -10,12 +10,10 @@ import attrs
 import orjson
 
 from rulecrm import plugins
-from rulecrm.app.applying import EngineFailed
 from rulecrm.app.session import FIXED_BEFORE, NOT_APPLIED, Input, Session
 from rulecrm.app.stopping import Interrupted
 from rulecrm.backends import default_backend_name
 from rulecrm.engine.core import APPLIED, DUPLICATE
-from rulecrm.errors import RulecrmError
 from rulecrm.sources.reader import Rejected, read_events
 
 BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
@@ -68,11 +66,10 @@ class ReplaySummary:
 class ActionWriter:
     """Writes each reported action as one JSON line (or nowhere) and counts statuses."""
 
-    def __init__(self, stream=None, *, already_written: int = 0):
+    def __init__(self, stream=None):
         self.stream = stream
         self.counts: Counter = Counter()
         self.written = 0
-        self._skip = already_written  # written by an earlier attempt of the same replay
 
     def write_all(self, actions) -> None:
         for action in actions:
@@ -83,8 +80,6 @@ class ActionWriter:
         record = action if isinstance(action, dict) else action.public_dict()
         self.counts[record["status"]] += 1
         self.written += 1
-        if self.written <= self._skip:
-            return
         if self.stream is not None:
             # orjson: actions are most of the output; the standard encoder was a tenth of replay time
             self.stream.write(orjson.dumps(record).decode() + "\n")
@@ -120,45 +115,20 @@ def replay(
     ruleset = ruleset or plugins.load_rules_with(manager, rules_path)  # the caller's, when it loaded them
     started = wallclock.perf_counter()
     report = _once_per_line(on_rejected or (lambda line_no, error: None))
-    retry = _Retry()
-    while True:
-        summary = ReplaySummary(backend=backend_name or default_backend_name(), state=state)
-        writer = ActionWriter(out, already_written=retry.written)
-        try:
-            _replay_attempt(
-                ruleset, manager, rules_path, events_path, until=until, state=state, summary=summary, writer=writer,
-                progress=progress, report=report, dispatch=dispatch, dispatch_options=dispatch_options, retry=retry,
-                stop=stop,
-            )
-        except EngineFailed as failure:
-            # Only a replay without --state gets here: its state was in memory only. Replaying is
-            # deterministic, so the run starts again without the failing line (or timer) and the
-            # actions already written are not written twice.
-            retry.set_aside(failure, report)
-            retry.written = writer.written
-            continue
-        break
+    summary = ReplaySummary(backend=backend_name or default_backend_name(), state=state)
+    writer = ActionWriter(out)
+    session = Session.open(
+        rules_path, state, ruleset=ruleset, manager=manager, backend_name=summary.backend, deliver=dispatch,
+        on_decided=writer.write_all, on_report=writer, dispatch_options=dispatch_options,
+        on_timer_set_aside=lambda key, error: report(0, f"timer {key} set aside: {error}"),
+    )
+    with session:
+        last_at = _run_events(session, events_path, until, summary, progress, report, stop)
+        session.advance(until or last_at, report_pending=True)
+        session.drain()
     summary.actions = writer.counts
     summary.seconds = wallclock.perf_counter() - started
     return summary
-
-
-@attrs.define
-class _Retry:
-    """What earlier attempts of one replay without --state set aside."""
-
-    lines: dict = attrs.field(factory=dict)  # line number -> error
-    timers: dict = attrs.field(factory=dict)  # (timer key, due) -> error
-    written: int = 0  # actions already written to --out
-
-    def set_aside(self, failure: EngineFailed, report) -> None:
-        if failure.timer is not None:
-            self.timers[(failure.timer.key, failure.timer.due)] = failure.error
-            report(0, f"timer {failure.timer.key} set aside: {failure.error}")
-        elif failure.item is not None:
-            self.lines[failure.item.line_no] = failure.error
-        else:
-            raise RulecrmError(failure.error)
 
 
 def _once_per_line(report):
@@ -172,20 +142,7 @@ def _once_per_line(report):
     return once
 
 
-def _replay_attempt(ruleset, manager, rules_path, events_path, *, until, state, summary, writer, progress, report,
-                    dispatch, dispatch_options, retry, stop):
-    session = Session.open(
-        rules_path, state, ruleset=ruleset, manager=manager, backend_name=summary.backend, deliver=dispatch,
-        on_decided=writer.write_all, on_report=writer, dispatch_options=dispatch_options, skip_timers=retry.timers,
-        on_timer_set_aside=lambda key, error: report(0, f"timer {key} set aside: {error}"),
-    )
-    with session:
-        last_at = _run_events(session, events_path, until, summary, progress, report, retry.lines, stop)
-        session.advance(until or last_at, report_pending=True)
-        session.drain()
-
-
-def _run_events(session, events_path, until, summary, progress, report, set_aside, stop):
+def _run_events(session, events_path, until, summary, progress, report, stop):
     source = str(events_path)
     items = read_events(events_path, default_tz=session.ruleset.shop.timezone)
     bar = _progress_bar(progress)
@@ -201,8 +158,6 @@ def _run_events(session, events_path, until, summary, progress, report, set_asid
             summary.events += 1
             if not isinstance(item, Rejected) and until is not None and item.at > until:
                 summary.after_until += 1
-            elif line_no in set_aside:  # the engine failed on it in an earlier attempt
-                inputs.append(Input(source, line_no, Rejected(line_no, item.to_json(), set_aside[line_no])))
             else:
                 inputs.append(Input(source, line_no, item))
         applied = session.apply(inputs, stop=stop)

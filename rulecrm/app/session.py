@@ -30,6 +30,7 @@ REJECTED = "rejected"  # not a valid event: kept in the dead-letter store
 FIXED_BEFORE = "fixed_before"  # a rejected line that was fixed (or removed) after an earlier read
 SET_ASIDE = "set_aside"  # the engine failed on it: rolled back alone and kept in the dead-letter store
 NOT_APPLIED = (REJECTED, CONFLICT, SET_ASIDE)
+TIMERS_PER_STEP = 20_000  # timers fired per transaction when only time moves on
 
 
 @attrs.frozen
@@ -238,15 +239,20 @@ class Session:
         return line.item.raw if isinstance(line.item, Rejected) else line.item.to_json()
 
     def advance(self, until: datetime | None, *, report_pending: bool = False) -> None:
-        """Fire the timers due at or before `until` in one step; `report_pending`: at the end of a
-        run, report the actions still held (quiet hours, deferring caps)."""
+        """Fire the timers due at or before `until`, at most TIMERS_PER_STEP per step (a long quiet
+        period can make every customer's timers due, and a step's decisions wait in memory for its
+        commit); `report_pending`: at the end of a run, report the actions still held (quiet hours,
+        deferring caps)."""
+        more = True
+
         def finish(engine):
-            if until is not None:
-                engine.advance(until)
-            if report_pending:
+            nonlocal more
+            more = until is not None and engine.advance(until, max_timers=TIMERS_PER_STEP)
+            if report_pending and not more:
                 engine.report_pending()
 
-        self._applier.step((), _no_items, finish)
+        while more:
+            self._applier.step((), _no_items, finish)
 
     # -- delivery ------------------------------------------------------------------------
     def deliver(self, *, stop=lambda: False) -> None:

@@ -17,6 +17,7 @@ import attrs
 
 from rulecrm.engine.actions import Action, action_key
 from rulecrm.engine.birthdays import next_birthday
+from rulecrm.engine.cache import RecentCache
 from rulecrm.engine.changes import Changes
 from rulecrm.engine.compiled import CompiledRules
 from rulecrm.engine.enums import Outcome, Status, TimerKind
@@ -40,7 +41,7 @@ STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at t
 
 class Engine:
     def __init__(self, ruleset, *, backend, store, functions=None, address_fields=None, on_action=None,
-                 waits_for_channel=None):
+                 waits_for_channel=None, cache_capacity: int | None = None):
         self.ruleset = ruleset
         self.backend = backend
         self.store = store
@@ -50,13 +51,14 @@ class Engine:
         self.rules = CompiledRules.build(ruleset, self.functions)
         self.router = Router(ruleset, address_fields)
         self.gates = Gates(ruleset)
-        self.profiles: dict[str, Profile] = {}
+        # recently used customers' profiles; the store holds them all (see rulecrm.engine.cache)
+        self.profiles: RecentCache[Profile] = RecentCache(self._load_profile, cache_capacity)
         self.now: datetime | None = None
         self.firing: Timer | None = None  # the timer being fired, for attributing a failure to it
         self.skip_timers: set = set()  # (key, due) of timers set aside without a store to drop them from
         self.stats = Counter()
         self._changes = Changes()
-        self._timers = TimerBook(self._changes)
+        self._timers = TimerBook(self._changes, store, cache_capacity=cache_capacity)
         # With dispatch (`replay --dispatch`, `run`), `waits_for_channel` decides which sent actions
         # wait for their channel (see Outbox). Without it, `sent` means "would have been sent".
         self._outbox = Outbox(store, self._changes, self.stats, tz=self.tz,
@@ -76,11 +78,6 @@ class Engine:
         return self._timers
 
     @property
-    def pending(self):
-        """Actions held by quiet hours or a deferring cap, by key."""
-        return self._outbox.held
-
-    @property
     def seq(self) -> int:
         """Timers created so far (their tie-break order)."""
         return self._timers.seq
@@ -91,11 +88,11 @@ class Engine:
 
     def pending_timers(self) -> list:
         """Every pending timer, in firing order (for tools and tests; the engine alone changes them)."""
-        return sorted(self._timers.values(), key=lambda timer: timer.order)
+        return self._timers.all_pending()
 
     def held_actions(self) -> dict:
         """Actions held by quiet hours or a deferring cap, by key (a copy)."""
-        return dict(self._outbox.held)
+        return {action.key: action for action in self._outbox.all_held()}
 
     def observe_gates(self, callback) -> None:
         """Call `callback(action, profile, now, verdict)` at each gate judgement (explain's re-run)."""
@@ -114,24 +111,22 @@ class Engine:
         """Restore timers, held actions and counters from the store (a resumed or repeated run)."""
         now = self.store.get_meta("now")
         self.now = parse_timestamp(now, timezone.utc).astimezone(timezone.utc) if now else None
-        self._timers.load(self.store)
+        self._timers.load()
         self._outbox.load()
 
     def flush(self) -> None:
         """Write what changed since the last flush; call inside a store transaction."""
-        self._changes.flush(self.store, self.profiles, seq=self._timers.seq, now=self.now)
-        # A profile cache without bound would grow with the customer base; flushed entries reload
-        # (a store that keeps no state cannot give them back, so they stay).
-        if self.store.keeps_state and len(self.profiles) > 200_000:
-            self.profiles.clear()
+        self._changes.flush(self.store, self.profiles.get, seq=self._timers.seq, now=self.now)
+        # everything is written: the caches may let their least recently used customers go
+        self.profiles.trim()
+        self._timers.trim()
+
+    def _load_profile(self, customer_id: str) -> Profile:
+        stored = self.store.get_profile(customer_id)
+        return Profile.from_dict(stored) if stored else Profile(customer_id)
 
     def profile(self, customer_id: str) -> Profile:
-        profile = self.profiles.get(customer_id)
-        if profile is None:
-            stored = self.store.get_profile(customer_id)
-            profile = Profile.from_dict(stored) if stored else Profile(customer_id)
-            self.profiles[customer_id] = profile
-        return profile
+        return self.profiles.get(customer_id)
 
     def _touch(self, profile: Profile) -> None:
         profile.changed()
@@ -163,6 +158,7 @@ class Engine:
         self.stats["events"] += 1
         self._apply(event)
         self.profile(event.customer_id).release()
+        self._bound_memory()
         return APPLIED
 
     def _same_as_recorded(self, event: Event, text: str) -> bool:
@@ -175,20 +171,27 @@ class Engine:
         # the same event written differently (another offset for the same instant) is still the same
         return fingerprint(Event.from_dict(json.loads(recorded), default_tz=timezone.utc)) == fingerprint(event)
 
-    def advance(self, until: datetime) -> None:
-        """Fire every timer due at or before `until`."""
+    def advance(self, until: datetime, *, max_timers: int | None = None) -> bool:
+        """Fire the timers due at or before `until`; True when `max_timers` were fired and more are due."""
         until = until.astimezone(timezone.utc)
-        self._fire_until(until, inclusive=True)
+        if self._fire_until(until, inclusive=True, max_timers=max_timers):
+            return True
         if self.now is None or until > self.now:
             self.now = until
+        return False
 
-    def _fire_until(self, limit: datetime, *, inclusive: bool) -> None:
+    def _fire_until(self, limit: datetime, *, inclusive: bool, max_timers: int | None = None) -> bool:
+        """Fire due timers in order; True when it stopped after `max_timers` with more due."""
         limit_order = limit.timestamp()
         pop_due = self._timers.pop_due
+        fired = 0
         while True:
+            if max_timers is not None and fired >= max_timers:
+                return self._timers.next_due() is not None and self._timers.next_due() <= limit_order
             timer = pop_due(limit_order, inclusive=inclusive)
             if timer is None:
-                return
+                return False
+            fired += 1
             if self.skip_timers and (timer.key, timer.due) in self.skip_timers:
                 continue  # its firing raised in an earlier attempt of this replay (rulecrm.app.applying)
             if self.now is None or timer.due > self.now:
@@ -198,10 +201,21 @@ class Engine:
             self._fire[timer.payload["type"]](timer)
             self.firing = None
             self.profile(timer.customer_id).release()
+            self._bound_memory()
 
-    def discard_timer(self, key) -> None:
+    def _bound_memory(self) -> None:
+        """Write what changed so far when a cache is full, so that it may let customers go.
+
+        Steps usually flush at their end; one step can still touch a great many customers (timers
+        firing over a long quiet period), and memory must not grow with them. The step's
+        transaction stays open: a rollback undoes these writes too.
+        """
+        if self.profiles.full() or self._timers.full():
+            self.flush()
+
+    def discard_timer(self, timer: Timer) -> None:
         """Drop a pending timer for good (one whose firing raised; see rulecrm.app.applying)."""
-        self._timers.drop(key)
+        self._timers.drop(timer.customer_id, timer.key)
         self.firing = None
 
     # -- events ------------------------------------------------------------------------
@@ -406,7 +420,7 @@ class Engine:
         )
 
     def _fire_release(self, timer: Timer) -> None:
-        action = self._outbox.held.get(timer.payload["action"])
+        action = self._outbox.held(timer.payload["action"])
         if action is None:
             return
         self._gate(action, self.profile(action.customer_id), timer.due)
@@ -448,7 +462,7 @@ class Engine:
         at = rule.at or DEFAULT_BIRTHDAY_AT
         instant = next_birthday(profile.fields.get("birthday"), at, self.gates.zone(profile), not_before)
         if instant is None:
-            self._timers.drop(key)
+            self._timers.drop(profile.id, key)
             return
         self._timers.schedule(key, instant, rule.index, profile.id, {"type": TimerKind.BIRTHDAY, "rule": rule.id})
 
@@ -473,10 +487,9 @@ class Engine:
             )
         key = f"stage|{profile.id}"
         instant = next_change(profile, self.lifecycle, at)
-        current = self._timers.get(key)
         if instant is None:
-            self._timers.drop(key)
-        elif current is None or current.due != instant:
+            self._timers.drop(profile.id, key)
+        elif self._timers.due_of(profile.id, key) != instant.timestamp():
             self._timers.schedule(key, instant, STAGE_TIMER_ORDER, profile.id, {"type": TimerKind.STAGE})
         return stage_event
 

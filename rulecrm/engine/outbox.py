@@ -14,7 +14,9 @@ class Outbox:
 
     `waits_for_channel(action, profile)` (with dispatch) returns the action as it waits for its
     channel, or None: a sent action that waits is written `queued` and reported by the dispatcher
-    once delivered. `held` are the actions quiet hours or a deferring cap hold back.
+    once delivered. Actions that quiet hours or a deferring cap hold back (status `deferred`) are
+    kept in the store like the others, not in memory: a night of quiet hours can hold one action
+    per customer.
     """
 
     def __init__(self, store, changes, stats, *, tz, on_action: Callable[[Action], None],
@@ -25,22 +27,41 @@ class Outbox:
         self._tz = tz
         self._on_action = on_action
         self._waits_for_channel = waits_for_channel
-        self.held: dict[str, Action] = {}
-        self._store_had_actions = True  # until load() looks
+        self._store_has_actions = True  # until load() looks
 
     def load(self) -> None:
-        """Restore the held actions from the store."""
-        for record in self._store.iter_actions(status=Status.DEFERRED.value):
-            action = Action.from_dict(record, self._tz)
-            self.held[action.key] = action
-        # Keys are unique by construction within a run; only a store that already holds actions
-        # (a repeated or resumed run) can have seen a key before.
-        self._store_had_actions = next(self._store.iter_actions(), None) is not None
+        """Look whether the store holds actions already (a repeated or resumed run)."""
+        # A key decided before is in the store or in `changes`; while the store holds no action
+        # (a fresh run before its first flush) there is nothing to look up.
+        self._store_has_actions = next(self._store.iter_actions(), None) is not None
+
+    def held(self, key: str) -> Action | None:
+        """The action held back under this key, or None when it is not (or no longer) held."""
+        action = self._changes.actions.get(key)
+        if action is None:
+            record = self._store.get_action(key)
+            if record is None or record["status"] != Status.DEFERRED:
+                return None
+            return Action.from_dict(record, self._tz)
+        return action if action.status is Status.DEFERRED else None
+
+    def all_held(self) -> list[Action]:
+        """Every held action, from the store and the unwritten changes, in (due, rule order, key) order."""
+        pending = self._changes.actions
+        held = [Action.from_dict(record, self._tz) for record in self._store.iter_actions(status=Status.DEFERRED.value)
+                if record["key"] not in pending]
+        held.extend(action for action in pending.values() if action.status is Status.DEFERRED)
+        return sorted(held, key=lambda a: (a.due_at, a.rule_index, a.key))
 
     def seen(self, key: str) -> bool:
+        """Whether an action with this key was decided before (a decision is taken once, ever)."""
         if key in self._changes.actions:
             return True
-        return self._store_had_actions and self._store.get_action(key) is not None
+        if not self._store_has_actions:
+            self._store_has_actions = bool(self._changes.actions_written)
+            if not self._store_has_actions:
+                return False
+        return self._store.has_action(key)
 
     def finish(self, action: Action, profile, status: Status, reason=None, *, sent_at=None) -> None:
         """Give the action its final status (or `queued` for its channel), note it and report it."""
@@ -55,7 +76,6 @@ class Outbox:
             action, status=status, reason=reason, sent_at=sent_at.astimezone(tz) if sent_at is not None else None,
             due_at=action.due_at.astimezone(tz), reported_status=status if report else action.reported_status,
         )
-        self.held.pop(action.key, None)
         self._changes.actions[action.key] = action
         self._stats[f"actions_{status}"] += 1
         if report:
@@ -66,17 +86,13 @@ class Outbox:
         action = attrs.evolve(
             action, status=Status.DEFERRED, reason=reason, defers=action.defers + (1 if counts_as_defer else 0),
         )
-        self.held[action.key] = action
         self._changes.actions[action.key] = action
         return action
 
     def report_held(self) -> None:
         """Report the actions still held (quiet hours, deferring caps) at the end of a run."""
-        for action in sorted(self.held.values(), key=lambda a: (a.due_at, a.rule_index, a.key)):
-            action = attrs.evolve(action, due_at=action.due_at.astimezone(self._tz))
-            self.held[action.key] = action
+        for action in self.all_held():
             if action.reported_status != action.status:
-                action = attrs.evolve(action, reported_status=action.status)
-                self.held[action.key] = action
+                action = attrs.evolve(action, due_at=action.due_at.astimezone(self._tz), reported_status=action.status)
                 self._changes.actions[action.key] = action
                 self._on_action(action)

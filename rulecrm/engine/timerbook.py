@@ -1,86 +1,137 @@
-"""The engine's pending timers: scheduling, dropping, cancelling by a later event, and what is due next."""
+"""The engine's pending timers: scheduling, dropping, cancelling by a later event, and what is due next.
+
+Timers live in the store; memory holds two bounded views of them (docs/running.md, "Memory"):
+
+* a *window* of the next due timers, in firing order, refilled from the store's index when it runs
+  dry. Every pending timer whose order is at or before `_horizon` is in the window; later ones are
+  only in the store (or in `changes`, not yet written), so firing order is exactly the store's order
+  (due, rule order, creation order).
+* each recently used customer's timers, by key, with their due time and what cancels them: an
+  event cancels its customer's timers, and the lifecycle compares the stage timer's due time. A
+  customer's entry is always loaded before their timers change, and entries leave memory only right
+  after a flush, so an entry is never older than the store plus `changes`.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from rulecrm.engine.cache import RecentCache
 from rulecrm.engine.samekey import same_key
 from rulecrm.engine.timers import Timer, TimerQueue
 
+WINDOW = 5_000  # timers read from the store per refill (each holds its trigger event in memory)
+_EVERYTHING = (float("inf"), 0, 0)  # a horizon past every timer: the window holds all of them
+
+Order = tuple[float, int, int]  # (due epoch, rule index, creation number): unique per timer
+
 
 class TimerBook:
-    """Timers in firing order, with an index of those a later event cancels (`unless`).
+    """Pending timers in firing order, with each customer's timers for cancelling and replacing.
 
     Every put and delete is noted in `changes` for the next flush; `seq` numbers timers in
     creation order (ties at one instant) and is kept in the store with them.
     """
 
-    def __init__(self, changes) -> None:
-        self._queue = TimerQueue()
+    def __init__(self, changes, store, *, window: int | None = None, cache_capacity: int | None = None) -> None:
         self._changes = changes
-        self.cancellable: dict[str, dict[str, tuple]] = {}  # customer -> timer key -> (type, same, value)
+        self._store = store
+        self._window_size = window or WINDOW
+        self._window = TimerQueue()
+        self._horizon: Order | None = None  # None: nothing read from the store yet
+        # customer -> {timer key: (order, cancelled by (type, same field, value) or None)}
+        self._customers: RecentCache[dict] = RecentCache(self._load_customer, cache_capacity)
         self.seq = 0
 
-    def load(self, store) -> None:
-        """Restore the stored timers and their creation counter."""
-        self.seq = store.get_meta("seq", 0)
-        for row in store.iter_timers():
-            timer = Timer.from_row(row)
-            self._queue.push(timer)
-            if timer.payload.get("unless"):
-                self.cancellable.setdefault(timer.customer_id, {})[timer.key] = tuple(timer.payload["unless"])
+    def load(self) -> None:
+        """Start from the store: its creation counter; timers are read when first needed."""
+        self.seq = self._store.get_meta("seq", 0)
+        self._window = TimerQueue()
+        self._horizon = None
+        self._customers.clear()
+
+    def _load_customer(self, customer_id: str) -> dict:
+        return {
+            key: ((due, rule_index, seq), _unless(payload))
+            for key, due, rule_index, seq, _cid, payload in self._store.timers_for(customer_id)
+        }
+
+    def full(self) -> bool:
+        """Whether the customers' timer entries outgrew their cache (flush, then trim)."""
+        return self._customers.full()
+
+    def trim(self) -> None:
+        """After a flush: let the least recently used customers' timer entries go."""
+        self._customers.trim()
 
     # -- reading -------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._queue
-
-    def get(self, key: str) -> Timer | None:
-        return self._queue.get(key)
-
-    def values(self):
-        return self._queue.values()
+    def due_of(self, customer_id: str, key: str) -> float | None:
+        """Epoch seconds at which the customer's timer `key` is due, or None when it is not pending."""
+        entry = self._customers.get(customer_id).get(key)
+        return None if entry is None else entry[0][0]
 
     def next_due(self) -> float | None:
         """Epoch seconds of the next timer to fire, or None."""
-        top = self._queue.peek_order()
+        top = self._peek()
         return None if top is None else top[0]
+
+    def all_pending(self) -> list[Timer]:
+        """Every pending timer in firing order, read from the store and the unwritten changes (for tools)."""
+        changes = self._changes
+        timers = {
+            row[0]: Timer.from_row(row) for row in self._store.iter_timers() if row[0] not in changes.timers_deleted
+        }
+        timers.update(changes.timers_put)
+        return sorted(timers.values(), key=lambda timer: timer.order)
 
     # -- changing ------------------------------------------------------------------------
     def schedule(self, key, due: datetime, rule_index: int, customer_id: str, payload: dict, unless=None) -> None:
         """Add a timer, replacing any pending one with the same key; `unless`: (event type, same field, value)."""
-        self.drop(key)
+        entries = self._customers.get(customer_id)
+        if key in entries:
+            self._drop(entries, key)
         self.seq += 1
         if unless is not None:
             payload["unless"] = list(unless)
-            self.cancellable.setdefault(customer_id, {})[key] = unless
         timer = Timer(key, due.astimezone(timezone.utc), rule_index, self.seq, customer_id, payload)
-        self._queue.push(timer)
+        order = timer.order
+        entries[key] = (order, unless)
         self._changes.timer_put(timer)
+        if self._horizon is not None and order <= self._horizon:
+            self._window.push(timer)
+            if len(self._window) > 2 * self._window_size:
+                self._shrink_window()
 
-    def drop(self, key: str) -> None:
-        timer = self._queue.remove(key)
-        if timer is not None:
-            self._forget(timer)
+    def drop(self, customer_id: str, key: str) -> None:
+        entries = self._customers.get(customer_id)
+        if key in entries:
+            self._drop(entries, key)
+
+    def _drop(self, entries: dict, key: str) -> None:
+        del entries[key]
+        self._window.remove(key)
+        self._changes.timer_deleted(key)
 
     def pop_due(self, limit: float, *, inclusive: bool) -> Timer | None:
         """Take the next timer if it is due before `limit` (epoch seconds), or at it when `inclusive`."""
-        top = self._queue.peek_order()
+        top = self._peek()
         if top is None or top[0] > limit or (top[0] == limit and not inclusive):
             return None
-        timer = self._queue.pop()
-        self._forget(timer)
+        timer = self._window.pop()
+        self._customers.get(timer.customer_id).pop(timer.key, None)
+        self._changes.timer_deleted(timer.key)
         return timer
 
     def cancel_matching(self, customer_id: str, event) -> int:
         """Drop the customer's timers this event cancels; returns how many."""
-        entries = self.cancellable.get(customer_id)
+        entries = self._customers.get(customer_id)
         if not entries:
             return 0
         cancelled = 0
         keys: dict[str, str | None] = {}  # the event's same_key per field, computed once
-        for key, (event_type, same, value) in list(entries.items()):
+        for key, (_order, unless) in list(entries.items()):
+            if unless is None:
+                continue
+            event_type, same, value = unless
             if event_type != event.type:
                 continue
             if same is not None:
@@ -88,14 +139,35 @@ class TimerBook:
                     keys[same] = same_key(event.data.get(same))
                 if keys[same] is None or keys[same] != same_key(value):
                     continue
-            self.drop(key)
+            self._drop(entries, key)
             cancelled += 1
         return cancelled
 
-    def _forget(self, timer: Timer) -> None:
-        entries = self.cancellable.get(timer.customer_id)
-        if entries:
-            entries.pop(timer.key, None)
-            if not entries:
-                del self.cancellable[timer.customer_id]
-        self._changes.timer_deleted(timer.key)
+    # -- the window ------------------------------------------------------------------------
+    def _peek(self) -> Order | None:
+        top = self._window.peek_order()
+        if top is None and self._horizon != _EVERYTHING:
+            self._refill()
+            top = self._window.peek_order()
+        return top
+
+    def _refill(self) -> None:
+        """Read the next timers after the horizon from the store (writing unwritten timer changes first)."""
+        self._changes.flush_timers(self._store)
+        rows = self._store.timers_after(self._horizon, self._window_size)
+        for row in rows:
+            self._window.push(Timer.from_row(row))
+        self._horizon = (rows[-1][1], rows[-1][2], rows[-1][3]) if len(rows) == self._window_size else _EVERYTHING
+
+    def _shrink_window(self) -> None:
+        """Keep the first WINDOW timers in memory; the later ones are in `changes` or the store already."""
+        kept = self._window.first(self._window_size)
+        self._window = TimerQueue()
+        for timer in kept:
+            self._window.push(timer)
+        self._horizon = kept[-1].order
+
+
+def _unless(payload: dict) -> tuple | None:
+    unless = payload.get("unless")
+    return tuple(unless) if unless else None

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import heapq
-import json
 from datetime import datetime, timezone
 from typing import Any
 
 import attrs
+import orjson
 
 from rulecrm.engine.enums import TimerKind
 from rulecrm.events import Event
@@ -33,7 +33,7 @@ class Timer:
         """
         payload = {**self.payload, "type": str(self.payload["type"]), "due": self.due.isoformat()}
         if "event" in payload:
-            payload["event"] = payload["event"].to_json()
+            payload["event"] = orjson.dumps(payload["event"].to_dict()).decode()
         return (self.key, self.due.timestamp(), self.rule_index, self.seq, self.customer_id, payload)
 
     @classmethod
@@ -42,7 +42,7 @@ class Timer:
         due = parse_timestamp(payload["due"], timezone.utc).astimezone(timezone.utc)
         payload = {**payload, "type": TimerKind(payload["type"])}
         if "event" in payload:
-            payload["event"] = Event.from_dict(json.loads(payload["event"]), default_tz=timezone.utc)
+            payload["event"] = Event.from_stored(orjson.loads(payload["event"]))
         return cls(key, due, rule_index, seq, customer_id, payload)
 
 
@@ -84,6 +84,10 @@ class TimerQueue:
 
     def values(self):
         return self._live.values()
+
+    def first(self, count: int) -> list[Timer]:
+        """The `count` timers that fire first, in order."""
+        return sorted(self._live.values(), key=lambda timer: timer.order)[:count]
 
     def _drop_stale(self) -> None:
         heap = self._heap

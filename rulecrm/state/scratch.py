@@ -1,43 +1,32 @@
-"""The store of a replay without --state: nothing to resume, so only what bounds memory hits disk."""
+"""The store of a replay without --state: a temporary file that keeps only what the run reads back."""
 from __future__ import annotations
 
+from rulecrm.engine.enums import Status
 from rulecrm.state.store import Store
+
+_HELD = Status.DEFERRED.value
 
 
 class ScratchStore(Store):
-    """A temporary store that keeps event ids and dead letters, and drops everything else.
+    """A temporary store, removed when closed, for a run that can never be resumed or repeated.
 
-    A replay without `--state` can never be resumed or repeated, so writing profiles, timers and
-    the outbox would be pure cost; the engine keeps them in memory for the run. Event ids stay on
-    disk so that de-duplication does not grow memory with the size of the input.
+    Memory stays bounded because profiles and timers live here, as in a kept state. What nobody
+    reads back is not written in full: an action keeps its key and status only, unless it is held
+    (`deferred`, read back when released), and an event is recorded by its fingerprint only (enough
+    to recognise it again). Nothing needs to survive a crash, so SQLite does not wait for the disk.
     """
 
     keeps_state = False
 
     @classmethod
     def open_scratch(cls) -> "ScratchStore":
-        return cls.open(None)
+        store = cls.open(None)
+        store._db.execute("PRAGMA synchronous = OFF")
+        return store
 
-    def put_profiles(self, items) -> None:
-        pass
-
-    def get_profile(self, customer_id):
-        return None
-
-    def put_timers(self, rows) -> None:
-        pass
-
-    def delete_timers(self, keys) -> None:
-        pass
-
-    def iter_timers(self, **_filters):
-        return iter(())
-
-    def put_actions(self, actions) -> None:
-        pass
-
-    def get_action(self, key):
-        return None
-
-    def iter_actions(self, **_filters):
-        return iter(())
+    def put_outbox(self, actions) -> None:
+        # a decision is taken once, ever: every key is kept, the whole action only while it is held
+        self.put_actions(
+            action.to_dict() if action.status == _HELD else {"key": action.key, "status": str(action.status)}
+            for action in actions
+        )

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
 from typing import Any
 
+import orjson
+
 from rulecrm.errors import StateError, StorageError
 from rulecrm.masking import mask_personal
 
@@ -103,8 +105,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=_json_default)
+    # orjson writes the same JSON as the standard encoder below, several times faster (profiles and
+    # timers are written per customer per step); what it refuses (e.g. a lone surrogate) takes the slow path
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=_json_default)
 
 
 def _sha256(text: str) -> str:
@@ -128,7 +138,7 @@ def _loads(text: Any) -> Any:
     if not isinstance(text, str):
         raise _DamagedValue(f"a stored value is {type(text).__name__}, not JSON text")
     try:
-        return json.loads(text)
+        return orjson.loads(text)  # several times faster than json; the engine reads a profile per event
     except ValueError as exc:
         raise _DamagedValue(f"a stored value is not JSON: {exc}") from None
 
@@ -667,6 +677,16 @@ class Store:
         )
         return [(key, due, rule_index, seq, cid, _loads(payload)) for key, due, rule_index, seq, cid, payload in rows]
 
+    def timers_after(self, order: tuple[float, int, int] | None, limit: int) -> list[Timer]:
+        """The first `limit` timers in firing order (due, rule_index, seq) after `order` (None: from the start)."""
+        sql = "SELECT key, due, rule_index, seq, customer_id, payload FROM timers"
+        params: tuple = ()
+        if order is not None:
+            sql += " WHERE (due, rule_index, seq) > (?, ?, ?)"
+            params = tuple(order)
+        rows = self._db.execute(sql + " ORDER BY due, rule_index, seq LIMIT ?", (*params, limit))
+        return [(key, due, rule_index, seq, cid, _loads(payload)) for key, due, rule_index, seq, cid, payload in rows]
+
     def next_timer_due(self) -> float | None:
         """The earliest due time of any timer, or None."""
         return self._db.execute("SELECT min(due) FROM timers").fetchone()[0]
@@ -701,6 +721,13 @@ class Store:
                 "json = excluded.json",
                 rows(),
             )
+
+    def put_outbox(self, actions: Iterable[Any]) -> None:
+        """Write the engine's actions (objects with `to_dict()`; see `put_actions`)."""
+        self.put_actions(action.to_dict() for action in actions)
+
+    def has_action(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM actions WHERE key = ?", (key,)).fetchone() is not None
 
     def get_action(self, key: str) -> dict | None:
         row = self._db.execute("SELECT json FROM actions WHERE key = ?", (key,)).fetchone()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -116,40 +117,104 @@ def test_compiled_rules_index_the_rule_set_once(ruleset):
 
 
 # -- timer book ----------------------------------------------------------------------------
-def test_scheduling_a_key_again_replaces_the_timer_and_notes_only_the_latest():
+def book_on(store, changes=None, **options):
+    book = TimerBook(changes or Changes(), store, **options)
+    book.load()
+    return book
+
+
+def test_scheduling_a_key_again_replaces_the_timer_and_notes_only_the_latest(store):
     changes = Changes()
-    book = TimerBook(changes)
+    book = book_on(store, changes)
     book.schedule("k", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.STAGE})
     book.schedule("k", T0 + timedelta(hours=1), 0, "c1", {"type": TimerKind.STAGE})
-    assert len(book) == 1 and book.seq == 2 and book.get("k").due == T0 + timedelta(hours=1)
+    assert book.seq == 2 and book.due_of("c1", "k") == (T0 + timedelta(hours=1)).timestamp()
     assert list(changes.timers_put) == ["k"] and changes.timers_put["k"].seq == 2
-    assert book.next_due() == (T0 + timedelta(hours=1)).timestamp()
-    book.drop("k")
-    assert book.next_due() is None and not changes.timers_put and changes.timers_deleted == {"k"}
+    with store.transaction():
+        assert book.next_due() == (T0 + timedelta(hours=1)).timestamp()
+        assert [timer.key for timer in book.all_pending()] == ["k"]
+        book.drop("c1", "k")
+        assert book.next_due() is None and book.due_of("c1", "k") is None and book.all_pending() == []
 
 
-def test_a_timer_due_at_the_limit_is_taken_only_when_inclusive():
-    book = TimerBook(Changes())
+def test_a_timer_due_at_the_limit_is_taken_only_when_inclusive(store):
+    book = book_on(store)
     book.schedule("k", T0, 0, "c1", {"type": TimerKind.STAGE})
-    assert book.pop_due(T0.timestamp(), inclusive=False) is None
-    assert book.pop_due(T0.timestamp(), inclusive=True).key == "k"
-    assert book.pop_due(T0.timestamp(), inclusive=True) is None
+    with store.transaction():
+        assert book.pop_due(T0.timestamp(), inclusive=False) is None
+        assert book.pop_due(T0.timestamp(), inclusive=True).key == "k"
+        assert book.pop_due(T0.timestamp(), inclusive=True) is None
 
 
-def test_timers_fire_in_due_then_rule_then_creation_order():
-    book = TimerBook(Changes())
+def test_timers_fire_in_due_then_rule_then_creation_order(store):
+    book = book_on(store)
     book.schedule("late", T0 + timedelta(hours=1), 0, "c1", {"type": TimerKind.STAGE})
     book.schedule("rule2", T0, 2, "c1", {"type": TimerKind.STAGE})
     book.schedule("rule1-second", T0, 1, "c1", {"type": TimerKind.STAGE})
     book.schedule("rule1-first", T0 - timedelta(0), 1, "c2", {"type": TimerKind.STAGE})
     book.schedule("rule1-second", T0, 1, "c1", {"type": TimerKind.STAGE})  # replaced: now created last
     limit = (T0 + timedelta(days=1)).timestamp()
-    fired = [timer.key for timer in iter(lambda: book.pop_due(limit, inclusive=True), None)]
+    with store.transaction():
+        fired = [timer.key for timer in iter(lambda: book.pop_due(limit, inclusive=True), None)]
     assert fired == ["rule1-first", "rule1-second", "rule2", "late"]
 
 
-def test_an_event_cancels_only_the_timers_of_its_type_and_same_value():
-    book = TimerBook(Changes())
+def test_a_small_window_fires_many_timers_in_exactly_the_order_of_one_big_queue(store):
+    """Timers are read from the store a window at a time; scheduling, replacing and dropping while
+    the window is partly read must not change the firing order (due, rule order, creation order)."""
+    rng = random.Random(7)
+    book = book_on(store, window=5)
+    reference = {}  # key -> (due epoch, rule index, creation number, customer): one big queue
+
+    def schedule(key):
+        customer = reference[key][3] if key in reference else f"c{rng.randrange(9)}"
+        due, rule_index = T0 + timedelta(minutes=rng.randrange(150)), rng.randrange(3)
+        book.schedule(key, due, rule_index, customer, {"type": TimerKind.STAGE})
+        reference[key] = (due.timestamp(), rule_index, book.seq, customer)
+
+    fired = 0
+    with store.transaction():
+        for n in range(60):
+            schedule(f"t{n}")
+        for _ in range(300):
+            move = rng.random()
+            if move < 0.4:
+                timer = book.pop_due(float("inf"), inclusive=True)
+                expected = min(reference, key=lambda k: reference[k][:3]) if reference else None
+                assert (timer.key if timer else None) == expected
+                reference.pop(expected, None)
+                fired += timer is not None
+            elif move < 0.8:
+                schedule(f"t{rng.randrange(90)}")
+            elif reference:
+                key = rng.choice(sorted(reference))
+                book.drop(reference.pop(key)[3], key)
+    assert fired > 50
+
+
+def test_customers_timers_leave_memory_after_a_flush_and_come_back_from_the_store(store):
+    changes = Changes()
+    book = book_on(store, changes, cache_capacity=2)
+    for n in range(5):
+        book.schedule(f"esc|c{n}", T0 + timedelta(hours=n), 0, f"c{n}", {"type": TimerKind.ESCALATE},
+                      unless=("review.handled", "review_id", "r1"))
+    with store.transaction():
+        changes.flush(store, None, seq=book.seq, now=T0)
+    book.trim()  # c0-c4 become the old generation
+    for n in range(5, 8):
+        book.schedule(f"esc|c{n}", T0 + timedelta(hours=n), 0, f"c{n}", {"type": TimerKind.STAGE})
+    with store.transaction():
+        changes.flush(store, None, seq=book.seq, now=T0)
+    book.trim()  # c5-c7 outgrew the capacity: c0-c4, unused since, leave memory
+    assert sorted(book._customers) == ["c5", "c6", "c7"]
+    assert book.cancel_matching("c0", review(T0, "r1", "review.handled")) == 1
+    with store.transaction():
+        changes.flush(store, None, seq=book.seq, now=T0)
+    assert [row[0] for row in store.iter_timers()] == [f"esc|c{n}" for n in range(1, 8)]
+
+
+def test_an_event_cancels_only_the_timers_of_its_type_and_same_value(store):
+    book = book_on(store)
     for rid in ("r1", "r2"):
         book.schedule(f"esc|{rid}", T0 + timedelta(hours=2), 0, "c1", {"type": TimerKind.ESCALATE},
                       unless=("review.handled", "review_id", rid))
@@ -158,31 +223,30 @@ def test_an_event_cancels_only_the_timers_of_its_type_and_same_value():
     assert book.cancel_matching("c1", review(T0, "r1", "review.created")) == 0
     assert book.cancel_matching("c2", review(T0, "r1", "review.handled")) == 0
     assert book.cancel_matching("c1", review(T0, "r1", "review.handled")) == 1
-    assert "esc|r1" not in book and "esc|r2" in book and set(book.cancellable["c1"]) == {"esc|r2", "any"}
-    book.drop("esc|r2")
-    book.drop("any")
-    assert book.cancellable == {}
+    assert book.due_of("c1", "esc|r1") is None and book.due_of("c1", "esc|r2") is not None
+    assert book.cancel_matching("c1", Event(type="unsubscribed", customer_id="c1", at=T0, data={})) == 1
+    assert book.due_of("c1", "any") is None
 
 
 def test_the_timer_book_comes_back_from_the_store_as_it_was_written(store):
     changes = Changes()
-    book = TimerBook(changes)
+    book = book_on(store, changes)
     trigger = review(T0)
     book.schedule("esc", T0 + timedelta(hours=2), 3, "c1",
                   {"type": TimerKind.ESCALATE, "rule": "bad-review", "step": 1, "event": trigger},
                   unless=("review.handled", "review_id", "r1"))
     book.schedule("stage", T0 + timedelta(days=1), -1, "c1", {"type": TimerKind.STAGE})
+    written = {key: changes.timers_put[key] for key in ("esc", "stage")}
     with store.transaction():
-        changes.flush(store, {}, seq=book.seq, now=T0)
-    again = TimerBook(Changes())
-    again.load(store)
+        changes.flush(store, None, seq=book.seq, now=T0)
+    again = book_on(store)
     assert again.seq == 2
+    loaded = {timer.key: timer for timer in again.all_pending()}
     for key in ("esc", "stage"):
-        loaded, written = again.get(key), book.get(key)
-        assert attrs.evolve(loaded, payload={}) == attrs.evolve(written, payload={})
-        assert {**loaded.payload, "due": None} == {**written.payload, "due": None}  # loaded adds the exact due
-    assert again.get("esc").payload["type"] is TimerKind.ESCALATE and again.get("esc").payload["event"] == trigger
-    assert again.cancellable == {"c1": {"esc": ("review.handled", "review_id", "r1")}}
+        assert attrs.evolve(loaded[key], payload={}) == attrs.evolve(written[key], payload={})
+        assert {**loaded[key].payload, "due": None} == {**written[key].payload, "due": None}  # adds the exact due
+    assert loaded["esc"].payload["type"] is TimerKind.ESCALATE and loaded["esc"].payload["event"] == trigger
+    assert again.cancel_matching("c1", review(T0, "r1", "review.handled")) == 1
 
 
 def test_a_timer_row_is_plain_json():
@@ -208,7 +272,7 @@ def test_flushing_writes_every_change_and_starts_over(store):
     changes.actions["r|c1|e1"] = action(status=Status.SENT, reported_status=Status.SENT)
     changes.timer_put(Timer("k", T0, 0, 1, "c1", {"type": TimerKind.STAGE}))
     with store.transaction():
-        changes.flush(store, {}, seq=7, now=T0)
+        changes.flush(store, None, seq=7, now=T0)
     assert store.get_action("r|c1|e1")["status"] == "sent" and [row[0] for row in store.iter_timers()] == ["k"]
     assert store.get_meta("seq") == 7 and store.get_meta("now") == T0.isoformat()
     assert not (changes.actions or changes.timers_put or changes.timers_deleted or changes.profiles)
@@ -246,22 +310,23 @@ def test_a_held_action_is_reported_deferred_at_the_end_then_finished_on_release(
     reported = []
     outbox = outbox_on(store, reported)
     held = outbox.hold(action(), "cap:daily", counts_as_defer=True)
-    assert held.defers == 1 and outbox.held == {held.key: held} and not reported
+    assert held.defers == 1 and outbox.all_held() == [held] and outbox.held(held.key) == held and not reported
     outbox.report_held()
     outbox.report_held()  # once per status
     assert [(a.status, a.reason) for a in reported] == [(Status.DEFERRED, "cap:daily")]
-    outbox.finish(outbox.held[held.key], None, Status.SENT, sent_at=T0 + timedelta(hours=1))
-    assert outbox.held == {} and [a.status for a in reported] == [Status.DEFERRED, Status.SENT]
+    outbox.finish(outbox.held(held.key), None, Status.SENT, sent_at=T0 + timedelta(hours=1))
+    assert outbox.all_held() == [] and outbox.held(held.key) is None
+    assert [a.status for a in reported] == [Status.DEFERRED, Status.SENT]
 
 
 def test_held_actions_come_back_from_the_store(store):
     outbox = outbox_on(store, [])
     outbox.hold(action(), "quiet-hours", counts_as_defer=False)
     with store.transaction():
-        outbox._changes.flush(store, {}, seq=0, now=None)
+        outbox._changes.flush(store, None, seq=0, now=None)
     again = outbox_on(store, [])
     again.load()
-    assert list(again.held) == ["r|c1|e1"] and again.held["r|c1|e1"].status is Status.DEFERRED
+    assert [a.key for a in again.all_held()] == ["r|c1|e1"] and again.held("r|c1|e1").status is Status.DEFERRED
     assert again.seen("r|c1|e1")
 
 
@@ -273,7 +338,7 @@ def test_the_engine_tells_when_its_next_timer_is_due_and_closes_its_backend(rule
     assert engine.ingest_outcome(review(T0)) is Outcome.APPLIED
     assert engine.ingest_outcome(review(T0)) is Outcome.DUPLICATE
     assert engine.next_due() == (T0 + timedelta(hours=2)).timestamp()
-    assert engine.seq == len(engine.timers) == 2
+    assert engine.seq == len(engine.pending_timers()) == 2
     engine.advance(T0 + timedelta(hours=3))
     assert engine.next_due() == (T0 + timedelta(hours=24)).timestamp()
     closed = []

@@ -133,7 +133,7 @@ def test_big_numbers_reach_the_durable_backend_only_within_range(tmp_path):
         engine = build_engine(ruleset, Store.open(":memory:"), backend_name=backend)
         for n, amount in enumerate((2**53 - 3, 2**53 - 2, 2**53 - 1)):
             engine.ingest(order(f"c{n}", amount=amount))
-        assert {p for p in engine.profiles if "big" in engine.profiles[p].tags} == {"c1", "c2"}, backend
+        assert {p for p in engine.profiles if "big" in engine.profile(p).tags} == {"c1", "c2"}, backend
 
 
 T0 = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
@@ -186,7 +186,7 @@ def test_delays_computed_beyond_100_years_are_skipped_and_counted(tmp_path, back
     engine = build_engine(ruleset, Store.open(":memory:"), backend_name=backend)
     engine.ingest(order("c-1"))
     engine.advance(T0 + MAX_DURATION + timedelta(days=1))
-    due = sorted((timer.payload["rule"], timer.payload.get("step")) for timer in engine.timers.values()
+    due = sorted((timer.payload["rule"], timer.payload.get("step")) for timer in engine.pending_timers()
                  if timer.payload["type"] in ("after", "escalate"))
     assert due == []  # every timer that was scheduled has fired
     # scaled: 30d * 2001, huge: 3M days, before: -3M days (before year 1), the step's 300,000 days
