@@ -12,7 +12,7 @@ PLUGINS := $(wildcard plugins/*/setup.cfg)
 $(BIN)/rulecrm: setup.cfg pyproject.toml constraints.txt $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet 'pip==$(PIP_VERSION)'
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dask]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(BIN)/rulecrm
 
 example: $(BIN)/rulecrm
@@ -31,11 +31,11 @@ bench: $(BIN)/rulecrm
 	$(BIN)/python -m bench.run_all
 
 # Re-resolve the newest versions that setup.cfg's ranges allow and pin them (first-party plugins
-# depend only on rulecrm, so the core's dependencies and its test extra are the whole set).
+# depend only on rulecrm, so the core's dependencies and its test and dask extras are the whole set).
 lock:
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet pip-tools
-	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra test --strip-extras --allow-unsafe \
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra test --extra dask --strip-extras --allow-unsafe \
 	    --no-emit-index-url --no-emit-find-links -o constraints.txt setup.cfg
 	rm -rf $(VENV)-lock
 

@@ -19,15 +19,27 @@ from rulecrm.timeutil import parse_timestamp
 @click.option("--until", "until", default=None,
               help="Fire timers due at or before this time (default: the last event's).")
 @click.option("--state", "state", default=None,
-              help="SQLite state file; a second replay of the same events outputs nothing.")
+              help="SQLite state file (with --partitions, a directory); a second replay of the same events outputs "
+                   "nothing.")
 @click.option("--out", "out", default="-", show_default=True, type=click.Path(dir_okay=False),
               help="Write the actions as JSONL to this file ('-': stdout).")
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
 @click.option("--dispatch", "dispatch", is_flag=True,
               help="Deliver the actions through their channels (messages real people!).")
+@click.option("--partitions", "partitions", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Replay in N partitions by customer; --state is then a directory (default: that of a "
+                   "partitioned --state).")
+@click.option("--workers", "workers", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Replay the partitions on a local Dask cluster of this many worker processes.")
+@click.option("--scheduler", "scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Replay the partitions on the Dask cluster of this scheduler (--state on a shared file system).")
+@click.option("--progress/--no-progress", "progress", default=None,
+              help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @pass_cli_context
-def replay_command(context, rules, events, until, state, out, backend, dispatch):
+def replay_command(context, rules, events, until, state, out, backend, dispatch, partitions, workers, scheduler,
+                   progress):
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
+    from rulecrm.app.partitioned_replay import replay_partitioned
     from rulecrm.app.replay import replay
     from rulecrm.backends import default_backend_name
     from rulecrm.plugins import load_rules_with
@@ -43,11 +55,18 @@ def replay_command(context, rules, events, until, state, out, backend, dispatch)
             raise click.BadParameter(str(exc), param_hint="--until") from None
     if backend is None and default_backend_name() != "durable":
         echo_err("note: durable-rules is not available on this Python; using the python backend")
+    partitioned = _partitioned(partitions, workers, scheduler, state, dispatch)
+    if progress is None:
+        progress = sys.stderr.isatty()
 
     def report_rejected(line_no, error):
         echo_err(f"{events}:{line_no}: rejected: {mask_personal(error)}")
 
     signals = catch_stop_signals()
+
+    def stop():
+        return signals.requested
+
     try:
         with reported_errors(), contextlib.ExitStack() as resources:
             stream = None
@@ -55,12 +74,19 @@ def replay_command(context, rules, events, until, state, out, backend, dispatch)
                 stream = sys.stdout
             elif out is not None:
                 stream = resources.enter_context(open(out, "w", encoding="utf-8"))
-            summary = replay(
-                rules, events, until=until_at, state=state, out=stream, backend_name=backend,
-                progress=sys.stderr.isatty(), on_rejected=report_rejected, plugin_manager=manager,
-                dispatch=dispatch, dispatch_options={"on_warning": echo_err}, stop=lambda: signals.requested,
-                ruleset=ruleset,
-            )
+            if partitioned:
+                tasks = _task_runner(resources, workers, scheduler, progress, stop)
+                summary = replay_partitioned(
+                    rules, events, partitions=partitions, state=state, tasks=tasks, until=until_at, out=stream,
+                    backend_name=backend, on_rejected=report_rejected, plugin_manager=manager, ruleset=ruleset,
+                    stop=stop,
+                )
+            else:
+                summary = replay(
+                    rules, events, until=until_at, state=state, out=stream, backend_name=backend,
+                    progress=progress, on_rejected=report_rejected, plugin_manager=manager,
+                    dispatch=dispatch, dispatch_options={"on_warning": echo_err}, stop=stop, ruleset=ruleset,
+                )
     except Interrupted:
         kept = (f"the batches committed so far are in {state}; run the same command again to finish"
                 if state not in (None, ":memory:") else "nothing was kept (no --state)")
@@ -71,3 +97,33 @@ def replay_command(context, rules, events, until, state, out, backend, dispatch)
     for line in summary.lines():
         echo_err(line)
     return summary.exit_code
+
+
+def _partitioned(partitions, workers, scheduler, state, dispatch) -> bool:
+    """Whether the options ask for a partitioned replay; a usage error for options that cannot go together."""
+    from rulecrm.state.partitioned import is_partitioned
+
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    partitioned = partitions is not None or workers is not None or scheduler is not None or (
+        state is not None and is_partitioned(state))
+    if not partitioned:
+        return False
+    if dispatch:
+        raise click.UsageError("--dispatch delivers from one state: it cannot be used with partitions")
+    if scheduler is not None and state is None:
+        raise click.UsageError("--scheduler needs --state: a directory that every worker of the cluster reaches")
+    if partitions is None and not (state is not None and is_partitioned(state)):
+        raise click.UsageError("--workers and --scheduler need --partitions N (or a partitioned --state)")
+    return True
+
+
+def _task_runner(resources, workers, scheduler, progress, stop):
+    """Where the partitions' tasks run: a Dask cluster, or this process one task after another."""
+    if workers is None and scheduler is None:
+        from rulecrm.app.partitioned_replay import InProcessTasks
+
+        return InProcessTasks(progress=progress, stop=stop)
+    from rulecrm.app.on_dask import dask_tasks
+
+    return resources.enter_context(dask_tasks(workers=workers, scheduler=scheduler, progress=progress, stop=stop))
