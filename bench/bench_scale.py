@@ -16,7 +16,9 @@ last poll and its exit; psutil is not a dependency (and polls too).
 
 Targets: B3, at most 1 KB of RSS per customer at 1M customers (the whole process's peak divided
 by the customers: interpreter and rules included), and RSS at 3M at most 1.2 x RSS at 1M; B8,
-events/s at 1M at least 0.7 x events/s at 10k. A target is judged when its sizes were run; the exit
+events/s at 1M at least 0.7 x events/s at 10k, judged per CPU second of the child (`os.wait4`'s
+user + system time), since on a shared machine the wall clock measures the neighbours too; the wall
+clock's ratio is printed beside it. A target is judged when its sizes were run; the exit
 status is 1 when one fails.
 """
 from __future__ import annotations
@@ -87,11 +89,14 @@ def measure_replay(events: Path, *, backend: str, state: Path | None, log: Path)
     summary = SUMMARY.search(text)
     seconds = float(summary.group(2)) if summary else wall
     events_count = int(summary.group(1)) if summary else _count_lines(events)
+    cpu = usage.ru_utime + usage.ru_stime
     return {
         "events": events_count,
         "seconds": seconds,
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "events_per_s": events_count / seconds if seconds else 0.0,
+        "events_per_cpu_s": events_count / cpu if cpu else 0.0,
         "peak_rss_bytes": usage.ru_maxrss * 1024,  # kilobytes on Linux
         "summary": text.strip().splitlines()[-3:],
     }
@@ -134,10 +139,12 @@ def verdicts(rows: list[dict]) -> list[dict]:
             found.append(_verdict("B3", state, growth <= B3_GROWTH,
                                   f"RSS at {B3_LARGER:,} is {growth:.2f}x RSS at {B3_SIZE:,} (target <= {B3_GROWTH}x)"))
         if B8_SMALL in by_size and B8_LARGE in by_size:
-            ratio = by_size[B8_LARGE]["events_per_s"] / by_size[B8_SMALL]["events_per_s"]
+            # judged per CPU second: on a shared machine the wall clock also measures the neighbours
+            ratio = by_size[B8_LARGE]["events_per_cpu_s"] / by_size[B8_SMALL]["events_per_cpu_s"]
+            wall_ratio = by_size[B8_LARGE]["events_per_s"] / by_size[B8_SMALL]["events_per_s"]
             found.append(_verdict("B8", state, ratio >= B8_RATIO,
-                                  f"events/s at {B8_LARGE:,} is {ratio:.2f}x events/s at {B8_SMALL:,} "
-                                  f"(target >= {B8_RATIO}x)"))
+                                  f"events per CPU second at {B8_LARGE:,} are {ratio:.2f}x those at {B8_SMALL:,} "
+                                  f"(target >= {B8_RATIO}x; by the wall clock {wall_ratio:.2f}x)"))
     return found
 
 
@@ -154,12 +161,13 @@ def print_report(rows: list[dict], judged: list[dict], *, backend: str, events_p
     print(f"Machine: {machine()}\n")
     print(f"B3/B8: rulecrm replay --rules bench/synthetic-shop --backend {backend} --out /dev/null, "
           f"synthetic shops of ~{events_per_customer:g} events per customer.\n")
-    print("| customers | state | events | seconds | events/s | peak RSS MB | RSS bytes per customer |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| customers | state | events | seconds | events/s | CPU seconds | events per CPU s | peak RSS MB "
+          "| RSS bytes per customer |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(f"| {row['customers']:,} | {row['state']} | {row['events']:,} | {row['seconds']:.1f} | "
-              f"{row['events_per_s']:,.0f} | {row['peak_rss_bytes'] / 2**20:,.0f} | "
-              f"{row['rss_bytes_per_customer']:,.0f} |")
+              f"{row['events_per_s']:,.0f} | {row['cpu_seconds']:.1f} | {row['events_per_cpu_s']:,.0f} | "
+              f"{row['peak_rss_bytes'] / 2**20:,.0f} | {row['rss_bytes_per_customer']:,.0f} |")
     print()
     for verdict in judged:
         print(f"{verdict['target']} ({verdict['state']} state): {'pass' if verdict['passed'] else 'FAIL'}: "

@@ -165,7 +165,7 @@ def test_scale_verdicts_judge_only_the_sizes_run():
     def row(customers, rss_mb, per_s):
         rss = rss_mb * 2**20
         return {"customers": customers, "state": "none", "peak_rss_bytes": rss, "events_per_s": per_s,
-                "rss_bytes_per_customer": rss / customers}
+                "events_per_cpu_s": per_s, "rss_bytes_per_customer": rss / customers}
 
     assert verdicts([row(10_000, 150, 2_000), row(100_000, 500, 2_000)]) == []
     judged = verdicts([row(10_000, 150, 2_000), row(1_000_000, 900, 1_500), row(3_000_000, 1_200, 1_400)])
