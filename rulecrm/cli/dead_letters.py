@@ -31,6 +31,7 @@ def dead_letters_command(context, state, retry, rules, fixes, remove):
     SHARD:ID (3:17 is dead letter 17 of shard 3), and a fixed line is applied in its customer's shard.
     """
     from rulecrm.app import deadletters
+    from rulecrm.app import shard_deadletters as shards
     from rulecrm.state.partitioned import PartitionedState
     from rulecrm.state.store import Store
 
@@ -43,8 +44,8 @@ def dead_letters_command(context, state, retry, rules, fixes, remove):
             target, parse_id = state, functools.partial(deadletters.plain_letter_id, state_path=state)
             retry_all, remove_ids = deadletters.retry_dead_letters, deadletters.remove_dead_letters
         else:
-            target, parse_id = partitioned, functools.partial(deadletters.shard_letter_id, partitioned=partitioned)
-            retry_all, remove_ids = deadletters.retry_shard_dead_letters, deadletters.remove_shard_dead_letters
+            target, parse_id = partitioned, functools.partial(shards.shard_letter_id, partitioned=partitioned)
+            retry_all, remove_ids = shards.retry_shard_dead_letters, shards.remove_shard_dead_letters
         if retry:
             corrections = deadletters.read_corrections(fixes, parse_id) if fixes is not None else None
             result = retry_all(
@@ -65,7 +66,7 @@ def dead_letters_command(context, state, retry, rules, fixes, remove):
             echo_err(f"removed {len(set(ids))} dead letter(s)")
             return EXIT_OK
         if partitioned is not None:
-            for item in deadletters.list_shard_dead_letters(partitioned):
+            for item in shards.list_shard_dead_letters(partitioned):
                 click.echo(json.dumps(item, ensure_ascii=False))
             return EXIT_OK
         store = Store.open(state)

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from helpers import rulecrm
 
-from rulecrm.app import deadletters
+from rulecrm.app import shard_deadletters as deadletters
 from rulecrm.state.partitioned import PartitionedState, shard_of
 from rulecrm.state.store import Store
 from rulecrm.testing import files
