@@ -17,10 +17,12 @@ from rulecrm import plugins
 from rulecrm.app.reload import RuleWatcher
 from rulecrm.app.replay import ActionWriter
 from rulecrm.app.session import FIXED_BEFORE, REJECTED, SET_ASIDE, Input, Session
+from rulecrm.app.shards import ShardSessions
 from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
 from rulecrm.errors import RulecrmError, RuleFileError, UsageError
 from rulecrm.masking import mask_personal
 from rulecrm.sources import SourceContext
+from rulecrm.state.partitioned import is_partitioned
 
 # runner.stats keys of ingest outcomes (the names the runner has always counted under)
 _STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", REJECTED: "rejected",
@@ -28,7 +30,10 @@ _STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", R
 
 
 class Runner:
-    """Runs rules live against a state file until `stop()` (or, with `once`, until the sources are dry).
+    """Runs rules live against a state until `stop()` (or, with `once`, until the sources are dry).
+
+    `state` is a state file, or a partitioned state directory: then every shard has its session
+    (`rulecrm.app.shards`) and each line is applied in its customer's shard.
 
     `clock` (epoch seconds) is the wall clock: the only place "now" comes from. Messages for people
     (rejected lines, reloads, plugin problems) go to `on_message`.
@@ -60,7 +65,8 @@ class Runner:
     def start(self) -> None:
         """Lock the state, load the rules, build channels and sources; nothing runs if any of it fails."""
         self.writer = ActionWriter(self.out)
-        self.session = Session.open(
+        open_session = ShardSessions.open if is_partitioned(self.state) else Session.open
+        self.session = open_session(
             self.rules_path, self.state, manager=self.manager, backend_name=self.backend_name, deliver=True,
             on_decided=self.writer.write_all, on_report=self.writer, on_warning=self.on_message, env=self.env,
             clock=self.clock, stop=self._stopping.is_set, dispatch_options=self.dispatch_options,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 import click
@@ -15,8 +16,10 @@ from rulecrm.cli.util import echo_err as _echo_err
 @click.command("run")
 @click.option("--rules", "rules", required=True, type=click.Path(exists=True),
               help="Rules directory or file (reloaded on change).")
-@click.option("--state", "state", required=True, type=click.Path(dir_okay=False),
-              help="SQLite state file (one runner at a time).")
+@click.option("--state", "state", required=True, type=click.Path(),
+              help="SQLite state file, or a partitioned state directory (one runner at a time).")
+@click.option("--partitions", "partitions", type=int, default=None, metavar="N",
+              help="Make a new --state directory a partitioned state of N shards (an existing one must have N).")
 @click.option("--source", "sources", multiple=True, metavar="NAME:ARG",
               help="Event source, repeatable: jsonl:PATH (follow a file), http:127.0.0.1:PORT (POST /events).")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
@@ -26,7 +29,7 @@ from rulecrm.cli.util import echo_err as _echo_err
 @click.option("--allow-remote", is_flag=True,
               help="Let the http source bind a non-loopback address (it has no authentication).")
 @pass_cli_context
-def run_command(context, rules, state, sources, out, backend, once, allow_remote):
+def run_command(context, rules, state, partitions, sources, out, backend, once, allow_remote):
     """Run live: ingest from sources, fire timers on the wall clock, deliver through channels.
 
     Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
@@ -36,12 +39,12 @@ def run_command(context, rules, state, sources, out, backend, once, allow_remote
     # (not called in-process, by a test), keep them until exit: a signal while closing is no kill.
     signals = catch_stop_signals(keep=sys.argv[1:2] == ["run"])
     try:
-        return _run(signals, context, rules, state, sources, out, backend, once, allow_remote)
+        return _run(signals, context, rules, state, partitions, sources, out, backend, once, allow_remote)
     finally:
         signals.release()  # in-process callers get their handlers back; the command line keeps ours
 
 
-def _run(signals, context, rules, state, sources, out, backend, once, allow_remote):
+def _run(signals, context, rules, state, partitions, sources, out, backend, once, allow_remote):
     from rulecrm.app.runner import Runner
     from rulecrm.backends import default_backend_name
 
@@ -50,6 +53,7 @@ def _run(signals, context, rules, state, sources, out, backend, once, allow_remo
     stream = None
     runner = None
     with reported_errors(), contextlib.ExitStack() as cleanup:
+        _check_state(state, partitions)
         if out == "-":
             stream = sys.stdout
         elif out is not None:
@@ -67,3 +71,16 @@ def _run(signals, context, rules, state, sources, out, backend, once, allow_remo
         _echo_err(f"stopped: applied {stats['applied']}, duplicates {stats['duplicates']}, "
                   f"rejected {stats['rejected']}, reloads {stats['reloads']}")
     return EXIT_OK
+
+
+def _check_state(state, partitions) -> None:
+    """A directory must be a partitioned state (made here with --partitions); a file takes no --partitions."""
+    from rulecrm.app.partitioned_replay import open_partitioned_state
+    from rulecrm.errors import UsageError
+    from rulecrm.state.partitioned import is_partitioned
+
+    if partitions is not None:
+        open_partitioned_state(state, partitions)  # made when new; an existing one must have N
+    elif os.path.isdir(state) and not is_partitioned(state):
+        raise UsageError(f"--state {state} is a directory but not a partitioned state (no manifest.json); "
+                         "give --partitions N to make one, or a state file")

@@ -177,7 +177,7 @@ class _Server(ThreadingHTTPServer):
 
 def _not_applied(store, event: Event) -> str | None:
     """Why `event` is not in the state as it was sent (None: applied now or before, same content)."""
-    recorded = store.event_text(event.id)
+    recorded = _recorded_text(store, event)
     if recorded is None:  # rolled back alone: the runner kept it in the dead-letter store
         return NOT_APPLIED
     if getattr(store, "keeps_state", True):
@@ -186,6 +186,13 @@ def _not_applied(store, event: Event) -> str | None:
         except Exception:  # noqa: BLE001 - an unreadable old record: it was applied, content unknown
             return None
     return None if recorded == fingerprint(event) else id_conflict(event.id)
+
+
+def _recorded_text(store, event: Event) -> str | None:
+    """What the state recorded under the event's id. A partitioned state's view of its stores looks in
+    the shard of the event's customer (`rulecrm.app.shards`): ids are unique within a shard only."""
+    lookup = getattr(store, "event_text_for", None)
+    return lookup(event) if lookup is not None else store.event_text(event.id)
 
 
 class _IPv6Server(_Server):
