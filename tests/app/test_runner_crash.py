@@ -19,6 +19,9 @@ from collections import Counter
 import pytest
 from helpers import wait_for, write_rules
 
+from rulecrm.errors import RulecrmError
+from rulecrm.state.partitioned import PartitionedState
+
 pytestmark = pytest.mark.slow  # a real runner process, killed and restarted many times
 
 SEED = 20260301
@@ -28,24 +31,36 @@ KILLS = 5
 
 
 def _event(n):
-    customer = f"c-{n % CUSTOMERS}"
-    return json.dumps({"id": f"o-{n}", "type": "order.placed", "customer_id": customer,
-                       "at": f"2026-03-01T10:{n // 60:02d}:{n % 60:02d}Z",
-                       "data": {"sku": "tea", "amount": 1.5}}) + "\n"
+    """Order n; one in six has no id, so re-reading it after a kill must give it the same synthetic id."""
+    record = {"type": "order.placed", "customer_id": f"c-{n % CUSTOMERS}",
+              "at": f"2026-03-01T10:{n // 60:02d}:{n % 60:02d}Z", "data": {"sku": "tea", "amount": 1.5}}
+    if n % 6:
+        record["id"] = f"o-{n}"
+    return json.dumps(record) + "\n"
 
 
-def _db_count(state, sql):
+def _rows(path, sql):
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute(sql).fetchall()
+
+
+def _state_files(state, partitions):
+    """The SQLite files of the state: the file itself, or every shard of a partitioned one."""
+    return PartitionedState.open(str(state)).shard_paths() if partitions else [state]
+
+
+def _count(state, partitions, sql):
     try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute(sql).fetchone()[0]
-    except sqlite3.Error:
-        return -1
+        return sum(_rows(path, sql)[0][0] for path in _state_files(state, partitions))
+    except (sqlite3.Error, OSError, RulecrmError):
+        return -1  # not written yet
 
 
-
-def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path):
+@pytest.mark.parametrize("partitions", [None, 3], ids=["state-file", "partitioned"])
+def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path, partitions):
     rng = random.Random(SEED)
-    sends, out, events, state = (tmp_path / name for name in ("sends.jsonl", "out.jsonl", "events.jsonl", "state.db"))
+    state = tmp_path / ("parts" if partitions else "state.db")
+    sends, out, events = (tmp_path / name for name in ("sends.jsonl", "out.jsonl", "events.jsonl"))
     rules = write_rules(tmp_path, f"""
         shop: {{timezone: UTC}}
         channels:
@@ -59,10 +74,15 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path)
     events.write_text("")
     command = [sys.executable, "-m", "rulecrm", "run", "--rules", str(rules), "--state", str(state),
                "--source", f"jsonl:{events}", "--out", str(out), "--backend", "python"]
+    if partitions:
+        command += ["--partitions", str(partitions)]
     log = open(tmp_path / "runner.log", "a", buffering=1)
 
     def start():
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+
+    def count(sql):
+        return _count(state, partitions, sql)
 
     written = 0
     kills = 0
@@ -83,13 +103,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path)
                 kills += 1
                 process = start()
                 kill_at = time.monotonic() + rng.uniform(0.8, 2.0)  # after start-up, mid-stream
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            done = _db_count(state, "SELECT count(*) FROM events") == EVENTS
-            idle = _db_count(state, "SELECT count(*) FROM actions WHERE status IN ('queued', 'failed')") == 0
-            if done and idle and _db_count(state, "SELECT count(*) FROM actions WHERE rule = 'thanks'") == EVENTS:
-                break
-            time.sleep(0.1)
+        assert wait_for(lambda: count("SELECT count(*) FROM events") == EVENTS
+                        and count("SELECT count(*) FROM actions WHERE status IN ('queued', 'failed')") == 0
+                        and count("SELECT count(*) FROM actions WHERE rule = 'thanks'") == EVENTS, timeout=120)
         # the last runner is up (its SIGTERM handler installed) before it is asked to stop
         assert wait_for(lambda: (tmp_path / "runner.log").read_text().count("running:") == kills + 1)
         process.send_signal(signal.SIGTERM)
@@ -100,24 +116,30 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path)
         log.close()
     assert kills == KILLS
 
-    expected = {f"thanks|c-{n % CUSTOMERS}|o-{n}" for n in range(EVENTS)}
-    with sqlite3.connect(state) as db:
-        # every event applied exactly once: ids recorded once and the profiles counted each order once
-        assert db.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (EVENTS, EVENTS)
-        counts = {cid: json.loads(text)["order_count"]
-                  for cid, text in db.execute("SELECT customer_id, json FROM profiles")}
-        assert counts == dict(Counter(f"c-{n % CUSTOMERS}" for n in range(EVENTS)))
-        totals = [json.loads(text)["total_spent"] for (text,) in db.execute("SELECT json FROM profiles")]
-        assert sum(totals) == EVENTS * 1.5
-        # the outbox: one row per action key, every one delivered
-        rows = dict(db.execute("SELECT key, status FROM actions WHERE rule = 'thanks'"))
-        assert set(rows) == expected and set(rows.values()) == {"sent"}
-        assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+    files = _state_files(state, partitions)
+    # every event applied exactly once, in its customer's shard: ids recorded once, each order counted once
+    ids = Counter(event_id for path in files for (event_id,) in _rows(path, "SELECT id FROM events"))
+    assert len(ids) == EVENTS and set(ids.values()) == {1}
+    if partitions:
+        parts = PartitionedState.open(str(state))
+        for shard, path in enumerate(files):
+            assert {parts.shard_for(c) for (c,) in _rows(path, "SELECT customer_id FROM events")} <= {shard}
+    profiles = [json.loads(text) for path in files for (text,) in _rows(path, "SELECT json FROM profiles")]
+    orders = Counter()
+    for profile in profiles:
+        orders[profile["id"]] += profile["order_count"]
+    assert orders == Counter(f"c-{n % CUSTOMERS}" for n in range(EVENTS))
+    assert sum(p["total_spent"] for p in profiles) == EVENTS * 1.5
+    # the outbox: one row per action key, every one delivered; ids as written, synthetic for id-less lines
+    rows = dict(row for path in files for row in _rows(path, "SELECT key, status FROM actions WHERE rule = 'thanks'"))
+    named = {f"thanks|c-{n % CUSTOMERS}|o-{n}" for n in range(EVENTS) if n % 6}
+    assert len(rows) == EVENTS and named <= set(rows) and set(rows.values()) == {"sent"}
+    assert sum(_rows(path, "SELECT count(*) FROM dead_letters")[0][0] for path in files) == 0
 
     # the channel saw every key at least once; a repeat only for a send in flight at a kill
     delivered = [json.loads(line) for line in sends.read_text().splitlines()]
     keys = Counter(d["key"] for d in delivered)
-    assert set(keys) == expected
+    assert set(keys) == set(rows)
     duplicates = sum(n - 1 for n in keys.values())
     assert duplicates <= kills, f"{duplicates} channel-side duplicates for {kills} kills"
     assert all(d["text"] == f"thanks {d['key'].rsplit('|', 1)[1]}" for d in delivered)

@@ -1,25 +1,21 @@
 """`rulecrm run` on a partitioned state: each line applied in its customer's shard, the same decisions as
 on a state file, one runner per state, crash safety across the shards' commits, the http source's
-answers, and channel rate limits shared by the shards."""
+answers, and channel rate limits shared by the shards. `kill -9` of a runner on a partitioned state is
+in test_runner_crash.py, with the same test as for a state file."""
 from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 
 import pytest
-from helpers import FakeTime, rulecrm, wait_for, write_rules
+from helpers import FakeTime, rulecrm, write_rules
 
 from rulecrm import plugins
 from rulecrm.app.runner import Runner
@@ -229,88 +225,6 @@ def test_a_crash_before_the_home_shard_commits_applies_nothing_twice(tmp_path, m
     assert len(ids) == len(set(ids)) == 30
     delivered = Counter(json.loads(text)["key"] for text in sends.read_text().splitlines())
     assert len(delivered) == 30 and set(delivered.values()) == {1}
-
-
-@pytest.mark.slow  # a real runner process, killed and restarted several times
-def test_kill_9_at_random_moments_applies_every_event_once_across_the_shards(tmp_path):
-    rng = random.Random(20260302)
-    total, customers, kills_wanted = 400, 23, 5
-    sends, out, events, state = (tmp_path / n for n in ("sends.jsonl", "out.jsonl", "events.jsonl", "parts"))
-    rules = write_rules(tmp_path, f"""
-        shop: {{timezone: UTC}}
-        channels:
-          out: {{type: jsonl, path: "{sends}"}}
-        lifecycle: {{dormant_after: 3650d, churned_after: 7300d}}
-        rules:
-          - id: thanks
-            on: order.placed
-            notify: {{to: customer, channel: out, kind: service, template: "thanks {{event.id}}"}}
-    """)
-    events.write_text("")
-    command = [sys.executable, "-m", "rulecrm", "run", "--rules", str(rules), "--state", str(state),
-               "--partitions", str(PARTITIONS), "--source", f"jsonl:{events}", "--out", str(out),
-               "--backend", "python"]
-    log = open(tmp_path / "runner.log", "a", buffering=1)
-
-    def start():
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-
-    def line(n):  # one line in six without an id: re-read after a kill, it must get the same id
-        return order(n, f"c-{n % customers}", sku="tea", with_id=n % 6 != 0)
-
-    def count(sql):
-        try:
-            return sum(_query(path, sql)[0][0] for path in _shards(state).shard_paths())
-        except (sqlite3.Error, OSError, ValueError):
-            return -1
-
-    written = kills = 0
-    process = start()
-    try:
-        kill_at = time.monotonic() + rng.uniform(0.8, 2.0)
-        while written < total or kills < kills_wanted:
-            if written < total:
-                chunk = rng.randint(1, 12)
-                with events.open("a") as handle:
-                    handle.write("".join(line(n) for n in range(written, min(total, written + chunk))))
-                written = min(total, written + chunk)
-            time.sleep(rng.uniform(0.005, 0.04))
-            if kills < kills_wanted and time.monotonic() >= kill_at:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-                kills += 1
-                process = start()
-                kill_at = time.monotonic() + rng.uniform(0.8, 2.0)  # after start-up, mid-stream
-        assert wait_for(lambda: count("SELECT count(*) FROM events") == total
-                        and count("SELECT count(*) FROM actions WHERE status != 'sent'") == 0
-                        and count("SELECT count(*) FROM actions WHERE rule = 'thanks'") == total, timeout=120)
-        assert wait_for(lambda: (tmp_path / "runner.log").read_text().count("running:") == kills + 1)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        log.close()
-
-    parts = _shards(state)
-    ids, orders = Counter(), Counter()
-    for shard, path in enumerate(parts.shard_paths()):
-        for event_id, customer in _query(path, "SELECT id, customer_id FROM events"):
-            assert parts.shard_for(customer) == shard
-            ids[event_id] += 1
-        for customer, text in _query(path, "SELECT customer_id, json FROM profiles"):
-            orders[customer] += json.loads(text)["order_count"]
-        assert _query(path, "SELECT count(*) FROM dead_letters") == [(0,)]
-    assert len(ids) == total and set(ids.values()) == {1}
-    assert orders == Counter(f"c-{n % customers}" for n in range(total))  # each order counted once
-    keys = Counter(a["key"] for a in _actions(parts.shard_paths()) if a["rule"] == "thanks")
-    assert len(keys) == total and set(keys.values()) == {1}
-
-    delivered = Counter(json.loads(text)["key"] for text in sends.read_text().splitlines())
-    assert set(delivered) == set(keys)
-    assert sum(n - 1 for n in delivered.values()) <= kills  # a repeat only for a send in flight at a kill
-    reported = Counter(r["key"] for r in map(json.loads, out.read_text().splitlines()) if r["status"] == "sent")
-    assert reported and max(reported.values()) == 1
 
 
 def _post(port, body):
