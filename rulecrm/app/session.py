@@ -81,7 +81,7 @@ class Session:
     """The engine of one run on one state, with everything around it. Open with `Session.open`."""
 
     def __init__(self, *, manager, ruleset, store, backend_name, dispatcher, on_decided, on_timer_set_aside,
-                 skip_timers, functions=None, address_fields=None, guarded=True, on_action=None):
+                 functions=None, address_fields=None, guarded=True, on_action=None):
         self.manager = manager
         self.ruleset = ruleset
         self.store = store
@@ -89,7 +89,6 @@ class Session:
         self.dispatcher = dispatcher
         self.functions = plugins.functions(manager) if functions is None else functions
         self.address_fields = plugins.address_fields(manager) if address_fields is None else address_fields
-        self._skip_timers = set(skip_timers)
         self._on_action = on_action
         self._applier = GuardedApplier(
             store, self._engine_maker(ruleset), set_aside=self._set_aside,
@@ -101,7 +100,7 @@ class Session:
     def open(cls, rules, state: str | PathLike | None = None, *, ruleset=None, manager=None,
              backend_name: str | None = None,
              deliver: bool = False, record_rules: bool = True, on_decided: Callable[[list], None] | None = None,
-             on_report=None, on_warning=None, on_timer_set_aside=None, skip_timers: Iterable = (), env=None,
+             on_report=None, on_warning=None, on_timer_set_aside=None, env=None,
              clock=time.time, stop=None, dispatch_options: dict | None = None, functions: dict | None = None,
              address_fields: dict | None = None, guarded: bool = True,
              on_action: Callable | None = None) -> Session:
@@ -134,7 +133,7 @@ class Session:
                 dispatcher = Dispatcher(ruleset, manager, store, **{k: v for k, v in options.items() if v is not None})
             session = cls(manager=manager, ruleset=ruleset, store=store,
                           backend_name=backend_name or default_backend_name(), dispatcher=dispatcher,
-                          on_decided=on_decided, on_timer_set_aside=on_timer_set_aside, skip_timers=skip_timers,
+                          on_decided=on_decided, on_timer_set_aside=on_timer_set_aside,
                           functions=functions, address_fields=address_fields, guarded=guarded,
                           on_action=on_action)
             with store.transaction():
@@ -162,7 +161,6 @@ class Session:
                 ruleset, self.store, backend_name=self.backend_name, on_action=on_action,
                 functions=self.functions, address_fields=self.address_fields, dispatcher=self.dispatcher,
             )
-            engine.skip_timers = self._skip_timers
             return engine
         return make_engine
 

@@ -47,11 +47,6 @@ class RecentCache(Generic[Value]):
             self._young[key] = value
         return value
 
-    def peek(self, key: str) -> Value | None:
-        """The cached value, or None when it is not in memory (never loads)."""
-        value = self._young.get(key)
-        return value if value is not None else self._old.get(key)
-
     def full(self) -> bool:
         """Whether the recently used generation outgrew the capacity (`trim` would drop the older one)."""
         return len(self._young) > self.capacity
@@ -68,9 +63,6 @@ class RecentCache(Generic[Value]):
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._young or key in self._old
 
     def __iter__(self) -> Iterator[str]:
         yield from self._young

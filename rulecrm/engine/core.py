@@ -41,7 +41,7 @@ STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at t
 
 class Engine:
     def __init__(self, ruleset, *, backend, store, functions=None, address_fields=None, on_action=None,
-                 waits_for_channel=None, cache_capacity: int | None = None):
+                 waits_for_channel=None):
         self.ruleset = ruleset
         self.backend = backend
         self.store = store
@@ -52,13 +52,12 @@ class Engine:
         self.router = Router(ruleset, address_fields)
         self.gates = Gates(ruleset)
         # recently used customers' profiles; the store holds them all (see rulecrm.engine.cache)
-        self.profiles: RecentCache[Profile] = RecentCache(self._load_profile, cache_capacity)
+        self.profiles: RecentCache[Profile] = RecentCache(self._load_profile)
         self.now: datetime | None = None
         self.firing: Timer | None = None  # the timer being fired, for attributing a failure to it
-        self.skip_timers: set = set()  # (key, due) of timers set aside without a store to drop them from
         self.stats = Counter()
         self._changes = Changes()
-        self._timers = TimerBook(self._changes, store, cache_capacity=cache_capacity)
+        self._timers = TimerBook(self._changes, store)
         # With dispatch (`replay --dispatch`, `run`), `waits_for_channel` decides which sent actions
         # wait for their channel (see Outbox). Without it, `sent` means "would have been sent".
         self._outbox = Outbox(store, self._changes, self.stats, tz=self.tz,
@@ -187,13 +186,12 @@ class Engine:
         fired = 0
         while True:
             if max_timers is not None and fired >= max_timers:
-                return self._timers.next_due() is not None and self._timers.next_due() <= limit_order
+                next_due = self._timers.next_due()
+                return next_due is not None and next_due <= limit_order
             timer = pop_due(limit_order, inclusive=inclusive)
             if timer is None:
                 return False
             fired += 1
-            if self.skip_timers and (timer.key, timer.due) in self.skip_timers:
-                continue  # its firing raised in an earlier attempt of this replay (rulecrm.app.applying)
             if self.now is None or timer.due > self.now:
                 self.now = timer.due
             self.stats["timers_fired"] += 1
