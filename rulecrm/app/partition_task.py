@@ -27,7 +27,7 @@ from rulecrm.app.session import FIXED_BEFORE, NOT_APPLIED, Input, Session
 from rulecrm.app.splitting import read_pieces
 from rulecrm.app.stopping import Interrupted
 from rulecrm.engine.core import APPLIED, DUPLICATE
-from rulecrm.sources.reader import Rejected, read_event_lines
+from rulecrm.sources.reader import Rejected, decode_line, read_event_lines
 
 
 @attrs.frozen
@@ -121,9 +121,4 @@ def _apply_batch(session, job, batch, counts, part, last_at, stop):
 def _piece_lines(job: PartitionJob) -> Iterator[tuple[int, str, str | None]]:
     """The partition's (line number, text, problem) in line order, for `read_event_lines`."""
     for line_no, raw in read_pieces(job.pieces_dir, list(job.blocks), job.shard):
-        try:
-            text, problem = raw.decode("utf-8"), None
-        except UnicodeDecodeError as exc:  # as `numbered_lines` decodes a line of a file
-            text = raw.decode("utf-8", errors="backslashreplace")
-            problem = f"not valid UTF-8 (byte {exc.start + 1} of the line)"
-        yield line_no, text, problem
+        yield (line_no, *decode_line(raw))

@@ -123,6 +123,15 @@ def read_event_lines(lines: Lines, *, default_tz, chunk_size: int = 50_000,
             yield from _sorted_externally(records, chunk_size)
 
 
+def decode_line(raw: bytes) -> tuple[str, str | None]:
+    """A line's text and what is wrong with its encoding (None: valid UTF-8)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        # bad bytes kept as \xNN, as the sources do, so that the dead letter shows them
+        return raw.decode("utf-8", errors="backslashreplace"), f"not valid UTF-8 (byte {exc.start + 1} of the line)"
+
+
 def numbered_lines(path_or_stream) -> Iterator[tuple[int, str, str | None]]:
     """(line_no, text without line ending, problem) for every physical line; bytes are decoded as UTF-8."""
     if isinstance(path_or_stream, (str, os.PathLike)):
@@ -132,11 +141,7 @@ def numbered_lines(path_or_stream) -> Iterator[tuple[int, str, str | None]]:
     for line_no, line in enumerate(path_or_stream, start=1):
         problem = None
         if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                line = line.decode("utf-8", errors="backslashreplace")  # bad bytes kept as \xNN, as the sources do
-                problem = f"not valid UTF-8 (byte {exc.start + 1} of the line)"
+            line, problem = decode_line(line)
         line = line.rstrip("\r\n")
         if line_no == 1 and line.startswith("\ufeff"):
             line = line[1:]
