@@ -49,6 +49,14 @@ BUILTIN_EVENT_TYPES: dict[str, dict[str, str]] = {
     "birthday": {"year": "number", "age": "number"},
 }
 
+# Items a customer has open until a later event closes them: the opening event type -> (the field
+# naming the item, the closing event type). The profile keeps them as `open_reviews` and
+# `open_complaints`, and the testing kit judges escalations of reviews and complaints by them.
+ITEM_LIFECYCLES: dict[str, tuple[str, str]] = {
+    "review.created": ("review_id", "review.handled"),
+    "complaint.opened": ("complaint_id", "complaint.resolved"),
+}
+
 # Fields every event has besides its data.
 EVENT_ENVELOPE_FIELDS = {"type": "string", "at": "timestamp", "customer_id": "string", "id": "string"}
 

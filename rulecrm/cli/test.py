@@ -23,30 +23,61 @@ class Counterexample:
 
     def lines(self) -> list[str]:
         name = getattr(self.violation, "invariant", type(self.violation).__name__)
-        out = [f"FAILED: invariant {name} does not hold for these rules.", "",
-               f"Counter-example (shrunk): {len(self.events)} event(s), as JSON lines "
-               "(save them and run `rulecrm replay --rules RULES --events FILE --out -` to see every action):"]
-        out += ["  " + json.dumps(event, ensure_ascii=False) for event in self.events]
-        out += ["", *str(self.violation).splitlines()]
-        return out
+        out = [f"FAILED: invariant {name} does not hold for these rules.", ""]
+        if self.events or self.actions:
+            out += [f"Counter-example (shrunk): {len(self.events)} event(s), as JSON lines "
+                    "(save them and run `rulecrm replay --rules RULES --events FILE --out -` to see every action):"]
+            out += ["  " + json.dumps(event, ensure_ascii=False) for event in self.events]
+            out.append("")
+        return out + str(self.violation).splitlines()
+
+
+def _names_a_rule(violation) -> bool:
+    """Whether the violation puts the fault on a rule (an action of one), not only on outside sends."""
+    return any("key" in action for action in getattr(violation, "actions", ()))
 
 
 def find_counterexample(ruleset, *, examples=100, seed=None, backend="python"):
+    """A counter-example to the invariants, or None.
+
+    First the rules alone (`rules_can_fire` reads their text); then generated streams through a
+    fresh `Shop` each, shrunk. The search first leaves out sends made outside rulecrm
+    (`message.sent`), so that a flaw is shown with the rules' own messages; only when that finds
+    nothing does it try the full mix.
+    """
+    from rulecrm.testing.invariants import InvariantViolation, rules_can_fire
+    from rulecrm.testing.strategies import DEFAULT_MIX
+
+    try:
+        rules_can_fire(ruleset)
+    except InvariantViolation as violation:
+        return Counterexample((), violation, ())
+    own_messages = tuple(kind for kind in DEFAULT_MIX if kind != "message.sent")
+    found = _search(ruleset, examples=examples, seed=seed, backend=backend, mix=own_messages)
+    if found is not None and _names_a_rule(found.violation):
+        return found
+    return _search(ruleset, examples=examples, seed=seed, backend=backend, mix=None) or found
+
+
+def _search(ruleset, *, examples, seed, backend, mix):
     """Run generated streams through a fresh `Shop` each; the shrunk failing one, or None."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as seed_decorator
+    from hypothesis import strategies as st
     from hypothesis.reporting import with_reporter
 
     from rulecrm.testing.harness import Shop
     from rulecrm.testing.invariants import InvariantViolation, check_all
-    from rulecrm.testing.strategies import event_streams
+    from rulecrm.testing.strategies import event_streams, extra_types
 
+    if mix is not None:
+        mix = st.sampled_from(mix + extra_types(ruleset))
     last = []
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False,
               phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink))
-    @given(event_streams(ruleset=ruleset))
+    @given(event_streams(ruleset=ruleset, mix=mix))
     def property_(events):
         with Shop(ruleset, backend=backend) as shop:
             until = shop.settle_until(events)
@@ -78,19 +109,29 @@ def find_counterexample(ruleset, *, examples=100, seed=None, backend="python"):
 def test_command(context, rules, examples, seed, backend):
     """Check RULES against rulecrm's invariants on generated event streams.
 
-    Caps hold in every window (and are not bypassed on another channel or kind), nothing
-    marketing reaches an opted-out customer, escalations happen exactly when items are
-    unhandled, nothing is sent twice, quiet hours hold. On failure, prints the shrunk
-    counter-example and exits 1.
+    Every rule can act, caps hold in every window (and are not bypassed on another channel or
+    kind), nothing marketing reaches an opted-out customer, escalations happen exactly while
+    items are open (reviews until handled, complaints until resolved), nothing is sent twice,
+    quiet hours hold. On failure, prints the shrunk counter-example, then what `rulecrm check`
+    warns about, and exits 1.
     """
-    from rulecrm.plugins import load_rules_with
+    from rulecrm.errors import RuleFileError
+    from rulecrm.plugins import check_rules_with
 
     with reported_errors(EXIT_FAILED):
-        ruleset = load_rules_with(context.manager, rules)
+        ruleset, diagnostics = check_rules_with(context.manager, rules)
+        if ruleset is None:
+            raise RuleFileError(diagnostics)
         found = find_counterexample(ruleset, examples=examples, seed=seed, backend=backend)
     if found is None:
         click.echo(f"{examples} examples, all invariants held")
         return EXIT_OK
     for line in found.lines():
         click.echo(line)
+    warnings = [d.format() for d in diagnostics if not d.is_error]
+    if warnings:
+        click.echo("")
+        click.echo("rulecrm check warns about these rules (a likely cause):")
+        for warning in warnings:
+            click.echo("  " + warning)
     return EXIT_FAILED

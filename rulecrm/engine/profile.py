@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from rulecrm.schema import ITEM_LIFECYCLES
 from rulecrm.timeutil import parse_timestamp
 
 _PROFILE_KEYS = ("name", "phone", "email", "wecom_id", "owner", "birthday", "timezone", "source", "channel")
@@ -234,10 +235,10 @@ _EFFECTS = {
     "order.placed": _order_placed,
     "order.delivered": _order_delivered,
     "order.refunded": _order_refunded,
-    "review.created": _id_set_effect("open_reviews", "review_id", True),
-    "review.handled": _id_set_effect("open_reviews", "review_id", False),
-    "complaint.opened": _id_set_effect("open_complaints", "complaint_id", True),
-    "complaint.resolved": _id_set_effect("open_complaints", "complaint_id", False),
     "customer.opted_out": _opted(True),
     "customer.opted_in": _opted(False),
 }
+_OPEN_ITEMS = {"review.created": "open_reviews", "complaint.opened": "open_complaints"}
+for _opening, (_field, _closing) in ITEM_LIFECYCLES.items():
+    _EFFECTS[_opening] = _id_set_effect(_OPEN_ITEMS[_opening], _field, True)
+    _EFFECTS[_closing] = _id_set_effect(_OPEN_ITEMS[_opening], _field, False)

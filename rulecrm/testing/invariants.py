@@ -14,17 +14,21 @@ import json
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
+import attrs
+
 from rulecrm.engine.caps import period_bounds
 from rulecrm.engine.quiet import quiet_until
 from rulecrm.events import Event
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import EvalContext
+from rulecrm.schema import ITEM_LIFECYCLES
+from rulecrm.testing.never_true import start_of, why_never_true
 from rulecrm.timeutil import format_duration, get_zone, parse_timestamp
 
 __all__ = [
     "InvariantViolation", "assert_at_most", "assert_escalated_or_handled", "caps_not_bypassed",
     "caps_respected", "check_all", "escalations_justified", "no_duplicate_sends",
-    "no_marketing_to_opted_out", "quiet_hours_respected",
+    "no_marketing_to_opted_out", "quiet_hours_respected", "rules_can_fire",
 ]
 
 _SHOWN_FIELDS = ("key", "rule", "customer_id", "kind", "to", "channel", "message_kind", "due_at", "sent_at",
@@ -251,7 +255,8 @@ def caps_not_bypassed(ruleset, events, actions, **_):
 
     A cap limited to some channels, or to kinds that leave marketing out (when no cap counts
     marketing at all), is bypassed when a rule sends what the cap does not count; the violation
-    names the cap and the rule.
+    names the cap and the rule. A `per_channel` cap gives each channel its own budget on purpose:
+    it is counted per channel, and sends on other channels never make it bypassed.
     """
     run = _Run(ruleset, events, actions)
     marketing_uncapped = not any("marketing" in cap.kinds for cap in ruleset.caps)
@@ -288,8 +293,16 @@ def _too_many(name, run, cap, action, window, message):
 
 
 def escalations_justified(ruleset, events, actions, *, until=None, **_):
-    """Every escalation's item was unhandled at its due time, and every item still unhandled at a
-    step's due time (at or before `until`, default the last event) was escalated.
+    """Every escalation's item was still open at its due time, and every item still open at a step's
+    due time (at or before `until`, default the last event) was escalated.
+
+    What closes an item is judged from the built-in meaning of the events, not from the rule under
+    test: a `review.created` is open until a `review.handled` with the same `review_id`, a
+    `complaint.opened` until a `complaint.resolved` with the same `complaint_id` (the profile's
+    `open_reviews` and `open_complaints`). A misspelled `same` field or an `unless` on the wrong
+    event type therefore shows as an escalation of a handled item, or as an open item left alone.
+    Items of other event types have no built-in meaning: for them the rule's own `unless` is the
+    only statement of what closes them, and the check judges the engine by it.
 
     Items are the triggers a rule is seen to act on; the second half is checked for rules with
     their own `notify` and no `recheck` (otherwise a trigger that matched cannot be told from the
@@ -302,7 +315,7 @@ def escalations_justified(ruleset, events, actions, *, until=None, **_):
     for rule in ruleset.active_rules:
         if rule.escalate is None:
             continue
-        unless = rule.escalate.unless or rule.unless
+        closer = _Closer.of(rule)
         mine = [a for a in actions if a["rule"] == rule.id]
         triggers = {}
         for action in mine:
@@ -315,12 +328,12 @@ def escalations_justified(ruleset, events, actions, *, until=None, **_):
             if item is None:
                 continue
             due = run.time(action["due_at"])
-            closed = _closed(run, rule, unless, item, due, triggers)
+            closed = closer.closed(run, item, due, triggers)
             if closed is not None:
                 raise InvariantViolation(
                     "escalations_justified",
                     f"rule {rule.id} escalated step {action['step']} at {action['due_at']} although "
-                    f"{closed[3].type} {closed[3].id} at {closed[1].isoformat()} had closed the item",
+                    f"{closed[3].type} {closed[3].id} at {closed[1].isoformat()} had closed {closer.item_name(item)}",
                     customer_id=action["customer_id"], actions=[action], events=[item[2], closed[2]])
         if rule.notify is None or rule.recheck is not None or end is None:
             continue
@@ -330,33 +343,68 @@ def escalations_justified(ruleset, events, actions, *, until=None, **_):
                 if delay is None:
                     continue
                 due = max(item[1] + delay, item[1])
-                key = f"{rule.id}|{item[3].customer_id}|{item[3].id}|step{number}"
-                if due > end or key in escalated or _closed(run, rule, unless, item, due, triggers):
+                if due > end or any(a.get("trigger") == item[3].id and a["step"] == number
+                                    for a in escalated.values()):
                     continue
-                handled = f"no {unless.event_type}" if unless else "nothing can close it"
+                if closer.closed(run, item, due, triggers):
+                    continue
                 raise InvariantViolation(
                     "escalations_justified",
-                    f"rule {rule.id} did not escalate step {number} due at {due.astimezone(run.zone).isoformat()} "
-                    f"({handled} arrived by then)",
+                    f"rule {rule.id} did not escalate step {number} due at {due.astimezone(run.zone).isoformat()}: "
+                    f"{closer.item_name(item)} was still open ({closer.closing_name(item)} arrived by then)",
                     customer_id=item[3].customer_id, actions=[a for a in mine if a.get("trigger") == item[3].id],
                     events=[item[2]])
 
 
-def _closed(run, rule, unless, item, due, triggers):
-    """The event that cancelled (or a later trigger that replaced) `item`'s timers by `due`, or None."""
-    pos, at, _raw, event = item
-    same = unless.same if unless else None
-    value = event.data.get(same) if same else None
-    for other in run.by_customer[event.customer_id]:
-        if other[0] <= pos or other[1] > due:
-            continue
-        if unless is not None and other[3].type == unless.event_type and (
-                same is None or (value is not None and other[3].data.get(same) == value)):
-            return other
-        if other[0] in triggers and (same is None or json.dumps(other[3].data.get(same), sort_keys=True)
-                                     == json.dumps(value, sort_keys=True)):
-            return other
-    return None
+@attrs.frozen
+class _Closer:
+    """What closes the items a rule escalates: their built-in meaning, else the rule's own `unless`."""
+
+    event_type: str | None  # None: nothing closes the item
+    same: str | None
+    builtin: bool
+
+    @classmethod
+    def of(cls, rule) -> "_Closer":
+        if rule.on in ITEM_LIFECYCLES:
+            field, closing = ITEM_LIFECYCLES[rule.on]
+            return cls(closing, field, True)
+        unless = rule.escalate.unless or rule.unless
+        return cls(unless.event_type if unless else None, unless.same if unless else None, False)
+
+    def item_name(self, item) -> str:
+        event = item[3]
+        if self.builtin:
+            return f"{event.type.split('.')[0]} {json.dumps(event.data.get(self.same), ensure_ascii=False)}"
+        return f"the item of {event.type} {event.id}"
+
+    def closing_name(self, item) -> str:
+        if self.event_type is None:
+            return "nothing can close it"
+        if self.same is None:
+            return f"no {self.event_type}"
+        value = json.dumps(item[3].data.get(self.same), ensure_ascii=False)
+        return f"no {self.event_type} with {self.same} {value}"
+
+    def closed(self, run, item, due, triggers):
+        """The event that closed `item` by `due` (or a later trigger for the same item, which the
+        engine follows instead), or None."""
+        pos, _at, _raw, event = item
+        value = event.data.get(self.same) if self.same else None
+        for other in run.by_customer[event.customer_id]:
+            if other[0] <= pos or other[1] > due:
+                continue
+            same_item = self.same is None or (value is not None and _same_value(other[3].data.get(self.same), value))
+            if other[3].type == self.event_type and same_item:
+                return other
+            if other[0] in triggers and (same_item if self.builtin else self.same is None or _same_value(
+                    other[3].data.get(self.same), value)):
+                return other
+        return None
+
+
+def _same_value(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _delay(ruleset, tree, event) -> timedelta | None:
@@ -373,13 +421,33 @@ def _delay(ruleset, tree, event) -> timedelta | None:
     return value if isinstance(value, timedelta) else None
 
 
+def rules_can_fire(ruleset, events=(), actions=(), **_):
+    """Every rule can act: no `when` (or `recheck`) is false whatever the events and the customer.
+
+    Judged from the rule's text against the documented meaning of the data (rulecrm.testing.never_true),
+    not from a run: a dead rule sends nothing, so no run can show it.
+    """
+    for rule in ruleset.active_rules:
+        for part in ("when", "recheck"):
+            tree = getattr(rule, part)
+            reason = why_never_true(tree, rule.on)
+            if reason is not None:
+                pos = start_of(tree)
+                where = f"{rule.source.path}:{pos.line}:{pos.column}"
+                raise InvariantViolation(
+                    "rules_can_fire", f"rule {rule.id} can never act: its {part} at {where} can never be true "
+                    f"({reason})")
+
+
 ENGINE_INVARIANTS = (caps_respected, no_marketing_to_opted_out, escalations_justified, no_duplicate_sends,
                      quiet_hours_respected)
+INTENT_INVARIANTS = (rules_can_fire, caps_not_bypassed)
 
 
 def check_all(ruleset, events, actions, *, until=None, intent=True):
-    """Run every engine invariant, then (intent=True) `caps_not_bypassed`; the first failure raises."""
-    for check in ENGINE_INVARIANTS + ((caps_not_bypassed,) if intent else ()):
+    """Run every engine invariant, then (intent=True) `rules_can_fire` and `caps_not_bypassed`; the
+    first failure raises."""
+    for check in ENGINE_INVARIANTS + (INTENT_INVARIANTS if intent else ()):
         check(ruleset, events, actions, until=until)
 
 

@@ -13,6 +13,7 @@ import attrs
 from hypothesis import strategies as st
 
 from rulecrm.expr.ast import Literal, Matches
+from rulecrm.schema import ITEM_LIFECYCLES
 from rulecrm.timeutil import parse_timestamp
 
 __all__ = [
@@ -34,9 +35,7 @@ DEFAULT_MIX = (
     "chat.received", "chat.received", "customer.upserted", "customer.upserted", "message.sent",
     "customer.opted_out", "customer.opted_in", "order.refunded", "contact.added", "review.handled",
 )
-_BUILTIN = frozenset(DEFAULT_MIX) | {
-    "order.delivered", "contact.removed", "complaint.opened", "complaint.resolved", "stage.changed", "birthday",
-}
+_MADE_BY_THE_ENGINE = frozenset({"stage.changed", "birthday"})
 _PLATFORMS = ("tmall", "jd", "taobao", "wecom")
 _AMOUNTS = (0.0, 9.9, 128.0, 388.0, 1288.0)
 _POOL = 4  # order, review and complaint ids come from small pools so they collide and correlate
@@ -71,9 +70,20 @@ class _ShopFacts:
             channels=tuple(sorted({"console", *(c.name for c in ruleset.channels)})),
             owners=("rep-a", *(c.name for c in ruleset.contacts)),
             deadlines=tuple(sorted(deadlines)),
-            extra_types=tuple(sorted({r.on for r in ruleset.active_rules if r.on and r.on not in _BUILTIN})),
+            extra_types=extra_types(ruleset),
             texts=tuple(sorted(texts)),
         )
+
+
+def extra_types(ruleset) -> tuple[str, ...]:
+    """Event types the rules act on or wait for that DEFAULT_MIX leaves out (complaints, custom types)."""
+    wanted = set()
+    for rule in ruleset.active_rules:
+        wanted.add(rule.on)
+        for unless in (rule.unless, rule.escalate.unless if rule.escalate else None):
+            if unless is not None:
+                wanted.add(unless.event_type)
+    return tuple(sorted(t for t in wanted if t and t not in DEFAULT_MIX and t not in _MADE_BY_THE_ENGINE))
 
 
 def _words(tree) -> set[str]:
@@ -202,7 +212,7 @@ def event_streams(
     customers: how many customers (ids c-1, c-2, ...); size: how many drawn events at most (at least half as many)
     (follow-ups such as a delivery or a handled review come on top); start/span: the instants drawn lie in
     [start, start + span] (follow-ups may fall outside); mix: the event type of each drawn event
-    (default DEFAULT_MIX plus the rules' own non-built-in types); ratings: review ratings; skus:
+    (default DEFAULT_MIX plus the types the rules act on or wait for that it leaves out); ratings: review ratings; skus:
     ordered skus (default: the ruleset's products); texts: chat texts; aware: whether an event's
     `at` carries an offset (else it is naive local time of the shop, as ops exports often are).
     Given `ruleset`, the stream uses its time zone, products, channels, contacts as owners, the
@@ -232,7 +242,8 @@ def event_streams(
             follow = data_draw.draw(_follow_up(type_, facts))
             if follow is not None:
                 follow_type, delay = follow
-                keys = ("review_id", "order_id") if follow_type == "review.handled" else ("order_id", "sku", "category")
+                keys = (ITEM_LIFECYCLES[type_][0], "order_id") if type_ in ITEM_LIFECYCLES else (
+                    "order_id", "sku", "category")
                 follow_data = {k: data[k] for k in keys if k in data}
                 timed.append((at + delay, n, 1, follow_type, cid, follow_data, data_draw.draw(aware)))
         timed.sort(key=lambda item: (item[0], item[1], item[2]))
@@ -270,10 +281,11 @@ def _data_for(type_, facts, origin, ratings, skus, texts):
 
 def _follow_up(type_, facts):
     """A later (or earlier) companion event: a review's handling, an order's delivery, or none."""
-    if type_ == "review.created":
+    if type_ in ITEM_LIFECYCLES:  # a review handled, a complaint resolved: before, at or after its deadlines
         edges = [d + s for d in facts.deadlines for s in (-timedelta(minutes=1), timedelta(0), timedelta(minutes=1))]
         delays = sorted({-timedelta(hours=1), timedelta(0), timedelta(minutes=30), timedelta(days=3), *edges})
-        return st.one_of(st.none(), st.sampled_from(delays).map(lambda d: ("review.handled", d)))
+        closing = ITEM_LIFECYCLES[type_][1]
+        return st.one_of(st.none(), st.sampled_from(delays).map(lambda d: (closing, d)))
     if type_ == "order.placed":
         delays = [timedelta(hours=1), timedelta(days=1), timedelta(days=3)]
         return st.one_of(st.none(), st.sampled_from(delays).map(lambda d: ("order.delivered", d)))

@@ -38,11 +38,14 @@ def test_the_guides_rules_pass_rulecrm_test(repo, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_guides_flawed_example_is_caught(repo, tmp_path):
+def test_the_guides_flawed_example_prints_what_the_guide_shows(repo, tmp_path):
     text = (repo / "docs" / "testing.md").read_text(encoding="utf-8")
     flawed = next(block for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if "channels: [sms]" in block)
+    shown = re.search(r"exact output, run from the directory that holds `rules/`\):\n\n```text\n(.*?)```", text, re.S)
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "shop.yaml").write_text(flawed, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "rulecrm", "test", str(tmp_path / "rules")],
+    result = subprocess.run([sys.executable, "-m", "rulecrm", "test", "rules/"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "not counted by the cap: rule chat-promo" in result.stdout
+    assert result.returncode == 1
+    assert "not counted by the cap: rule chat-promo" in result.stdout
+    assert result.stdout == shown.group(1)
