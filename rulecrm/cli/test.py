@@ -41,33 +41,45 @@ def find_counterexample(ruleset, *, examples=100, seed=None, backend="python"):
     """A counter-example to the invariants, or None.
 
     First the rules alone (`rules_can_fire` reads their text); then generated streams through a
-    fresh `Shop` each, shrunk. The search first leaves out sends made outside rulecrm
+    fresh `Shop` each, shrunk, starting with the probes of `rulecrm.testing.probes`. The search first leaves out sends made outside rulecrm
     (`message.sent`), so that a flaw is shown with the rules' own messages; only when that finds
     nothing does it try the full mix.
     """
-    from rulecrm.testing.invariants import InvariantViolation, rules_can_fire
+    from rulecrm.testing.invariants import rules_can_fire, unless_can_cancel
     from rulecrm.testing.strategies import DEFAULT_MIX
 
-    try:
-        rules_can_fire(ruleset)
-    except InvariantViolation as violation:
-        return Counterexample((), violation, ())
+    dead = _text_violation(rules_can_fire, ruleset)  # a rule that never acts shows in no run
+    if dead is not None:
+        return dead
     own_messages = tuple(kind for kind in DEFAULT_MIX if kind != "message.sent")
     found = _search(ruleset, examples=examples, seed=seed, backend=backend, mix=own_messages)
     if found is not None and _names_a_rule(found.violation):
         return found
-    return _search(ruleset, examples=examples, seed=seed, backend=backend, mix=None) or found
+    found = _search(ruleset, examples=examples, seed=seed, backend=backend, mix=None) or found
+    # a run that shows what a misspelled `same` field does is clearer than the field itself
+    return found or _text_violation(unless_can_cancel, ruleset)
+
+
+def _text_violation(invariant, ruleset):
+    from rulecrm.testing.invariants import InvariantViolation
+
+    try:
+        invariant(ruleset)
+    except InvariantViolation as violation:
+        return Counterexample((), violation, ())
+    return None
 
 
 def _search(ruleset, *, examples, seed, backend, mix):
     """Run generated streams through a fresh `Shop` each; the shrunk failing one, or None."""
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import HealthCheck, Phase, example, given, settings
     from hypothesis import seed as seed_decorator
     from hypothesis import strategies as st
     from hypothesis.reporting import with_reporter
 
     from rulecrm.testing.harness import Shop
-    from rulecrm.testing.invariants import InvariantViolation, check_all
+    from rulecrm.testing.invariants import ENGINE_INVARIANTS, InvariantViolation, caps_not_bypassed
+    from rulecrm.testing.probes import item_probes
     from rulecrm.testing.strategies import event_streams, extra_types
 
     if mix is not None:
@@ -83,11 +95,14 @@ def _search(ruleset, *, examples, seed, backend, mix):
             until = shop.settle_until(events)
             actions = shop.run(events, until=until)
         try:
-            check_all(ruleset, events, actions, until=until)
+            for invariant in (*ENGINE_INVARIANTS, caps_not_bypassed):
+                invariant(ruleset, events, actions, until=until)
         except InvariantViolation as violation:
             last[:] = [Counterexample(tuple(events), violation, tuple(actions))]
             raise
 
+    for probe in item_probes(ruleset):
+        property_ = example(probe)(property_)
     if seed is not None:
         property_ = seed_decorator(seed)(property_)
     with with_reporter(lambda _text: None):

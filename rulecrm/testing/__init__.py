@@ -29,6 +29,7 @@ _EXPORTS = {
     "no_marketing_to_opted_out": "rulecrm.testing.invariants",
     "quiet_hours_respected": "rulecrm.testing.invariants",
     "rules_can_fire": "rulecrm.testing.invariants",
+    "unless_can_cancel": "rulecrm.testing.invariants",
     "RecordingChannel": "rulecrm.testing.recording",
     "mutated_rule_files": "rulecrm.testing.rulegen",
     "rule_files": "rulecrm.testing.rulegen",
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr_
         no_marketing_to_opted_out,
         quiet_hours_respected,
         rules_can_fire,
+        unless_can_cancel,
     )
     from rulecrm.testing.recording import RecordingChannel
     from rulecrm.testing.rulegen import mutated_rule_files, rule_files

@@ -22,13 +22,13 @@ from rulecrm.events import Event
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import EvalContext
 from rulecrm.schema import ITEM_LIFECYCLES
-from rulecrm.testing.never_true import start_of, why_never_true
+from rulecrm.testing.never_true import start_of, why_never_true, why_unless_never_matches
 from rulecrm.timeutil import format_duration, get_zone, parse_timestamp
 
 __all__ = [
     "InvariantViolation", "assert_at_most", "assert_escalated_or_handled", "caps_not_bypassed",
     "caps_respected", "check_all", "escalations_justified", "no_duplicate_sends",
-    "no_marketing_to_opted_out", "quiet_hours_respected", "rules_can_fire",
+    "no_marketing_to_opted_out", "quiet_hours_respected", "rules_can_fire", "unless_can_cancel",
 ]
 
 _SHOWN_FIELDS = ("key", "rule", "customer_id", "kind", "to", "channel", "message_kind", "due_at", "sent_at",
@@ -439,15 +439,31 @@ def rules_can_fire(ruleset, events=(), actions=(), **_):
                     f"({reason})")
 
 
+def unless_can_cancel(ruleset, events=(), actions=(), **_):
+    """Every `unless ... same FIELD` can cancel something: FIELD is not a misspelling of a documented field.
+
+    Judged from the rule's text against the documented fields (rulecrm.testing.never_true): with a
+    misspelled field the reminder goes out after the new order, the escalation after the handling.
+    """
+    for rule in ruleset.active_rules:
+        for part, unless in (("unless", rule.unless), ("escalate.unless", rule.escalate.unless if rule.escalate
+                                                                          else None)):
+            reason = why_unless_never_matches(unless, rule.on)
+            if reason is not None:
+                raise InvariantViolation(
+                    "unless_can_cancel", f"rule {rule.id} at {rule.source}: its {part} "
+                    f"`{unless.event_type} same {unless.same}` can never cancel anything ({reason})")
+
+
 ENGINE_INVARIANTS = (caps_respected, no_marketing_to_opted_out, escalations_justified, no_duplicate_sends,
                      quiet_hours_respected)
-INTENT_INVARIANTS = (rules_can_fire, caps_not_bypassed)
+TEXT_INVARIANTS = (rules_can_fire, unless_can_cancel)  # judged from the rules' text alone
 
 
 def check_all(ruleset, events, actions, *, until=None, intent=True):
-    """Run every engine invariant, then (intent=True) `rules_can_fire` and `caps_not_bypassed`; the
-    first failure raises."""
-    for check in ENGINE_INVARIANTS + (INTENT_INVARIANTS if intent else ()):
+    """Run every engine invariant, then (intent=True) `caps_not_bypassed`, `rules_can_fire` and
+    `unless_can_cancel`; the first failure raises."""
+    for check in ENGINE_INVARIANTS + ((caps_not_bypassed, *TEXT_INVARIANTS) if intent else ()):
         check(ruleset, events, actions, until=until)
 
 

@@ -14,6 +14,10 @@ one of these holds for every way it could be true:
   that does not exist.
 
 Anything else (functions, arithmetic, `not`, other fields) counts as possibly true.
+
+The same goes for `unless: TYPE same FIELD`: when FIELD is a near miss of a field documented for
+the trigger or for TYPE (`reviewid` for `review_id`), one side is always null and nothing is ever
+cancelled. A field that is near no documented one may be the shop's own and is left alone.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import math
 
 from rulecrm.expr.ast import BoolOp, Compare, Contains, Literal, Matches, Membership, Name
 from rulecrm.schema import BUILTIN_EVENT_TYPES, EVENT_ENVELOPE_FIELDS
+from rulecrm.suggest import closest
 
 STAGES = ("new", "growing", "mature", "dormant", "churned")
 # documented ranges of number fields: (root, path) -> (lowest, highest)
@@ -39,6 +44,21 @@ def why_never_true(tree, event_type: str | None) -> str | None:
     if tree is None:
         return None
     return _dead(tree, event_type)
+
+
+def why_unless_never_matches(unless, trigger: str | None) -> str | None:
+    """Why `unless` (an Unless of the rule file) can never cancel a timer of a rule on `trigger`, or None."""
+    if unless is None or unless.same is None:
+        return None
+    for owner in (trigger, unless.event_type):
+        if owner not in BUILTIN_EVENT_TYPES:
+            continue
+        known = {*BUILTIN_EVENT_TYPES[owner], *EVENT_ENVELOPE_FIELDS}
+        near = None if unless.same in known else closest(unless.same, known)
+        if near is not None:
+            return (f"{owner} has no field {unless.same!r} (did you mean {near!r}?), so no {unless.event_type} "
+                    "ever has the same one")
+    return None
 
 
 def start_of(tree):

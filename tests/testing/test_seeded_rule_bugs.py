@@ -35,6 +35,14 @@ rules:
       unless: complaint.resolved same complaint_id
       steps:
         - {after: 4h, notify: {to: cs}}
+
+  - id: repurchase
+    on: order.placed
+    after: cycle - 3d
+    unless: order.placed same sku
+    notify: {to: customer, kind: marketing, template: "more tea?"}
+products:
+  - {sku: tea-xqg, name: 小青柑, category: tea, cycle: 30d}
 """
 
 
@@ -51,6 +59,8 @@ OTHER_REVIEW_HANDLED = [ev(1, "review.created", "08:00", review_id="r1", rating=
                         ev(3, "review.handled", "09:00", review_id="r2")]
 HANDLED_COMPLAINT = [ev(1, "complaint.opened", "08:00", complaint_id="k1"), ev(2, "complaint.resolved", "09:00",
                                                                                complaint_id="k1")]
+REORDER = [ev(1, "order.placed", "10:00", order_id="o1", sku="tea-xqg"),
+           {**ev(2, "order.placed", "10:00", order_id="o2", sku="tea-xqg"), "at": "2026-03-20T10:00:00+08:00"}]
 TWO_CHATS = [ev(1, "chat.received", "10:00", text="hi"), ev(2, "chat.received", "11:00", text="any news?")]
 
 SEEDED = {
@@ -59,6 +69,8 @@ SEEDED = {
                                        HANDLED_REVIEW, "escalations_justified"),
     "unless without same": (("unless: review.handled same review_id", "unless: review.handled"),
                             OTHER_REVIEW_HANDLED, "escalations_justified"),
+    "misspelled same field of a reminder": (("order.placed same sku", "order.placed same skuu"), REORDER,
+                                            "unless_can_cancel"),
     "misspelled complaint field": (("same complaint_id", "same complaintid"), HANDLED_COMPLAINT,
                                    "escalations_justified"),
     "when that can never be true": (("event.rating <= 2", "event.rating <= 2 and event.rating >= 4"),
@@ -85,7 +97,7 @@ def run_and_check(ruleset, events):
     check_all(ruleset, events, actions, until=until)
 
 
-@pytest.mark.parametrize("events", [HANDLED_REVIEW, OTHER_REVIEW_HANDLED, HANDLED_COMPLAINT, TWO_CHATS])
+@pytest.mark.parametrize("events", [HANDLED_REVIEW, OTHER_REVIEW_HANDLED, HANDLED_COMPLAINT, REORDER, TWO_CHATS])
 def test_the_correct_rules_pass_check_all(tmp_path, events):
     run_and_check(load_rules(write_rules(tmp_path, SHOP)), events)
 

@@ -102,4 +102,4 @@ def test_the_kit_is_still_there_on_first_use():
             "'rulecrm.testing.harness' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "28 [] True", out
+    assert out.strip() == "29 [] True", out
