@@ -40,10 +40,11 @@ def _names_a_rule(violation) -> bool:
 def find_counterexample(ruleset, *, examples=100, seed=None, backend="python"):
     """A counter-example to the invariants, or None.
 
-    First the rules alone (`rules_can_fire` reads their text); then generated streams through a
-    fresh `Shop` each, shrunk, starting with the probes of `rulecrm.testing.probes`. The search first leaves out sends made outside rulecrm
-    (`message.sent`), so that a flaw is shown with the rules' own messages; only when that finds
-    nothing does it try the full mix.
+    First the rules alone (`rules_can_fire` reads their text); then streams through a fresh `Shop`
+    each: the probes of `rulecrm.testing.probes`, then generated streams, shrunk. The generated ones
+    first leave out sends made outside rulecrm (`message.sent`), so that a flaw is shown with the
+    rules' own messages; only when that finds nothing does the search try the full mix. Last,
+    `unless_can_cancel` on the rules' text (a run that shows a misspelled field says more).
     """
     from rulecrm.testing.invariants import rules_can_fire, unless_can_cancel
     from rulecrm.testing.strategies import DEFAULT_MIX
