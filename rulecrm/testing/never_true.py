@@ -10,8 +10,9 @@ one of these holds for every way it could be true:
   searched as if it had a value;
 * number comparisons on one field that no number satisfies together, within the field's documented
   range (a rating is 1-5; counts are never negative);
-* one field required to equal two different values, or a customer's stage compared to a stage
-  that does not exist.
+* one field required to equal two different values, or to equal and differ from one value, or a
+  customer's stage compared to a stage that does not exist;
+* a condition and its negation asked for together.
 
 Anything else (functions, arithmetic, `not`, other fields) counts as possibly true.
 
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import math
 
-from rulecrm.expr.ast import BoolOp, Compare, Contains, Literal, Matches, Membership, Name
+import attrs
+
+from rulecrm.expr.ast import BoolOp, Compare, Contains, Literal, Matches, Membership, Name, Not
 from rulecrm.schema import BUILTIN_EVENT_TYPES, EVENT_ENVELOPE_FIELDS
 from rulecrm.suggest import closest
 
@@ -82,13 +85,33 @@ def _dead(node, event_type) -> str | None:
         reasons = [_dead(operand, event_type) for operand in node.operands]
         if node.op == "or":
             return "; ".join(reasons) if all(reasons) else None
-        return next((reason for reason in reasons if reason), None) or _conflict(node.operands, event_type)
+        return (next((reason for reason in reasons if reason), None) or _negated(node.operands)
+                or _conflict(node.operands, event_type))
     missing = _missing_field(node, event_type)
     if missing is not None:
         return missing
     if isinstance(node, Compare):
         return _conflict((node,), event_type)
     return None
+
+
+def _negated(operands) -> str | None:
+    """A conjunction that asks for a condition and for its negation."""
+    shapes = {_shape(operand) for operand in operands if not isinstance(operand, Not)}
+    for operand in operands:
+        if isinstance(operand, Not) and _shape(operand.operand) in shapes:
+            return "it asks for a condition and for its negation together"
+    return None
+
+
+def _shape(node):
+    """The node without its positions, to compare two conditions as written."""
+    if isinstance(node, (tuple, list)):
+        return tuple(_shape(item) for item in node)
+    if not attrs.has(type(node)):
+        return node
+    return (type(node).__name__, *(_shape(getattr(node, f.name)) for f in attrs.fields(type(node))
+                                   if f.name not in ("pos", "pattern_pos")))
 
 
 def _missing_field(node, event_type) -> str | None:
@@ -118,6 +141,7 @@ def _conflict(operands, event_type) -> str | None:
     """Comparisons of one field with literals that no single value meets together."""
     bounds: dict[str, list] = {}  # field -> [low, low inclusive, high, high inclusive, shown]
     equal: dict[str, tuple] = {}  # field -> (value, shown)
+    excluded: dict[tuple, str] = {}  # (field, value) -> the first of == and != met
     for node in operands:
         found = _field_and_literal(node)
         if found is None:
@@ -131,6 +155,9 @@ def _conflict(operands, event_type) -> str | None:
             if field in equal and equal[field][0] != value:
                 return f"{equal[field][1]} and {shown}"
             equal[field] = (value, shown)
+        if op in ("==", "!="):
+            if excluded.setdefault((field, value), op) != op:
+                return f"{field} == {value!r} and {field} != {value!r}"
         if not isinstance(value, (int, float)) or isinstance(value, bool) or op == "!=":
             continue
         low, high = _RANGES.get((name.root, name.path), (-math.inf, math.inf))
