@@ -67,6 +67,35 @@ def test_reviews_are_handled_before_exactly_at_and_after_the_deadline():
     assert {timedelta(hours=2), timedelta(hours=2, minutes=1), timedelta(hours=24)} <= gaps
 
 
+COMPLAINTS = """
+contacts:
+  cs: {channel: console, address: cs-group}
+rules:
+  - id: complaint
+    on: complaint.opened
+    notify: {to: cs, template: "complaint"}
+    escalate:
+      unless: complaint.resolved same complaint_id
+      steps:
+        - {after: 4h, notify: {to: cs}}
+"""
+
+
+def test_the_items_a_rule_escalates_are_drawn_and_closed_around_its_deadline(tmp_path):
+    (tmp_path / "rules.yaml").write_text(COMPLAINTS, encoding="utf-8")
+    ruleset = load_rules(tmp_path / "rules.yaml")
+    gaps = set()
+    for events in sample(event_streams(ruleset=ruleset)):
+        opened = {}
+        for e in events:
+            at = parse_timestamp(e["at"], ruleset.shop.timezone)
+            if e["type"] == "complaint.opened":
+                opened.setdefault(e["data"]["complaint_id"], at)
+            elif e["type"] == "complaint.resolved" and e["data"]["complaint_id"] in opened:
+                gaps.add(at - opened[e["data"]["complaint_id"]])
+    assert {timedelta(hours=4), timedelta(hours=4, minutes=1)} <= gaps
+
+
 @settings(max_examples=30, deadline=None)
 @given(event_streams(customers=st.just(1), mix=st.just("review.created"), ratings=st.just(1),
                      span=st.just(timedelta(0)), aware=st.just(True),
