@@ -11,7 +11,8 @@ one of these holds for every way it could be true:
 * number comparisons on one field that no number satisfies together, within the field's documented
   range (a rating is 1-5; counts are never negative);
 * one field required to equal two different values, or to equal and differ from one value, or a
-  customer's stage compared to a stage that does not exist;
+  stage (the customer's, or a stage.changed event's `from` and `to`) compared to one that does not
+  exist;
 * a condition and its negation asked for together.
 
 Anything else (functions, arithmetic, `not`, other fields) counts as possibly true.
@@ -27,10 +28,11 @@ import math
 import attrs
 
 from rulecrm.expr.ast import BoolOp, Compare, Contains, Literal, Matches, Membership, Name, Not
-from rulecrm.schema import BUILTIN_EVENT_TYPES, EVENT_ENVELOPE_FIELDS
+from rulecrm.schema import BUILTIN_EVENT_TYPES, EVENT_ENVELOPE_FIELDS, STAGES
 from rulecrm.suggest import closest
 
-STAGES = ("new", "growing", "mature", "dormant", "churned")
+# fields whose values are stages: the customer's, and a stage.changed event's from and to
+_STAGE_FIELDS = ("customer.stage", "event.from", "event.to")
 # documented ranges of number fields: (root, path) -> (lowest, highest)
 _RANGES = {
     ("event", ("rating",)): (1, 5),
@@ -150,7 +152,8 @@ def _conflict(operands, event_type) -> str | None:
         field = name.dotted
         shown = f"{field} {op} {value!r}"
         if op == "==":
-            if field == "customer.stage" and isinstance(value, str) and value not in STAGES:
+            if field in _STAGE_FIELDS and _stage_valued(name, event_type) and isinstance(value, str) \
+                    and value not in STAGES:
                 return f"{shown}: the stages are {', '.join(STAGES)}"
             if field in equal and equal[field][0] != value:
                 return f"{equal[field][1]} and {shown}"
@@ -171,6 +174,10 @@ def _conflict(operands, event_type) -> str | None:
             limits = "" if (name.root, name.path) not in _RANGES else f" (documented range {low}-{high})"
             return " and ".join(bound[4]) + f": no number meets all of them{limits}"
     return None
+
+
+def _stage_valued(name, event_type) -> bool:
+    return name.root == "customer" or event_type == "stage.changed"
 
 
 def _raise_low(bound, value, inclusive) -> None:

@@ -5,6 +5,8 @@ import re
 
 from hypothesis import strategies as st
 
+from rulecrm.schema import STAGES
+
 __all__ = ["CONTACTS", "SKUS", "TEXTS", "extreme_rule_files", "mutated_rule_files", "rule_files"]
 
 SKUS = ("tea", "pot", "cup")
@@ -13,7 +15,6 @@ CONTACTS = ("cs", "manager")
 # The last text makes Python's re backtrack exponentially on "(a+)+$": `matches` must not stall on it.
 TEXTS = ("hi", "buy soon", "近期要买", "stop", "refund please", "a" * 40 + "!")
 TIMEZONES = ("UTC", "Asia/Shanghai", "Europe/Berlin", "America/New_York")
-STAGES = ("new", "growing", "mature", "dormant", "churned")
 DURATIONS = ("30m", "1h", "2h", "6h", "1d", "1d12h", "2d", "3d", "1w")
 PATTERNS = ("buy|soon", "^hi", "近期", "[0-9]+", "stop$", "re(fund)?", "(a+)+$", "^(a|aa)*$", "(?i)HI|STOP")
 

@@ -60,6 +60,18 @@ def test_a_dead_condition_is_named_with_its_reason_and_place(tmp_path, when):
     assert DEAD[when] in message
 
 
+@pytest.mark.parametrize("when, dead", [('event.to == "dormnt"', True), ('event.to == "dormant"', False),
+                                        ('event.from == "new" and event.to == "churned"', False)])
+def test_the_stages_of_a_stage_change_are_known(tmp_path, when, dead):
+    text = RULE.format(when=when).replace("on: review.created", "on: stage.changed")
+    ruleset = load_rules(write_rules(tmp_path, text))
+    if not dead:
+        rules_can_fire(ruleset)
+        return
+    with pytest.raises(InvariantViolation, match="the stages are new, growing, mature, dormant, churned"):
+        rules_can_fire(ruleset)
+
+
 @pytest.mark.parametrize("when", LIVE)
 def test_a_condition_that_can_hold_is_left_alone(tmp_path, when):
     rules_can_fire(load_rules(write_rules(tmp_path, RULE.format(when=when))))
