@@ -9,6 +9,7 @@ import click
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import reported_errors
 
+DEFAULT_SEED = 0  # the search without --seed: the same rules give the same result every time
 EXIT_OK = 0
 EXIT_FAILED = 1
 
@@ -72,7 +73,7 @@ def _text_violation(invariant, ruleset):
 
 
 def _search(ruleset, *, examples, seed, backend, mix):
-    """Run generated streams through a fresh `Shop` each; the shrunk failing one, or None."""
+    """Run generated streams through a fresh `Shop` each: the shrunk failing one, or None."""
     from hypothesis import HealthCheck, Phase, example, given, settings
     from hypothesis import seed as seed_decorator
     from hypothesis import strategies as st
@@ -87,7 +88,7 @@ def _search(ruleset, *, examples, seed, backend, mix):
         mix = st.sampled_from(mix + extra_types(ruleset))
     last = []
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False,
               phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink))
     @given(event_streams(ruleset=ruleset, mix=mix))
@@ -104,8 +105,9 @@ def _search(ruleset, *, examples, seed, backend, mix):
 
     for probe in item_probes(ruleset):
         property_ = example(probe)(property_)
-    if seed is not None:
-        property_ = seed_decorator(seed)(property_)
+    # A fixed seed, not hypothesis' derandomize: that one hashes the property's code, so any edit here
+    # would change the counter-example the docs show.
+    property_ = seed_decorator(DEFAULT_SEED if seed is None else seed)(property_)
     with with_reporter(lambda _text: None):
         try:
             property_()
@@ -118,7 +120,7 @@ def _search(ruleset, *, examples, seed, backend, mix):
 @click.argument("rules", type=click.Path(exists=True))
 @click.option("--examples", default=100, show_default=True, type=click.IntRange(min=1),
               help="How many generated event streams to try.")
-@click.option("--seed", default=None, type=int, help="Random seed (default: a fixed, derandomized search).")
+@click.option("--seed", default=None, type=int, help="Random seed (default: 0, so the same rules always give the same result).")
 @click.option("--backend", type=click.Choice(["python", "durable"]), default="python", show_default=True,
               help="Matching backend the engine runs on.")
 @pass_cli_context
