@@ -46,6 +46,7 @@ class Declared:
     rule_count: int = 0
     complete: bool = True
     _sources: dict[tuple[str, str], Source] = attrs.field(factory=dict)
+    _names: dict[str, set[str]] = attrs.field(factory=dict)  # kind -> names, for `known` (asked once per rule)
 
     def claim(self, report: Report, what: str, name: str, at) -> bool:
         """Record where `name` is declared; False (and an error at `at`) if it already was."""
@@ -55,11 +56,12 @@ class Declared:
                          hint=f"{what} names must be unique across the rules directory")
             return False
         self._sources[(what, name)] = report.source(at)
+        self._names.setdefault(what, set()).add(name)
         return True
 
     def known(self, what: str) -> set[str]:
-        """Every name declared as `what`, including ones whose declaration has errors."""
-        return {name for kind, name in self._sources if kind == what}
+        """Every name declared as `what`, including ones whose declaration has errors (do not change it)."""
+        return self._names.get(what, set())
 
     def channel_names(self) -> set[str]:
         return {"console", *self.known("channel")}

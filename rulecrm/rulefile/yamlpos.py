@@ -1,6 +1,7 @@
 """YAML to small positioned nodes: every scalar keeps its source text, line and column."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -142,14 +143,17 @@ def _flow_too_deep(text: str) -> tuple[int, int] | None:
     if text.count("[") + text.count("{") <= _MAX_DEPTH:
         return None
     depth = 0
-    for offset, char in enumerate(text):
-        if char in "[{":
+    for bracket in _BRACKETS.finditer(text):  # only the brackets: a large rules file has few of them
+        if bracket.group() in "[{":
             depth += 1
             if depth > _MAX_DEPTH:
-                return _offset_position(text, offset)
-        elif char in "]}" and depth:
+                return _offset_position(text, bracket.start())
+        elif depth:
             depth -= 1
     return None
+
+
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 class _Composer:
