@@ -120,7 +120,8 @@ def _search(ruleset, *, examples, seed, backend, mix):
 @click.argument("rules", type=click.Path(exists=True))
 @click.option("--examples", default=100, show_default=True, type=click.IntRange(min=1),
               help="How many generated event streams to try.")
-@click.option("--seed", default=None, type=int, help="Random seed (default: 0, so the same rules always give the same result).")
+@click.option("--seed", default=None, type=int,
+              help="Random seed (default: 0, so the same rules always give the same result).")
 @click.option("--backend", type=click.Choice(["python", "durable"]), default="python", show_default=True,
               help="Matching backend the engine runs on.")
 @pass_cli_context
