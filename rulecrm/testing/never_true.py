@@ -59,7 +59,8 @@ def why_unless_never_matches(unless, trigger: str | None) -> str | None:
         if owner not in BUILTIN_EVENT_TYPES:
             continue
         known = {*BUILTIN_EVENT_TYPES[owner], *EVENT_ENVELOPE_FIELDS}
-        near = None if unless.same in known else closest(unless.same, known)
+        near = None if unless.same in known else (
+            closest(unless.same, known) or next((k for k in known if k.lower() == unless.same.lower()), None))
         if near is not None:
             return (f"{owner} has no field {unless.same!r} (did you mean {near!r}?), so no {unless.event_type} "
                     "ever has the same one")

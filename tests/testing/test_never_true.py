@@ -93,6 +93,7 @@ rules:
 @pytest.mark.parametrize("unless, dead", [
     ("order.placed same skuu", "order.placed has no field 'skuu' (did you mean 'sku'?)"),
     ("order.placed same order_ids", "order.placed has no field 'order_ids' (did you mean 'order_id'?)"),
+    ("order.placed same SKU", "order.placed has no field 'SKU' (did you mean 'sku'?)"),
     ("order.placed same sku", None),
     ("order.placed", None),
     ("order.placed same store_code", None),  # the shop's own field, near no documented one
