@@ -33,7 +33,7 @@ from rulecrm.suggest import closest
 
 # fields whose values are stages: the customer's, and a stage.changed event's from and to
 _STAGE_FIELDS = ("customer.stage", "event.from", "event.to")
-# documented ranges of number fields: (root, path) -> (lowest, highest)
+# documented ranges of number fields: (root, path) -> (lowest, highest); event fields of review.created
 _RANGES = {
     ("event", ("rating",)): (1, 5),
     ("customer", ("order_count",)): (0, math.inf),
@@ -164,7 +164,8 @@ def _conflict(operands, event_type) -> str | None:
                 return f"{field} == {value!r} and {field} != {value!r}"
         if not isinstance(value, (int, float)) or isinstance(value, bool) or op == "!=":
             continue
-        low, high = _RANGES.get((name.root, name.path), (-math.inf, math.inf))
+        documented = _documented_range(name, event_type)
+        low, high = documented or (-math.inf, math.inf)
         bound = bounds.setdefault(field, [low, True, high, True, []])
         if op in (">", ">=", "=="):
             _raise_low(bound, value, op != ">")
@@ -172,9 +173,16 @@ def _conflict(operands, event_type) -> str | None:
             _lower_high(bound, value, op != "<")
         bound[4].append(shown)
         if bound[0] > bound[2] or (bound[0] == bound[2] and not (bound[1] and bound[3])):
-            limits = "" if (name.root, name.path) not in _RANGES else f" (documented range {low}-{high})"
+            limits = "" if documented is None else f" (documented range {low}-{high})"
             return " and ".join(bound[4]) + f": no number meets all of them{limits}"
     return None
+
+
+def _documented_range(name, event_type):
+    """(lowest, highest) of a number field, or None; an event's rating is documented for reviews only."""
+    if name.root == "event" and event_type != "review.created":
+        return None
+    return _RANGES.get((name.root, name.path))
 
 
 def _stage_valued(name, event_type) -> bool:

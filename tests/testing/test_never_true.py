@@ -72,6 +72,11 @@ def test_the_stages_of_a_stage_change_are_known(tmp_path, when, dead):
         rules_can_fire(ruleset)
 
 
+def test_a_rating_of_the_shops_own_event_type_has_no_documented_range(tmp_path):
+    text = RULE.format(when="event.rating > 5").replace("on: review.created", "on: survey.answered")
+    rules_can_fire(load_rules(write_rules(tmp_path, text)))
+
+
 @pytest.mark.parametrize("when", LIVE)
 def test_a_condition_that_can_hold_is_left_alone(tmp_path, when):
     rules_can_fire(load_rules(write_rules(tmp_path, RULE.format(when=when))))
