@@ -323,6 +323,7 @@ def escalations_justified(ruleset, events, actions, *, until=None, **_):
             if item is not None:
                 triggers[item[0]] = item
         escalated = {a["key"]: a for a in mine if a["kind"] == "escalate"}
+        escalated_steps = {(a.get("trigger"), a["step"]) for a in escalated.values()}
         for action in escalated.values():
             item = run.by_id.get(action.get("trigger"))
             if item is None:
@@ -343,8 +344,7 @@ def escalations_justified(ruleset, events, actions, *, until=None, **_):
                 if delay is None:
                     continue
                 due = max(item[1] + delay, item[1])
-                if due > end or any(a.get("trigger") == item[3].id and a["step"] == number
-                                    for a in escalated.values()):
+                if due > end or (item[3].id, number) in escalated_steps:
                     continue
                 if closer.closed(run, item, due, triggers):
                     continue
