@@ -17,6 +17,7 @@ from os import PathLike
 import attrs
 
 from rulecrm import plugins
+from rulecrm.app import collector
 from rulecrm.app.applying import GuardedApplier
 from rulecrm.app.stopping import Interrupted
 from rulecrm.backends import default_backend_name, get_backend
@@ -95,6 +96,8 @@ class Session:
             on_committed=on_decided or (lambda actions: None), on_timer_set_aside=on_timer_set_aside,
             guarded=guarded,
         )
+        collector.pause_automatic()  # until close(): see rulecrm.app.collector
+        self._collector: collector.BudgetedCollector | None = collector.BudgetedCollector()
 
     @classmethod
     def open(cls, rules, state: str | PathLike | None = None, *, ruleset=None, manager=None,
@@ -123,7 +126,7 @@ class Session:
             store = ScratchStore.open_scratch()
         else:
             store = Store.open(state, lock=state is not None)
-        dispatcher = None
+        dispatcher = session = None
         try:
             if deliver:
                 from rulecrm.channels.dispatch import Dispatcher
@@ -142,9 +145,12 @@ class Session:
                 if deliver:
                     store.set_meta(DELIVERS, True)
         except BaseException:
-            if dispatcher is not None:
-                dispatcher.close()
-            store.close()
+            if session is not None:
+                session.close()  # the applier, the dispatcher and the store
+            else:
+                if dispatcher is not None:
+                    dispatcher.close()
+                store.close()
             raise
         return session
 
@@ -202,6 +208,8 @@ class Session:
                 if also is not None:
                     also()
         step = self._applier.step(inputs, apply_one, finish)
+        if self._collector is not None:
+            self._collector.after_step()
         applied = Applied()
         for line, outcome in step.outcomes:
             applied.outcomes.append((line, outcome))
@@ -251,6 +259,8 @@ class Session:
 
         while more:
             self._applier.step((), _no_items, finish)
+            if self._collector is not None:
+                self._collector.after_step()
 
     # -- delivery ------------------------------------------------------------------------
     def deliver(self, *, stop=lambda: False) -> None:
@@ -275,6 +285,9 @@ class Session:
                     self.dispatcher.close()
             finally:
                 self.store.close()
+                if self._collector is not None:
+                    self._collector = None
+                    collector.resume_automatic()
 
     def __enter__(self) -> Session:
         return self
