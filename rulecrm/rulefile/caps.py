@@ -25,7 +25,10 @@ from rulecrm.rulefile.yamlpos import Scalar, Seq, describe
 from rulecrm.timeutil import DURATION_SYNTAX
 
 CAP_KEYS = ("id", "kinds", "max", "per", "window", "on_cap", "channels", "per_channel")
-WINDOWS = ("rolling", "calendar")
+CAP_REQUIRED = ("id", "per")
+CAP_MINIMUMS = {"max": 0}
+ROLLING, CALENDAR = "rolling", "calendar"
+WINDOWS = (ROLLING, CALENDAR)
 ON_CAP = ("suppress", "defer")
 CALENDAR_PERIODS = {"1d": "day", "day": "day", "1w": "week", "7d": "week", "week": "week",
                     "1mo": "month", "month": "month"}
@@ -42,23 +45,23 @@ def read_caps(report: Report, key: Scalar, node, declared: Declared) -> None:
 
 
 def _read_cap(report: Report, item, declared: Declared) -> None:
-    fields = Fields(report, item, CAP_KEYS, what="cap", required=("id", "per"))
+    fields = Fields(report, item, CAP_KEYS, what="cap", required=CAP_REQUIRED)
     cap_id = fields.get("id", text)
     kinds = fields.get("kinds", read_kinds, frozenset({"marketing"}))
     if "kinds" in fields and isinstance(fields.value("kinds"), Seq) and not fields.value("kinds").items:
         report.error(fields.value("kinds"), "a cap must name at least one kind", expected="a list of kinds",
                      found="an empty list", hint="kinds: [marketing]")
-    maximum = fields.get("max", integer, 1, minimum=0)
+    maximum = fields.get("max", integer, 1, minimum=CAP_MINIMUMS["max"])
     if maximum == 0:
         report.warning(fields.value("max"), "max: 0 blocks every send of these kinds; write it only on purpose")
-    window = fields.get("window", choice, "rolling", choices=WINDOWS, what="window")
+    window = fields.get("window", choice, ROLLING, choices=WINDOWS, what="window")
     on_cap = fields.get("on_cap", choice, "suppress", choices=ON_CAP, what="on_cap")
     channels = fields.get("channels", names, None, item=read_channel_ref, declared=declared)
     per_channel = fields.get("per_channel", boolean, False)
     per, period = None, None
     if "per" in fields and window is not INVALID:
         per_node = fields.value("per")
-        if window == "calendar":
+        if window == CALENDAR:
             period = _calendar_period(report, per_node)
         else:
             per = _rolling_per(report, per_node)

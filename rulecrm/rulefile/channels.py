@@ -14,19 +14,27 @@ from rulecrm.suggest import did_you_mean
 CHANNEL_NAME = re.compile(r"[a-z0-9_-]+")
 CONTACT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 CONTACT_KEYS = ("channel", "address")
+CONTACT_REQUIRED = ("channel",)
 RESERVED_RECIPIENTS = ("customer", "owner")
-_SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "apikey")
+TYPE_KEY = "type"
+ENV_SUFFIX = "_env"  # `<setting>_env: VARIABLE` names the environment variable holding the setting
+# A setting name is split into words at these characters; it looks secret when a word is one of
+# SECRET_WORDS or ends with one of SECRET_ENDINGS (`key`, `api_key`, `access_token`, `smtp-password`).
+SETTING_WORD_SEPARATORS = "_-."
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "apikey")
+SECRET_ENDINGS = ("secret", "token", "password")
 # Every channel may say which profile field holds a customer's address on it (e.g. an SMS gateway
 # behind a webhook reads `phone`); it overrides the channel type's own choice.
 ADDRESS_FIELD = "address_field"
 ADDRESS_FIELDS = tuple(field for field, kind in PROFILE_FIELDS.items() if kind == "string")
 _MAX_SETTING_DEPTH = 20
+_SETTING_WORDS = re.compile(f"[{re.escape(SETTING_WORD_SEPARATORS)}]")
 
 
 def looks_secret(setting: str) -> bool:
     """`key`, `api_key`, `access_token`, `smtp-password` ... (but not `key_env` or `keyword`)."""
-    parts = re.split(r"[_\-.]", setting.lower())
-    return any(part in _SECRET_WORDS or part.endswith(("secret", "token", "password")) for part in parts)
+    parts = _SETTING_WORDS.split(setting.lower())
+    return any(part in SECRET_WORDS or part.endswith(SECRET_ENDINGS) for part in parts)
 
 
 def read_channels(report: Report, key: Scalar, node, declared: Declared) -> None:
@@ -44,16 +52,16 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
     if mapping(report, body, label=f"channel {name}") is INVALID:
         return None
     pairs = {key.text: (key, value) for key, value in body.pairs}
-    if "type" not in pairs:
+    if TYPE_KEY not in pairs:
         report.error(body, f"channel {name!r} needs `type`", expected="a `type` key",
                      hint="known types: " + ", ".join(sorted(declared.channel_types)))
         return None
-    type_name = text(report, pairs["type"][1], label="type")
+    type_name = text(report, pairs[TYPE_KEY][1], label=TYPE_KEY)
     settings = []
     for setting, (key, value) in pairs.items():
-        if setting == "type":
+        if setting == TYPE_KEY:
             continue
-        if setting.endswith("_env"):
+        if setting.endswith(ENV_SUFFIX):
             env = text(report, value, label=setting)
             settings.append((setting, env))
         elif setting == ADDRESS_FIELD:
@@ -73,7 +81,7 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
         return None
     info = declared.channel_types.get(type_name)
     if info is None:
-        report.warning(pairs["type"][1], f"no installed plugin provides channel type {type_name!r}; "
+        report.warning(pairs[TYPE_KEY][1], f"no installed plugin provides channel type {type_name!r}; "
                        f"sends on channel {name!r} cannot be dispatched (replay does not need the adapter)",
                        expected="one of " + ", ".join(sorted(declared.channel_types)), found=repr(type_name),
                        hint=did_you_mean(type_name, declared.channel_types) or "install the plugin that provides it")
@@ -85,14 +93,14 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
 def _check_settings(report: Report, name: str, body: Map, pairs: dict, info) -> None:
     allowed = sorted(info.settings)
     for setting, (key, _) in pairs.items():
-        if setting in ("type", ADDRESS_FIELD) or setting.endswith("_env") or setting in info.settings \
+        if setting in (TYPE_KEY, ADDRESS_FIELD) or setting.endswith(ENV_SUFFIX) or setting in info.settings \
                 or looks_secret(setting):
             continue
         report.error(key, f"unknown setting {setting!r} for channel type {info.name!r}",
-                     expected="one of " + ", ".join(["type", *allowed]), found=repr(setting),
+                     expected="one of " + ", ".join([TYPE_KEY, *allowed]), found=repr(setting),
                      hint=did_you_mean(setting, allowed) or (None if allowed else f"{info.name!r} takes no settings"))
     for required in sorted(info.required):
-        if required not in pairs and f"{required}_env" not in pairs:
+        if required not in pairs and f"{required}{ENV_SUFFIX}" not in pairs:
             report.error(body, f"channel {name!r} of type {info.name!r} needs `{required}`",
                          expected=f"a `{required}` (or `{required}_env`) setting")
 
@@ -127,7 +135,7 @@ def read_contacts(report: Report, key: Scalar, node, declared: Declared) -> None
 def _read_contact(report: Report, name: str, body, declared: Declared) -> Contact | None:
     if mapping(report, body, label=f"contact {name}") is INVALID:
         return None
-    fields = Fields(report, body, CONTACT_KEYS, what=f"contact {name!r}", required=("channel",))
+    fields = Fields(report, body, CONTACT_KEYS, what=f"contact {name!r}", required=CONTACT_REQUIRED)
     channel = fields.get("channel", read_channel_ref, declared=declared)
     address = fields.get("address", text)
     channel_type = declared.channel_type(channel) if channel else None

@@ -25,8 +25,9 @@ class _Invalid:
 
 INVALID = _Invalid()
 _TEXT_KINDS = ("string", "integer", "number", "date")
-_TIME = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
-_DURATION_SHAPE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
+# Shapes the rule-file JSON Schema (rulefile/json_schema.py) repeats as patterns.
+TIME_OF_DAY = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+DURATION_SHAPE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 
 
 def type_error(report: Report, node, label: str, expected: str, hint: str | None = None) -> _Invalid:
@@ -144,7 +145,7 @@ def duration(report: Report, node, *, label: str, positive: bool = False) -> tim
 
 def duration_text(report: Report, node: Scalar, label: str) -> timedelta | _Invalid:
     """The duration a string scalar spells, at most MAX_DURATION long."""
-    well_formed = _DURATION_SHAPE.fullmatch(node.text.strip()) is not None
+    well_formed = DURATION_SHAPE.fullmatch(node.text.strip()) is not None
     try:
         value = parse_duration(node.text)
     except ValueError:
@@ -191,7 +192,7 @@ def names(report: Report, node, *, label: str, item=text, **options):
 def time_of_day(report: Report, node, *, label: str) -> time | _Invalid:
     """`"HH:MM"`; an unquoted 09:00 (a YAML 1.1 number) is read from its text."""
     if isinstance(node, Scalar) and node.kind in _TEXT_KINDS:
-        match = _TIME.fullmatch(node.text.strip())
+        match = TIME_OF_DAY.fullmatch(node.text.strip())
         if match:
             return time(int(match.group(1)), int(match.group(2)))
     return type_error(report, node, label, 'a time of day "HH:MM"', hint='write it quoted, e.g. "09:00"')

@@ -10,7 +10,7 @@ from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import EvalContext
 from rulecrm.expr.parser import children, start_pos
 from rulecrm.rulefile import exprs
-from rulecrm.rulefile.channels import read_channel_ref
+from rulecrm.rulefile.channels import RESERVED_RECIPIENTS, read_channel_ref
 from rulecrm.rulefile.declared import Declared
 from rulecrm.rulefile.fields import (
     INVALID,
@@ -35,6 +35,13 @@ RULE_KEYS = ("id", "description", "on", "when", "after", "unless", "tag", "untag
 NOTIFY_KEYS = ("to", "channel", "kind", "template")
 ESCALATE_KEYS = ("unless", "steps")
 STEP_KEYS = ("after", "notify")
+RULE_REQUIRED = ("id",)
+NOTIFY_REQUIRED = ("to", "template")
+STEP_NOTIFY_REQUIRED = ("to",)  # a step's notify takes the rest from the rule's own notify
+ESCALATE_REQUIRED = ("steps",)
+STEP_REQUIRED = ("after", "notify")
+RULE_ACTIONS = ("tag", "notify", "escalate")  # a rule needs at least one
+UNLESS_SAME = "same"  # `unless: <event type> same <field>`
 RULE_ID = re.compile(r"[a-z0-9-]+")
 EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:/-]+")
 BIRTHDAY = "birthday"
@@ -97,7 +104,7 @@ class _RuleReader:
 
     def read(self, item, index: int) -> Rule | None:
         report, declared = self.report, self.declared
-        fields = Fields(report, item, RULE_KEYS, what="rule", required=("id",))
+        fields = Fields(report, item, RULE_KEYS, what="rule", required=RULE_REQUIRED)
         rule_id = fields.get("id", text, pattern=RULE_ID, rule="lowercase letters, digits and '-'")
         if rule_id and not declared.claim(report, "rule id", rule_id, fields.value("id")):
             rule_id = INVALID
@@ -151,7 +158,7 @@ class _RuleReader:
         if "at" in fields and on != BIRTHDAY and on is not INVALID:
             report.error(fields.key("at"), "`at` is only for birthday rules", expected="on: birthday",
                          found=f"on: {on}" if on else "a profile rule", hint="remove `at` or use `on: birthday`")
-        if not any(action in fields for action in ("tag", "notify", "escalate")):
+        if not any(action in fields for action in RULE_ACTIONS):
             report.error(item, "this rule does nothing: it needs `tag`, `notify` or `escalate`",
                          expected="an action (tag, notify or escalate)")
 
@@ -183,7 +190,7 @@ class _RuleReader:
             return INVALID
         line, column = exprs.origin(node, self.lines)
         tokens = [(match.group(), match.start()) for match in re.finditer(r"\S+", source)]
-        if not (len(tokens) == 1 or (len(tokens) == 3 and tokens[1][0] == "same")):
+        if not (len(tokens) == 1 or (len(tokens) == 3 and tokens[1][0] == UNLESS_SAME)):
             report.error(node, f"cannot read `{label}: {source}`", expected=_UNLESS_SYNTAX, found=repr(source),
                          hint="for example: review.handled same review_id")
             return INVALID
@@ -205,7 +212,7 @@ class _RuleReader:
 
     def recipient(self, report: Report, node, *, label: str):
         name = text(report, node, label=label)
-        if name is INVALID or name in ("customer", "owner"):
+        if name is INVALID or name in RESERVED_RECIPIENTS:
             return name
         contacts = self.declared.known("contact")
         if name not in contacts and self.declared.complete:
@@ -218,7 +225,7 @@ class _RuleReader:
     def notify(self, report: Report, node, *, label: str, step: bool, base=None):
         if mapping(report, node, label=label) is INVALID:
             return INVALID
-        required = ("to",) if step else ("to", "template")
+        required = STEP_NOTIFY_REQUIRED if step else NOTIFY_REQUIRED
         fields = Fields(report, node, NOTIFY_KEYS, what=label, required=required)
         to = fields.get("to", self.recipient)
         channel = fields.get("channel", read_channel_ref, None, declared=self.declared)
@@ -247,7 +254,7 @@ class _RuleReader:
     def escalate(self, report: Report, node, *, label: str, base, trigger):
         if mapping(report, node, label=label) is INVALID:
             return INVALID
-        fields = Fields(report, node, ESCALATE_KEYS, what="escalate", required=("steps",))
+        fields = Fields(report, node, ESCALATE_KEYS, what="escalate", required=ESCALATE_REQUIRED)
         unless = fields.get("unless", self.unless, None, trigger=trigger)
         steps_node = fields.get("steps", sequence)
         if not steps_node:
@@ -265,7 +272,7 @@ class _RuleReader:
     def step(self, report: Report, node, base):
         if mapping(report, node, label="escalation step") is INVALID:
             return INVALID
-        fields = Fields(report, node, STEP_KEYS, what="escalation step", required=("after", "notify"))
+        fields = Fields(report, node, STEP_KEYS, what="escalation step", required=STEP_REQUIRED)
         after = fields.get("after", self.expression, want="duration")
         notify = fields.get("notify", self.notify, step=True, base=base)
         if not after or not notify:

@@ -30,7 +30,10 @@ from rulecrm.timeutil import format_duration, get_zone
 SHOP_KEYS = ("timezone", "quiet_hours", "quiet_kinds")
 PRODUCT_KEYS = ("sku", "name", "category", "cycle", "learn_cycle", "learn_min_orders", "price")
 LIFECYCLE_KEYS = ("growing_orders", "mature_orders", "dormant_after", "churned_after")
-_QUIET_HOURS = re.compile(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]):([0-5]\d)\s*")
+PRODUCT_REQUIRED = ("sku",)
+PRODUCT_MINIMUMS = {"learn_min_orders": 2, "price": 0}
+LIFECYCLE_MINIMUMS = {"growing_orders": 1, "mature_orders": 1}
+QUIET_HOURS = re.compile(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]):([0-5]\d)\s*")
 
 
 @lru_cache(maxsize=1)
@@ -59,7 +62,7 @@ def read_zone(report: Report, node, *, label: str):
 def read_quiet_hours(report: Report, node, *, label: str):
     """`"HH:MM-HH:MM"` -> (start, end); the window may wrap midnight but not be empty."""
     expected = 'a window "HH:MM-HH:MM" such as "22:00-08:00"'
-    match = _QUIET_HOURS.fullmatch(node.text) if isinstance(node, Scalar) and node.kind == "string" else None
+    match = QUIET_HOURS.fullmatch(node.text) if isinstance(node, Scalar) and node.kind == "string" else None
     if match is None:
         return type_error(report, node, label, expected)
     start = time(int(match.group(1)), int(match.group(2)))
@@ -95,7 +98,7 @@ def read_products(report: Report, key: Scalar, node, declared: Declared) -> None
     for item in node.items:
         if mapping(report, item, label="products item") is INVALID:
             continue
-        fields = Fields(report, item, PRODUCT_KEYS, what="product", required=("sku",))
+        fields = Fields(report, item, PRODUCT_KEYS, what="product", required=PRODUCT_REQUIRED)
         sku = fields.get("sku", text)
         product = Product(
             sku=sku,
@@ -103,8 +106,8 @@ def read_products(report: Report, key: Scalar, node, declared: Declared) -> None
             category=fields.get("category", text),
             cycle=fields.get("cycle", duration, positive=True),
             learn_cycle=fields.get("learn_cycle", boolean, False),
-            learn_min_orders=fields.get("learn_min_orders", integer, 3, minimum=2),
-            price=fields.get("price", number, minimum=0),
+            learn_min_orders=fields.get("learn_min_orders", integer, 3, minimum=PRODUCT_MINIMUMS["learn_min_orders"]),
+            price=fields.get("price", number, minimum=PRODUCT_MINIMUMS["price"]),
         )
         if sku and declared.claim(report, "product", sku, fields.value("sku")):
             declared.products[sku] = product
@@ -117,8 +120,10 @@ def read_lifecycle(report: Report, key: Scalar, node, declared: Declared) -> Non
     fields = Fields(report, node, LIFECYCLE_KEYS, what="lifecycle")
     default = Lifecycle()
     values = {
-        "growing_orders": fields.get("growing_orders", integer, default.growing_orders, minimum=1),
-        "mature_orders": fields.get("mature_orders", integer, default.mature_orders, minimum=1),
+        "growing_orders": fields.get("growing_orders", integer, default.growing_orders,
+                                     minimum=LIFECYCLE_MINIMUMS["growing_orders"]),
+        "mature_orders": fields.get("mature_orders", integer, default.mature_orders,
+                                    minimum=LIFECYCLE_MINIMUMS["mature_orders"]),
         "dormant_after": fields.get("dormant_after", duration, default.dormant_after, positive=True),
         "churned_after": fields.get("churned_after", duration, default.churned_after, positive=True),
     }
