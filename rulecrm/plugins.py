@@ -156,6 +156,8 @@ def check_channel_info(manager):
             name,
             channel_type.setting_names,
             frozenset(s.name for s in channel_type.settings if s.required),
+            description=channel_type.description,
+            setting_help=tuple((f"{s.name}_env" if s.secret else s.name, s.help) for s in channel_type.settings),
         )
         for name, channel_type in channel_types(manager).items()
     }

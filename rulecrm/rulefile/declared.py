@@ -13,12 +13,15 @@ from rulecrm.rulefile.report import Report
 class ChannelTypeInfo:
     """A channel type a plugin provides: its setting keys besides `type`, and which are required.
 
-    A required setting `x` may also be given as `x_env` (read from the environment).
+    A required setting `x` may also be given as `x_env` (read from the environment). The plugin's
+    description and each setting's help are only shown to people (`rulecrm schema`), never checked.
     """
 
     name: str
     settings: frozenset[str] = frozenset()
     required: frozenset[str] = frozenset()
+    description: str = attrs.field(default="", eq=False)
+    setting_help: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)  # (setting, help)
 
 
 BUILTIN_CHANNEL_TYPES = {

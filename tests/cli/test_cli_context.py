@@ -52,7 +52,8 @@ def test_built_in_commands_are_a_plugin_of_the_same_hook():
     assert manager.get_plugin("rulecrm.cli.builtin") is not None
     group = click.Group()
     manager.hook.rulecrm_register_commands(cli=group)
-    assert {"check", "replay", "dead-letters", "init", "plugins", "test", "explain", "run"} == set(group.commands)
+    assert set(group.commands) == {"check", "replay", "dead-letters", "init", "plugins", "test", "explain", "run",
+                                   "schema"}
     blocked = plugins.build_plugin_manager(load_entry_points=False, blocked=["rulecrm.cli.builtin"])
     bare = click.Group()
     blocked.hook.rulecrm_register_commands(cli=bare)

@@ -1,6 +1,7 @@
 """A built (non-editable) wheel carries everything a user needs: the starter, the version."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def test_init_works_from_the_installed_wheel(installed, tmp_path):
     made = run_from(target, "init", "shop", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     names = sorted(p.name for p in (tmp_path / "shop" / "rules").iterdir())
-    assert names == sorted(p.name for p in (REPO / "rulecrm" / "starter").glob("*.yaml"))
+    assert names == sorted([*(p.name for p in (REPO / "rulecrm" / "starter").glob("*.yaml")), "rulecrm.schema.json"])
+    schema = json.loads((tmp_path / "shop" / "rules" / "rulecrm.schema.json").read_text(encoding="utf-8"))
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"  # made by the wheel's generator
     assert (tmp_path / "shop" / "events.jsonl").stat().st_size > 0
     checked = run_from(target, "check", "shop/rules", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
