@@ -17,6 +17,7 @@ from rulecrm import plugins
 from rulecrm.cli import CliContext, main
 from rulecrm.rulefile.caps import CAP_KEYS
 from rulecrm.rulefile.channels import ADDRESS_FIELD, CONTACT_KEYS, TYPE_KEY, looks_secret
+from rulecrm.rulefile.declared import ChannelTypeInfo
 from rulecrm.rulefile.json_schema import rule_file_schema, schema_text, secret_setting_pattern
 from rulecrm.rulefile.loader import SECTIONS, check_rules, rule_files
 from rulecrm.rulefile.rules import ESCALATE_KEYS, NOTIFY_KEYS, RULE_KEYS, STEP_KEYS
@@ -242,7 +243,6 @@ REFUSED = {
     "channel name with capitals": "channels:\n  Out: {type: jsonl}\n",
     "secret in a channel": "channels:\n  hook: {type: some-plugin, api_token: abc123}\n",
     "address_field that is no profile field": "channels:\n  sms: {type: some-plugin, address_field: mobile}\n",
-    "required setting missing": "channels:\n  robot: {type: wecom-robot}\n",
     "contact named owner": "contacts:\n  owner: {channel: console}\n",
     "contact without channel": "contacts:\n  cs: {address: desk}\n",
     "a section that is a list": "shop: [UTC]\n",
@@ -253,6 +253,27 @@ REFUSED = {
 def test_what_the_schema_can_see_is_refused_by_both(tmp_path, text):
     assert check_errors(tmp_path, text) != []
     assert schema_errors(SCHEMAS["installed"], text) != []
+
+
+GATEWAY = {"sms-gateway": ChannelTypeInfo("sms-gateway", frozenset({"url", "token_env", "sender"}),
+                                          frozenset({"url", "token"}), setting_help=(("url", "where to POST"),))}
+
+
+@pytest.mark.parametrize("settings,valid", [
+    ("url: 'http://127.0.0.1:9', token_env: SMS_TOKEN", True),
+    ("url_env: SMS_URL, token_env: SMS_TOKEN, sender: shop, address_field: phone", True),
+    ("token_env: SMS_TOKEN", False),  # url is required
+    ("url: 'http://127.0.0.1:9'", False),  # so is the token, through the environment only
+    ("url: 'http://127.0.0.1:9', token_env: SMS_TOKEN, token: abc", False),
+    ("url: 'http://127.0.0.1:9', token_env: SMS_TOKEN, sendr: shop", False),
+])
+def test_a_channel_types_settings_are_checked_alike(tmp_path, settings, valid):
+    text = f"channels:\n  sms: {{type: sms-gateway, {settings}}}\n"
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    _ruleset, diagnostics = check_rules(path, channel_types=GATEWAY)
+    assert ([d.format() for d in diagnostics if d.is_error] == []) is valid
+    assert (schema_errors(rule_file_schema(GATEWAY), text) == []) is valid
 
 
 def test_a_channel_type_no_plugin_provides_takes_any_setting(tmp_path):
