@@ -156,6 +156,7 @@ def check_channel_info(manager):
             name,
             channel_type.setting_names,
             frozenset(s.name for s in channel_type.settings if s.required),
+            thread_safe=channel_type.thread_safe,
             description=channel_type.description,
             setting_help=tuple((f"{s.name}_env" if s.secret else s.name, s.help) for s in channel_type.settings),
         )

@@ -107,10 +107,11 @@ class Runner:
 
     def run(self, *, once: bool = False) -> None:
         """Step until stopped; with `once`, until a step finds no input, then deliver what is due and return."""
-        self.session.deliver(stop=lambda: self.stopping)  # left queued by a previous run
+        self.session.deliver(stop=lambda: self.stopping, wait=False)  # left queued by a previous run
         while not self.stopping:
             taken = self.step()
             if once and not taken:
+                self.session.deliver(stop=lambda: self.stopping)  # and wait for the answers
                 break
             if not taken:
                 self._stopping.wait(self.poll_interval)
@@ -135,7 +136,7 @@ class Runner:
         else:
             for source, _items in polled:
                 source.committed()  # nothing to write (e.g. a POST of blank lines): answer it
-        self.session.deliver(stop=lambda: self.stopping)
+        self.session.deliver(stop=lambda: self.stopping, wait=False)  # sends go on while the next step runs
         if self.watcher.changed():
             self.reload()
         return taken

@@ -263,10 +263,23 @@ class Session:
                 self._collector.after_step()
 
     # -- delivery ------------------------------------------------------------------------
-    def deliver(self, *, stop=lambda: False) -> None:
-        """Hand the committed `queued` actions to their channels (no-op without delivery)."""
-        if self.dispatcher is not None:
+    def deliver(self, *, stop=lambda: False, wait: bool = True) -> None:
+        """Hand the committed `queued` actions to their channels (no-op without delivery).
+
+        `wait`: until every due one was answered. Without it (the live runner), record the answers
+        that came in and start what is due, then return: sends go on while the next input is applied,
+        and a slow channel holds back neither the runner nor the other channels.
+        """
+        if self.dispatcher is None:
+            return
+        if wait:
             self.dispatcher.dispatch_ready(stop=stop)
+        elif not stop():
+            self.dispatcher.pump()
+
+    @property
+    def sends_in_flight(self) -> int:
+        return self.dispatcher.in_flight if self.dispatcher is not None else 0
 
     def drain(self) -> None:
         """Deliver until nothing is queued or waiting for a retry, then report what still failed."""

@@ -116,11 +116,15 @@ class ShardSessions:
         """Epoch seconds of the next pending timer of any shard, or None."""
         return min((due for due in (s.next_due() for s in self.sessions.values()) if due is not None), default=None)
 
-    def deliver(self, *, stop=lambda: False) -> None:
+    def deliver(self, *, stop=lambda: False, wait: bool = True) -> None:
         for session in self.sessions.values():
             if stop():
                 return
-            session.deliver(stop=stop)
+            session.deliver(stop=stop, wait=wait)
+
+    @property
+    def sends_in_flight(self) -> int:
+        return sum(session.sends_in_flight for session in self.sessions.values())
 
     def drain(self) -> None:
         for session in self.sessions.values():

@@ -15,11 +15,13 @@ class ConsoleChannel:
     def __init__(self, config, stream=None):
         self.name = config.name
         self._stream = stream
+        self._lock = threading.Lock()  # concurrent sends print whole lines
 
     def send(self, message) -> Delivery:
         stream = self._stream or sys.stdout
-        stream.write(f"[{message.channel}] {message.address}: {message.text}\n")
-        stream.flush()
+        with self._lock:
+            stream.write(f"[{message.channel}] {message.address}: {message.text}\n")
+            stream.flush()
         return Delivery(DELIVERED)
 
     def close(self) -> None:
@@ -74,8 +76,9 @@ class MemoryChannel:
 @hookimpl
 def rulecrm_channel_types():
     return [
-        ChannelType("console", ConsoleChannel, description="prints each message on stdout"),
+        ChannelType("console", ConsoleChannel, description="prints each message on stdout", thread_safe=True),
         ChannelType("jsonl", JsonlChannel, settings=(Setting("path", help="file to append to"),),
-                    description="appends each message as a JSON line to a file"),
-        ChannelType("memory", MemoryChannel, supports_tags=True, description="keeps messages in memory (tests)"),
+                    description="appends each message as a JSON line to a file", thread_safe=True),
+        ChannelType("memory", MemoryChannel, supports_tags=True, description="keeps messages in memory (tests)",
+                    thread_safe=True),
     ]

@@ -127,7 +127,8 @@ class ChannelType:
     `factory(config)` builds a channel instance; `address_field` names the customer profile field
     holding a customer's address on this channel (None: the customer id); `supports_tags`: the
     channel syncs tag actions (its instances then implement `sync_tags(customer_id, address, add,
-    remove) -> Delivery`).
+    remove) -> Delivery`). `thread_safe`: its instances may be called from several threads at once, so
+    a channel's `concurrency` setting applies; otherwise each instance gets one call at a time.
     """
 
     name: str
@@ -137,6 +138,7 @@ class ChannelType:
     supports_tags: bool = False
     address_field: str | None = None
     description: str = ""
+    thread_safe: bool = False
 
     @property
     def setting_names(self) -> frozenset[str]:

@@ -15,16 +15,19 @@ key whose row says `sent` is never handed to a channel again.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 
 import attrs
 
 from rulecrm import plugins
-from rulecrm.app.stopping import BoundedCalls, Interrupted
+from rulecrm.app.stopping import POLL, SEND_GRACE, BoundedCalls, Interrupted
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, Delivery, Message
 from rulecrm.channels.instances import ChannelSet
+from rulecrm.channels.lanes import NOT_STARTED, Lanes
 from rulecrm.channels.ratelimit import RateLimiter
 from rulecrm.masking import mask_secrets
 
@@ -60,15 +63,31 @@ def public(record: dict) -> dict:
     return ordered
 
 
+@attrs.frozen
+class _Admitted:
+    """A send cleared to go: what to call, and the rate-limit tokens it spent."""
+
+    instance: Any
+    channel_type: Any
+    name: str
+    message: Message | None
+    bucket: tuple
+    tokens: list
+
+
 class Dispatcher:
     """Delivers the outbox of one store through the channels of one rule set.
 
     `clock` (epoch seconds) and `sleep` are the only wall-clock uses; tests inject fakes.
     `on_report(record)` receives each action once it is `sent` or `dead` (and, from
     `report_unfinished`, the ones still `failed`); `on_warning(text)` receives plugin problems.
-    With `stop` (the live runner's "asked to stop"), rate-limit waits end as soon as it is true and
-    channel calls run on a worker thread whose answer is waited for at most a grace period once
-    stopping (`rulecrm.app.stopping`): an attempt cut short records nothing and the row stays as it was.
+    With `stop` (the live runner's "asked to stop"), rate-limit waits end as soon as it is true, no
+    further send starts, and the answers of sends in flight are waited for at most a grace period
+    (`rulecrm.app.stopping`): an attempt cut short records nothing and the row stays as it was.
+
+    Sends run concurrently (`rulecrm.channels.lanes`): across channels, and within a channel on up to
+    its `concurrency` workers, a customer's sends on one channel one at a time in decision order.
+    Only this object's thread touches the store: it starts the due sends and records their answers.
     """
 
     def __init__(self, ruleset, manager, store, *, env=None, clock=time.time, sleep=time.sleep, seed=0,
@@ -86,7 +105,10 @@ class Dispatcher:
         self.on_report = on_report or (lambda record: None)
         self.on_warning = on_warning or (lambda text: None)
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep, stop=stop)
-        self._calls = BoundedCalls(stop) if stop is not None else None
+        self._stop = stop or (lambda: False)
+        self._calls = BoundedCalls(stop) if stop is not None else None  # for `deliver`, on this thread
+        self._lanes = Lanes(admit=self._admit, send=self._send, stop=self._stop)
+        self._abandoned = False  # a stop gave up sends still in flight: their answers are never recorded
         self.channels = ChannelSet(ruleset, manager, env=env)
         self.counts: Counter = Counter()  # final statuses reported
         self.attempts = 0
@@ -114,16 +136,19 @@ class Dispatcher:
         return attrs.evolve(action, channel=name, address=address)
 
     # -- delivering ---------------------------------------------------------------------
-    def due(self, limit: int = 500) -> list[dict]:
-        """Committed actions ready for an attempt: every `queued`, and `failed` whose retry time came."""
+    def due(self, limit: int = 500, *, skip=frozenset()) -> list[dict]:
+        """Committed actions ready for an attempt: every `queued`, and `failed` whose retry time came
+        (keys in `skip`, such as those in flight, are passed over)."""
         rows = []
         for row in self.store.iter_actions(status=QUEUED):
+            if row["key"] in skip:
+                continue
             rows.append(row)
             if len(rows) >= limit:
                 return rows
         now = self.clock()
         for row in self.store.iter_actions(status=FAILED):
-            if row.get("next_attempt", 0) <= now:
+            if row.get("next_attempt", 0) <= now and row["key"] not in skip:
                 rows.append(row)
                 if len(rows) >= limit:
                     break
@@ -134,18 +159,73 @@ class Dispatcher:
         times = [row.get("next_attempt", 0) for row in self.store.iter_actions(status=FAILED)]
         return min(times) if times else None
 
+    @property
+    def in_flight(self) -> int:
+        """Sends started and not answered (or not recorded) yet."""
+        return self._lanes.in_flight
+
+    def start_due(self, *, limit: int = 500) -> int:
+        """Start an attempt for each due action whose lane is free; returns how many started.
+
+        A lane is one customer on one channel: while one of its sends runs, its later actions wait,
+        so they start in decision order (the outbox's order).
+        """
+        if self._abandoned or self._stop():
+            return 0
+        lanes: dict[tuple, list[dict]] = {}
+        for row in self.due(limit, skip=self._lanes.keys_in_flight):
+            lane = (row.get("channel") or "", row.get("customer_id"))
+            if not self._lanes.busy(lane):
+                lanes.setdefault(lane, []).append(row)
+        for lane, rows in lanes.items():
+            self._lanes.submit(lane[0], self.channels.concurrency(lane[0]), lane, rows)
+        return sum(len(rows) for rows in lanes.values())
+
+    def record_answers(self, *, timeout: float | None = 0.0) -> int:
+        """Record the answers that came in (waiting up to `timeout` for one); returns how many."""
+        if self._abandoned:
+            return 0
+        recorded = 0
+        for row, answer in self._lanes.finished(timeout):
+            if answer is NOT_STARTED:
+                continue  # a stop kept it from starting: the row stays as it was
+            if isinstance(answer, BaseException):  # a bug in the dispatcher's own code on the worker
+                answer = Delivery(RETRYABLE, code="exception", detail=f"{type(answer).__name__}: {answer}")
+            self._record_answer(row, answer)
+            recorded += 1
+        return recorded
+
+    def pump(self) -> int:
+        """Without waiting: record the answers that came in, then start what is due. Returns both counts."""
+        return self.record_answers() + self.start_due()
+
+    def wait_in_flight(self, *, stop=lambda: False) -> int:
+        """Record answers until no send is in flight; returns how many were recorded.
+
+        Once `stop()` (or the dispatcher's own stop) is true, the sends in flight get SEND_GRACE
+        seconds; then they are given up (raises Interrupted) and their rows stay as they were.
+        """
+        recorded = 0
+        deadline = None
+        while self._lanes.in_flight and not self._abandoned:
+            recorded += self.record_answers(timeout=POLL)
+            if deadline is None and (stop() or self._stop()):
+                deadline = time.monotonic() + SEND_GRACE
+            if deadline is not None and self._lanes.in_flight and time.monotonic() >= deadline:
+                self._abandoned = True
+                raise Interrupted(f"stopping: {self._lanes.in_flight} send(s) still running after {SEND_GRACE:g}s "
+                                  "were given up")
+        return recorded
+
     def dispatch(self, *, limit: int = 500, stop=lambda: False) -> int:
-        """One pass over the due actions; returns how many delivery attempts were made."""
-        made = 0
-        for row in self.due(limit):
-            if stop():
-                break
-            try:
-                if self.deliver(row["key"]):
-                    made += 1
-            except Interrupted:  # stopping: the attempt was not started, or given up in flight
-                break
-        return made
+        """One pass: start the due actions, then wait for every answer; returns how many were recorded."""
+        if stop():
+            return 0
+        try:
+            self.start_due(limit=limit)
+            return self.wait_in_flight(stop=stop)
+        except Interrupted:  # stopping: what was not answered in the grace period stays as it was
+            return 0
 
     def dispatch_ready(self, *, stop=lambda: False) -> None:
         """Dispatch until nothing is due now (retries scheduled later are left for later)."""
@@ -155,6 +235,10 @@ class Dispatcher:
     def use_rules(self, ruleset) -> None:
         """Switch to the channels of reloaded rules; on error the current channels stay in use."""
         channels = ChannelSet(ruleset, self.manager, env=self.env)
+        try:
+            self.wait_in_flight()  # the old channels are closed below: no send may still be using them
+        except Interrupted:
+            pass
         old, self.channels = self.channels, channels
         secrets = old.all_secrets()
         for name, exc in old.close():
@@ -176,9 +260,14 @@ class Dispatcher:
         record = self.store.get_action(key)
         if record is None or record.get("status") not in (QUEUED, FAILED):
             return False  # e.g. already `sent`: never hand a sent key to a channel again
-        # Defence in depth: whatever the channel answered, its own secrets are masked before the
-        # answer is stored, written to --out, shown to hooks or printed.
-        delivery = self._masked(record.get("channel"), self._attempt(record))
+        self._record_answer(record, self._attempt_masked(record, call=self._call))
+        return True
+
+    def _attempt_masked(self, record: dict, *, call=None) -> Delivery:
+        """One whole attempt on this thread: wait for a send token, then send."""
+        return self._send(record, self._admit(record), call=call)
+
+    def _record_answer(self, record: dict, delivery: Delivery) -> None:
         self.attempts += 1
         record = self._record(record, delivery)
         with self.store.transaction():
@@ -187,9 +276,13 @@ class Dispatcher:
             self.counts[record["status"]] += 1
             self.on_report(public(record))
         self._observe(public(record), delivery)
-        return True
 
-    def _attempt(self, record: dict) -> Delivery:
+    def _admit(self, record: dict) -> _Admitted | Delivery:
+        """Everything before the send: the channel, the message, and a send token (waited for).
+
+        A Delivery instead when the action cannot be sent (its channel cannot deliver). Lanes call
+        this in the order the sends became ready, so a scarce budget goes to the oldest action first.
+        """
         instance, channel_type = self.channels.get(record.get("channel"))
         if instance is None:
             return Delivery(PERMANENT, code="unknown-channel", detail=channel_type)
@@ -209,19 +302,33 @@ class Dispatcher:
                 units = max(1, int(instance.units(message)))
             except Exception:  # a channel that cannot count its parts is paced as one message
                 units = 1
-        with self.limiter.slot(self.channels.rate_bucket(name), limits.per_minute, units):
-            return self._deliver(instance, channel_type, name, record, message)
+        bucket = self.channels.rate_bucket(name)
+        _waited, tokens = self.limiter.take(bucket, limits.per_minute, units)
+        return _Admitted(instance, channel_type, name, message, bucket, tokens)
 
-    def _deliver(self, instance, channel_type, name, record, message) -> Delivery:
+    def _send(self, record: dict, admitted: _Admitted | Delivery, *, call=None) -> Delivery:
+        """The send itself (on a lane's worker, or on this thread with `call`), its answer masked."""
+        if isinstance(admitted, Delivery):
+            return self._masked(record.get("channel"), admitted)
+        try:
+            delivery = self._deliver(admitted.instance, admitted.channel_type, admitted.name, record,
+                                     admitted.message, call or _direct)
+        finally:
+            self.limiter.settle(admitted.bucket, admitted.tokens)
+        # Defence in depth: whatever the channel answered, its own secrets are masked before the
+        # answer is stored, written to --out, shown to hooks or printed.
+        return self._masked(admitted.name, delivery)
+
+    def _deliver(self, instance, channel_type, name, record, message, call) -> Delivery:
         try:
             if record["kind"] in TAG_KINDS:
                 if not channel_type.supports_tags:
                     return Delivery(PERMANENT, code="no-tag-support", detail=f"channel {name!r} does not sync tags")
                 tags = (record["to"],)
                 add, remove = (tags, ()) if record["kind"] == "tag" else ((), tags)
-                delivery = self._call(instance.sync_tags, record["customer_id"], record["address"], add, remove)
+                delivery = call(instance.sync_tags, record["customer_id"], record["address"], add, remove)
             else:
-                delivery = self._call(instance.send, message)
+                delivery = call(instance.send, message)
         except Exception as exc:  # a crashing channel is a failed attempt, retried like any other
             return Delivery(RETRYABLE, code="exception", detail=f"{type(exc).__name__}: {exc}")
         if not isinstance(delivery, Delivery):
@@ -277,9 +384,32 @@ class Dispatcher:
         return function(*args) if self._calls is None else self._calls(function, *args)
 
     def close(self) -> None:
-        problems = self.channels.close() if self._calls is None else self._calls.finish(self.channels.close)
+        """Wait for the sends in flight (a stop gives them SEND_GRACE seconds), then close the channels."""
+        try:
+            self.wait_in_flight()
+        except Interrupted:
+            pass  # given up: their rows stay as they were, to be sent again (with their keys) after a restart
+        self._lanes.close()
+        if self._abandoned:
+            problems = _close_within_grace(self.channels.close)
+        else:
+            problems = self.channels.close() if self._calls is None else self._calls.finish(self.channels.close)
         for name, exc in problems:
             self._warn(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}")
+
+
+def _direct(function, *args):
+    return function(*args)
+
+
+def _close_within_grace(close) -> list:
+    """Close the channels on a thread of their own, waited for SEND_GRACE seconds: a channel may still be
+    busy in a call given up at a stop."""
+    result: list = []
+    closer = threading.Thread(target=lambda: result.extend(close()), name="rulecrm-channel-close", daemon=True)
+    closer.start()
+    closer.join(SEND_GRACE)
+    return result
 
 
 def _iso(epoch: float) -> str:

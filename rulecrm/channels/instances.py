@@ -5,6 +5,7 @@ import os
 
 from rulecrm import plugins
 from rulecrm.channels import ChannelConfig, ChannelConfigError, ChannelType
+from rulecrm.rulefile.channels import CONCURRENCY, DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 
 CONSOLE = "console"  # exists without being declared
 
@@ -72,6 +73,18 @@ class ChannelSet:
             if value is not None:
                 return channel_type.name, str(value)
         return channel_type.name, "channel:" + name
+
+    def concurrency(self, name) -> int:
+        """How many sends of this channel may be in flight at once: its `concurrency` setting (default
+        DEFAULT_CONCURRENCY) when its type is thread-safe, else 1."""
+        channel_type = self.type_of.get(name)
+        if channel_type is None or not channel_type.thread_safe:
+            return 1
+        declared = self.declared.get(name)
+        value = dict(declared.settings).get(CONCURRENCY) if declared is not None else None
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CONCURRENCY:
+            return value
+        return DEFAULT_CONCURRENCY
 
     def secrets(self, name) -> tuple[str, ...]:
         """The values of the channel's `*_env` settings: what its errors must never show."""

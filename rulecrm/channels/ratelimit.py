@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -22,6 +23,11 @@ class RateLimiter:
     `clock` and `sleep` are injectable so tests run without waiting. With `stop`, a wait looks at it
     every STOP_POLL seconds and raises Interrupted once it is true, with no token spent: a runner
     asked to stop does not sit out the rest of a minute (the send stays `queued`).
+
+    Senders of one bucket may run on several threads (concurrent delivery): each bucket has a lock
+    under which a sender looks for a token and spends it in one step, so the count stays exact. The
+    lock is not held while waiting; who waits first is served first is the lanes' business
+    (`rulecrm.channels.lanes`).
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
@@ -29,33 +35,55 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._stop = stop
-        self._spent: dict[Hashable, deque] = {}
+        self._spent: dict[Hashable, deque] = {}  # bucket -> tokens in time order, each a one-item list [time]
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self.waited = 0.0  # total seconds spent waiting (for reports and tests)
+
+    def _lock(self, bucket: Hashable) -> threading.Lock:
+        with self._locks_lock:
+            lock = self._locks.get(bucket)
+            if lock is None:
+                lock = self._locks[bucket] = threading.Lock()
+            return lock
 
     def delay(self, bucket: Hashable, per_minute: int | None, units: int = 1) -> float:
         """Seconds to wait before `units` more sends in `bucket` are allowed (0: now)."""
         if not per_minute:
             return 0.0
+        with self._lock(bucket):
+            return self._delay(bucket, per_minute, units)
+
+    def _delay(self, bucket: Hashable, per_minute: int, units: int) -> float:
         spent = self._spent.get(bucket)
         if spent is None:
             return 0.0
         now = self._clock()
-        while spent and spent[0] <= now - WINDOW:
+        while spent and spent[0][0] <= now - WINDOW:
             spent.popleft()
         units = min(units, per_minute)
         if len(spent) + units <= per_minute:
             return 0.0
-        return spent[len(spent) + units - per_minute - 1] + WINDOW - now
+        return spent[len(spent) + units - per_minute - 1][0] + WINDOW - now
 
     def acquire(self, bucket: Hashable, per_minute: int | None, units: int = 1) -> float:
         """Wait until `units` sends are allowed, then spend the tokens; returns the seconds waited."""
+        return self.take(bucket, per_minute, units)[0]
+
+    def take(self, bucket: Hashable, per_minute: int | None, units: int) -> tuple[float, list]:
+        """Wait and spend like `acquire`; also returns the tokens spent (for `settle`)."""
         if not per_minute or per_minute < 1:
-            return 0.0
+            return 0.0, []
         waited = 0.0
         while True:
-            wait = self.delay(bucket, per_minute, units)
-            if wait <= 0:
-                break
+            with self._lock(bucket):  # the check and the spending are one step; the sleep is outside
+                wait = self._delay(bucket, per_minute, units)
+                if wait <= 0:
+                    now = self._clock()
+                    tokens = [[now] for _ in range(min(units, per_minute))]
+                    self._spent.setdefault(bucket, deque()).extend(tokens)
+                    self.waited += waited
+                    return waited, tokens
             if self._stop is not None:
                 if self._stop():
                     self.waited += waited
@@ -63,30 +91,29 @@ class RateLimiter:
                 wait = min(wait, STOP_POLL)
             self._sleep(wait)
             waited += wait
-        now = self._clock()
-        self._spent.setdefault(bucket, deque()).extend([now] * units)
-        self.waited += waited
-        return waited
 
-    def settle(self, bucket: Hashable, units: int = 1) -> None:
-        """Count the last `units` tokens from now, when the send finished.
+    def settle(self, bucket: Hashable, tokens: list) -> None:
+        """Count these tokens from now, when the send that spent them finished.
 
         A provider counts messages when they arrive, which is after the send started: a token whose
         minute began at the start could come back a little before the provider's minute is over.
+        Concurrent sends finish in any order, so the bucket is put back in time order.
         """
-        spent = self._spent.get(bucket)
-        if not spent:
+        if not tokens:
             return
-        now = self._clock()
-        for index in range(max(0, len(spent) - units), len(spent)):
-            spent[index] = now
+        with self._lock(bucket):
+            now = self._clock()
+            for token in tokens:
+                token[0] = now
+            spent = self._spent.get(bucket)
+            if spent:
+                self._spent[bucket] = deque(sorted(spent, key=lambda token: token[0]))
 
     @contextlib.contextmanager
     def slot(self, bucket: Hashable, per_minute: int | None, units: int = 1):
         """Hold `units` sends of `bucket` for the duration of a send (waiting first if needed)."""
-        self.acquire(bucket, per_minute, units)
+        _waited, tokens = self.take(bucket, per_minute, units)
         try:
             yield
         finally:
-            if per_minute:
-                self.settle(bucket, min(units, per_minute))
+            self.settle(bucket, tokens)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from rulecrm.rulefile.declared import ADDRESSLESS_CHANNEL_TYPES, Declared
-from rulecrm.rulefile.fields import INVALID, Fields, mapping, text
+from rulecrm.rulefile.fields import INVALID, Fields, integer, mapping, text
 from rulecrm.rulefile.model import Channel, Contact
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Map, Scalar, Seq, describe
@@ -27,6 +27,12 @@ SECRET_ENDINGS = ("secret", "token", "password")
 # behind a webhook reads `phone`); it overrides the channel type's own choice.
 ADDRESS_FIELD = "address_field"
 ADDRESS_FIELDS = tuple(field for field, kind in PROFILE_FIELDS.items() if kind == "string")
+# Every channel may also say how many of its sends may be in flight at once (docs/running.md,
+# "Concurrent delivery"); a channel type that is not thread-safe gets one at a time whatever it says.
+CONCURRENCY = "concurrency"
+DEFAULT_CONCURRENCY = 16  # a provider answering in 100 ms then takes 160 sends a second
+MAX_CONCURRENCY = 64
+GENERIC_SETTINGS = (ADDRESS_FIELD, CONCURRENCY)  # settings every channel takes, whatever its type
 _MAX_SETTING_DEPTH = 20
 _SETTING_WORDS = re.compile(f"[{re.escape(SETTING_WORD_SEPARATORS)}]")
 
@@ -71,6 +77,8 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
                              expected="one of " + ", ".join(ADDRESS_FIELDS),
                              hint=did_you_mean(field, ADDRESS_FIELDS))
             settings.append((setting, field))
+        elif setting == CONCURRENCY:
+            settings.append((setting, integer(report, value, label=setting, minimum=1, maximum=MAX_CONCURRENCY)))
         elif looks_secret(setting):
             report.error(key, f"secret {setting!r} must not be written in a rule file",
                          found=repr(setting), expected=f"`{setting}_env: VARIABLE_NAME`",
@@ -87,13 +95,17 @@ def _read_channel(report: Report, name: str, body, declared: Declared) -> Channe
                        hint=did_you_mean(type_name, declared.channel_types) or "install the plugin that provides it")
     else:
         _check_settings(report, name, body, pairs, info)
+        if CONCURRENCY in pairs and not info.thread_safe:
+            report.warning(pairs[CONCURRENCY][0], f"channel type {type_name!r} is not thread-safe: channel {name!r} "
+                           "sends one message at a time whatever its `concurrency` says",
+                           hint="remove `concurrency`, or ask the plugin's authors to make the type thread-safe")
     return Channel(name, type_name, tuple(settings), report.source(body))
 
 
 def _check_settings(report: Report, name: str, body: Map, pairs: dict, info) -> None:
     allowed = sorted(info.settings)
     for setting, (key, _) in pairs.items():
-        if setting in (TYPE_KEY, ADDRESS_FIELD) or setting.endswith(ENV_SUFFIX) or setting in info.settings \
+        if setting in (TYPE_KEY, *GENERIC_SETTINGS) or setting.endswith(ENV_SUFFIX) or setting in info.settings \
                 or looks_secret(setting):
             continue
         report.error(key, f"unknown setting {setting!r} for channel type {info.name!r}",

@@ -20,14 +20,15 @@ class ChannelTypeInfo:
     name: str
     settings: frozenset[str] = frozenset()
     required: frozenset[str] = frozenset()
+    thread_safe: bool = False  # its instances may be called from several threads (`concurrency` applies)
     description: str = attrs.field(default="", eq=False)
     setting_help: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)  # (setting, help)
 
 
 BUILTIN_CHANNEL_TYPES = {
-    "console": ChannelTypeInfo("console"),
-    "jsonl": ChannelTypeInfo("jsonl", frozenset({"path"})),
-    "memory": ChannelTypeInfo("memory"),
+    "console": ChannelTypeInfo("console", thread_safe=True),
+    "jsonl": ChannelTypeInfo("jsonl", frozenset({"path"}), thread_safe=True),
+    "memory": ChannelTypeInfo("memory", thread_safe=True),
 }
 ADDRESSLESS_CHANNEL_TYPES = frozenset({"console", "jsonl", "memory"})
 

@@ -97,12 +97,17 @@ def boolean(report: Report, node, *, label: str):
     return type_error(report, node, label, "true or false")
 
 
-def integer(report: Report, node, *, label: str, minimum: int | None = None):
+def integer(report: Report, node, *, label: str, minimum: int | None = None, maximum: int | None = None):
     expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+    if maximum is not None:
+        expected += f" and <= {maximum}"
     if not isinstance(node, Scalar) or node.kind != "integer":
         return type_error(report, node, label, expected)
     if minimum is not None and node.value < minimum:
         report.error(node, f"`{label}` must be at least {minimum}", expected=expected, found=describe(node))
+        return INVALID
+    if maximum is not None and node.value > maximum:
+        report.error(node, f"`{label}` must be at most {maximum}", expected=expected, found=describe(node))
         return INVALID
     return _in_range(report, node, label, node.value)
 

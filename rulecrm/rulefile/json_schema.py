@@ -20,10 +20,13 @@ from rulecrm.rulefile.channels import (
     ADDRESS_FIELD,
     ADDRESS_FIELDS,
     CHANNEL_NAME,
+    CONCURRENCY,
     CONTACT_KEYS,
     CONTACT_NAME,
     CONTACT_REQUIRED,
+    DEFAULT_CONCURRENCY,
     ENV_SUFFIX,
+    MAX_CONCURRENCY,
     RESERVED_RECIPIENTS,
     SECRET_ENDINGS,
     SECRET_WORDS,
@@ -270,10 +273,14 @@ def _channel(types: Mapping[str, ChannelTypeInfo]) -> dict[str, Any]:
             ADDRESS_FIELD: {"enum": list(ADDRESS_FIELDS),
                             "description": "The customer profile field holding a customer's address on this "
                                            "channel (overrides the type's own choice)."},
+            CONCURRENCY: {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY,
+                          "description": f"How many sends of this channel may be in flight at once (default "
+                                         f"{DEFAULT_CONCURRENCY}; one at a time for a type that is not "
+                                         "thread-safe). A customer's messages still go in order."},
         },
         "patternProperties": {env: {**_TEXT, "description": "The environment variable holding this setting."}},
         # a setting that looks like a secret is refused unless given through the environment
-        "propertyNames": {"anyOf": [{"enum": [TYPE_KEY, ADDRESS_FIELD]}, {"pattern": env},
+        "propertyNames": {"anyOf": [{"enum": [TYPE_KEY, ADDRESS_FIELD, CONCURRENCY]}, {"pattern": env},
                                     {"not": {"pattern": secret_setting_pattern()}}]},
     }
     rules = [_channel_type(info, env) for _, info in sorted(types.items())]
@@ -287,7 +294,8 @@ def _channel_type(info: ChannelTypeInfo, env: str) -> dict[str, Any]:
     then: dict[str, Any] = {
         "properties": {setting: {"description": help_of.get(setting) or f"A setting of channel type {info.name}."}
                        for setting in sorted(info.settings)},
-        "propertyNames": {"anyOf": [{"enum": [TYPE_KEY, ADDRESS_FIELD, *sorted(info.settings)]}, {"pattern": env}]},
+        "propertyNames": {"anyOf": [{"enum": [TYPE_KEY, ADDRESS_FIELD, CONCURRENCY, *sorted(info.settings)]},
+                                    {"pattern": env}]},
     }
     required = [{"anyOf": [{"required": [name]}, {"required": [name + ENV_SUFFIX]}]} for name in sorted(info.required)]
     if required:

@@ -77,8 +77,9 @@ def receiver():
     made.close()
 
 
-def webhook_rules(tmp_path, url, *, per_minute=None):
+def webhook_rules(tmp_path, url, *, per_minute=None, concurrency=None):
     limit = f", per_minute: {per_minute}" if per_minute else ""
+    limit += f", concurrency: {concurrency}" if concurrency else ""
     return write_rules(tmp_path, f"""
 shop: {{timezone: UTC}}
 channels:
@@ -176,7 +177,7 @@ def test_a_stop_while_waiting_for_a_rate_limit_token_ends_within_2s(tmp_path, re
 def test_sigterm_during_a_slow_send_gives_it_up_within_2s_and_records_nothing(tmp_path, receiver):
     events = tmp_path / "events.jsonl"
     write_events(events, 3)
-    rules = webhook_rules(tmp_path, receiver.url)
+    rules = webhook_rules(tmp_path, receiver.url, concurrency=1)  # one send at a time: the others never start
     state = tmp_path / "state.db"
     receiver.answer.clear()  # the provider takes its time: up to a minute
     process, log = start_runner(tmp_path, rules, events)
@@ -202,10 +203,37 @@ def test_sigterm_during_a_slow_send_gives_it_up_within_2s_and_records_nothing(tm
 
 
 @pytest.mark.slow
+def test_sigterm_during_concurrent_slow_sends_gives_them_all_up_within_2s(tmp_path, receiver):
+    events = tmp_path / "events.jsonl"
+    write_events(events, 3)
+    rules = webhook_rules(tmp_path, receiver.url)  # the default concurrency: all three in flight at once
+    state = tmp_path / "state.db"
+    receiver.answer.clear()
+    process, log = start_runner(tmp_path, rules, events)
+    try:
+        assert wait_for(lambda: sorted(receiver.keys) == [key(n) for n in (1, 2, 3)])
+        status, took = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert status == 0 and took < STOP_WITHIN, (status, took, text)
+    assert "Traceback" not in text
+    assert outbox(state) == {key(n): ("queued", None) for n in (1, 2, 3)}
+
+    receiver.answer.set()
+    again = subprocess.run([sys.executable, "-m", "rulecrm", "run", "--rules", str(rules), "--state", str(state),
+                            "--once"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert outbox(state) == {key(n): ("sent", 1) for n in (1, 2, 3)}
+    assert Counter(receiver.keys) == {key(n): 2 for n in (1, 2, 3)}  # each was in flight at the stop
+
+
+@pytest.mark.slow
 def test_a_send_answered_soon_after_sigterm_is_recorded_sent(tmp_path, receiver):
     events = tmp_path / "events.jsonl"
     write_events(events, 3)
-    rules = webhook_rules(tmp_path, receiver.url)
+    rules = webhook_rules(tmp_path, receiver.url, concurrency=1)
     state = tmp_path / "state.db"
     receiver.answer.clear()
     process, log = start_runner(tmp_path, rules, events)

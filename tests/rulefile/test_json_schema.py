@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rulecrm import plugins
 from rulecrm.cli import CliContext, main
 from rulecrm.rulefile.caps import CAP_KEYS
-from rulecrm.rulefile.channels import ADDRESS_FIELD, CONTACT_KEYS, TYPE_KEY, looks_secret
+from rulecrm.rulefile.channels import CONTACT_KEYS, GENERIC_SETTINGS, TYPE_KEY, looks_secret
 from rulecrm.rulefile.declared import ChannelTypeInfo
 from rulecrm.rulefile.json_schema import rule_file_schema, schema_text, secret_setting_pattern
 from rulecrm.rulefile.loader import SECTIONS, check_rules, rule_files
@@ -155,7 +155,7 @@ def test_the_schema_has_exactly_the_loaders_keys(what, path, keys):
 
 def test_every_installed_channel_type_has_exactly_its_settings():
     channel = SCHEMAS["installed"]["definitions"]["channel"]
-    assert set(channel["properties"]) == {TYPE_KEY, ADDRESS_FIELD}
+    assert set(channel["properties"]) == {TYPE_KEY, *GENERIC_SETTINGS}
     by_type = {rule["if"]["properties"][TYPE_KEY]["const"]: rule["then"] for rule in channel["allOf"]}
     assert set(by_type) == set(INSTALLED) >= {"console", "jsonl", "memory"}
     for name, info in INSTALLED.items():

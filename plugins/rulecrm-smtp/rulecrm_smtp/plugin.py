@@ -23,6 +23,7 @@ SMTP = ChannelType(
     settings=SETTINGS,
     address_field="email",
     description="sends each message as an e-mail through an SMTP server",
+    thread_safe=True,  # no state shared between sends, or behind a lock
 )
 
 

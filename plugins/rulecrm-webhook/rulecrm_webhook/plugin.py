@@ -19,6 +19,7 @@ WEBHOOK = ChannelType(
     settings=SETTINGS,
     limits=Limits(per_minute=None),
     description="POSTs each message as HMAC-signed JSON to an HTTP endpoint",
+    thread_safe=True,  # no state shared between sends, or behind a lock
 )
 
 

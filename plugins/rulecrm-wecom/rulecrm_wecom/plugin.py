@@ -22,6 +22,7 @@ ROBOT = ChannelType(
     limits=Limits(per_minute=20, max_bytes=2048, rate_key="key_env"),
     address_field=None,
     description="posts to a WeCom group through its group robot webhook; the address is not used",
+    thread_safe=True,  # no state shared between sends, or behind a lock
 )
 
 CONTACT = ChannelType(
@@ -39,6 +40,7 @@ CONTACT = ChannelType(
     supports_tags=True,
     address_field="wecom_id",
     description="queues single-customer mass-send tasks for a rep to confirm; syncs tags as corp tags",
+    thread_safe=True,  # no state shared between sends, or behind a lock
 )
 
 

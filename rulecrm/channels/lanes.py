@@ -1,0 +1,190 @@
+"""Concurrent delivery: each channel's sends run on worker threads of its own, one lane per customer.
+
+A lane is the due actions of one customer on one channel, in decision order. A lane runs on one
+worker at a time, so a customer's messages on a channel start in the order they were decided; lanes
+of one channel run on up to its `concurrency` workers at once; channels never share workers, so
+a slow or failing channel cannot hold the others back.
+
+Workers only call the channel. Everything the store sees is written by the thread that owns the
+store (the dispatcher's), which takes the answers from `finished()`: SQLite connections are not
+shared between threads, and an answer not taken yet leaves its action as it was, so a crash at any
+point repeats at most the sends that were in flight, each with its key.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from rulecrm.app.stopping import Interrupted
+
+NOT_STARTED = object()  # the answer of a send that a stop kept from starting: record nothing
+
+
+class _Turns:
+    """Tickets served in the order they were taken: who waits for a send token first, gets it first."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._issued = 0
+        self._serving = 0
+
+    def take(self) -> int:
+        with self._condition:
+            ticket = self._issued
+            self._issued += 1
+            return ticket
+
+    @contextlib.contextmanager
+    def turn(self, ticket: int):
+        with self._condition:
+            while self._serving != ticket:
+                self._condition.wait()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._serving += 1
+                self._condition.notify_all()
+
+
+class _Pool:
+    """The workers of one channel: they take lanes from the channel's queue until closed.
+
+    Sends are admitted (given their rate-limit tokens) one at a time, in the order they became ready:
+    a lane's first send when the lane was queued, each later one when the one before it was answered.
+    """
+
+    def __init__(self, name: str, size: int, admit: Callable, send: Callable, stop: Callable[[], bool],
+                 answers: queue.SimpleQueue) -> None:
+        self.size = size
+        self._name = name
+        self._admit = admit
+        self._send = send
+        self._stop = stop
+        self._answers = answers
+        self._turns = _Turns()
+        self._waiting: collections.deque = collections.deque()  # (lane, rows) not picked by a worker yet
+        self._ready = threading.Condition()
+        self._closed = False
+        self._workers: list[threading.Thread] = []
+
+    def submit(self, lane: Hashable, rows: list[dict]) -> None:
+        with self._ready:
+            self._waiting.append((lane, rows))
+            self._ready.notify()
+        if len(self._workers) < self.size:
+            # daemon: a channel call that hangs past a stop's grace must not keep the process alive
+            worker = threading.Thread(target=self._work, name=f"rulecrm-send-{self._name}-{len(self._workers)}",
+                                      daemon=True)
+            self._workers.append(worker)
+            worker.start()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def _next(self):
+        """The next lane, with the ticket of its first send. Taking both under one lock keeps first sends
+        in submission order; a ticket is never held by a lane no worker has (that could wait forever)."""
+        with self._ready:
+            while not self._waiting and not self._closed:
+                self._ready.wait()
+            if not self._waiting:
+                return None
+            lane, rows = self._waiting.popleft()
+            return lane, rows, self._turns.take()
+
+    def _work(self) -> None:
+        while True:
+            task = self._next()
+            if task is None:
+                return
+            lane, rows, ticket = task
+            for index, row in enumerate(rows):
+                answer = self._attempt(row, ticket if index == 0 else self._turns.take())
+                self._answers.put((lane, row, answer))
+
+    def _attempt(self, row: dict, ticket: int):
+        admitted = NOT_STARTED
+        with self._turns.turn(ticket):
+            if not self._stop():
+                try:
+                    admitted = self._admit(row)
+                except Interrupted:  # a stop cut the wait for a rate-limit token short
+                    admitted = NOT_STARTED
+                except BaseException as exc:  # noqa: BLE001 - handed to the owner, which decides
+                    return exc
+        if admitted is NOT_STARTED:
+            return NOT_STARTED
+        try:
+            return self._send(row, admitted)
+        except BaseException as exc:  # noqa: BLE001 - see above
+            return exc
+
+
+class Lanes:
+    """Lanes of due actions, run on per-channel workers; the owner takes the answers with `finished()`.
+
+    `admit(row)` waits for the send's rate-limit token and returns what `send(row, admitted)` needs;
+    both run on a worker. `stop()`: once true, no further send starts (its answer is NOT_STARTED).
+    """
+
+    def __init__(self, *, admit: Callable, send: Callable, stop: Callable[[], bool] = lambda: False) -> None:
+        self._admit = admit
+        self._send = send
+        self._stop = stop
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._pools: dict[str, _Pool] = {}
+        self._open: dict[Hashable, int] = {}  # lane -> answers still to come
+        self.keys_in_flight: set[str] = set()
+
+    def busy(self, lane: Hashable) -> bool:
+        return lane in self._open
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.keys_in_flight)
+
+    def submit(self, channel: str, concurrency: int, lane: Hashable, rows: list[dict]) -> None:
+        """Run `rows` (one lane, in order) on `channel`'s workers; the lane must not be busy."""
+        if lane in self._open:
+            raise ValueError(f"lane {lane!r} is still running")
+        pool = self._pools.get(channel)
+        if pool is None:
+            pool = self._pools[channel] = _Pool(channel, max(1, concurrency), self._admit, self._send, self._stop,
+                                               self._answers)
+        self._open[lane] = len(rows)
+        self.keys_in_flight.update(row["key"] for row in rows)
+        pool.submit(lane, rows)
+
+    def finished(self, timeout: float | None = 0.0) -> list[tuple[dict, Any]]:
+        """The answers that came in: (row, answer); waits up to `timeout` for the first (None: forever)."""
+        answers = []
+        try:
+            if timeout is None or timeout > 0:
+                answers.append(self._answers.get(timeout=timeout))
+            while True:
+                answers.append(self._answers.get_nowait())
+        except queue.Empty:
+            pass
+        done = []
+        for lane, row, answer in answers:
+            self.keys_in_flight.discard(row["key"])
+            left = self._open[lane] - 1
+            if left:
+                self._open[lane] = left
+            else:
+                del self._open[lane]
+            done.append((row, answer))
+        return done
+
+    def close(self) -> None:
+        """Let the workers end once their lanes are done (a worker in a hung call ends with the process)."""
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
