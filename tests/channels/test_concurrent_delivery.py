@@ -12,11 +12,11 @@ import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from helpers import ev, write_events, write_rules
 
+from bench.bench_delivery import SlowEndpoint
 from rulecrm import plugins
 from rulecrm.app.replay import replay
 from rulecrm.channels import DELIVERED, ChannelType, Delivery
@@ -25,51 +25,9 @@ from rulecrm.hookspecs import hookimpl
 from rulecrm.rulefile.channels import DEFAULT_CONCURRENCY
 
 
-class SlowReceiver:
-    """An HTTP endpoint that answers each POST after `delay` seconds and counts the requests in flight."""
-
-    def __init__(self, delay: float):
-        self.delay = delay
-        self.keys: list[str] = []
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver._lock:
-                    receiver.in_flight += 1
-                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
-                time.sleep(receiver.delay)
-                with receiver._lock:
-                    receiver.in_flight -= 1
-                    receiver.keys.append(body["key"])
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def slow_receiver():
-    receiver = SlowReceiver(delay=0.05)
+    receiver = SlowEndpoint(delay=0.05)  # the endpoint of bench/bench_delivery.py (B7)
     yield receiver
     receiver.close()
 
@@ -110,7 +68,7 @@ def test_a_channel_has_at_most_its_concurrency_in_flight_and_uses_it(tmp_path, s
     assert summary.undelivered == 0 and len(slow_receiver.keys) == 60
     assert {a["status"] for a in actions if a["rule"] == "thanks"} == {"sent"}
     # 60 customers answered in 50 ms each: the channel's workers are all busy at some moment
-    assert slow_receiver.most_in_flight == (concurrency or DEFAULT_CONCURRENCY)
+    assert slow_receiver.most_at_once == (concurrency or DEFAULT_CONCURRENCY)
 
 
 def test_one_customers_messages_on_one_channel_go_in_decision_order(tmp_path, slow_receiver):
@@ -121,7 +79,7 @@ def test_one_customers_messages_on_one_channel_go_in_decision_order(tmp_path, sl
     for c in range(8):
         mine = [key for key in slow_receiver.keys if key.startswith(f"thanks|c-{c}|")]
         assert mine == [f"thanks|c-{c}|o-{c}-{n}" for n in range(6)]  # the order they were decided in
-    assert slow_receiver.most_in_flight > 1  # while customers ran side by side
+    assert slow_receiver.most_at_once > 1  # while customers ran side by side
 
 
 class Recorder:
