@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import attrs
 
 from rulecrm.events import Event, content_digest, fingerprint, id_conflict
+from rulecrm.listen_address import parse_listen_address
 from rulecrm.masking import mask_personal
 from rulecrm.sources.contract import Item, SourceContext, SourceError, _undecodable, parse_line
 from rulecrm.sources.reader import Rejected
@@ -54,15 +55,11 @@ class HttpSource:
     """
 
     def __init__(self, arg: str, context: SourceContext):
-        host, _, port = arg.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-        if not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
-            raise SourceError(f"http source: expected HOST:PORT such as 127.0.0.1:8765, found {arg!r}")
-        if not _is_loopback(host) and not context.allow_remote:
-            raise SourceError(
-                f"http source: {host} is not a loopback address; the endpoint has no authentication, "
-                "so bind 127.0.0.1 (behind your own proxy) or pass --allow-remote on purpose"
-            )
+        try:
+            host, port = parse_listen_address(arg, allow_remote=context.allow_remote, what="http source",
+                                              example_port=8765)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from None
         self._context = context
         self._queue: queue.Queue = queue.Queue()
         self._taken: list[_Request] = []
@@ -168,6 +165,9 @@ class HttpSource:
 
 class _Server(ThreadingHTTPServer):
     source: HttpSource
+    # socketserver's default backlog is 5: with more clients connecting at once the kernel drops their
+    # SYNs, and each dropped client retries only a second later (the recurring 1 s stall of B6)
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         # the handler catches what it expects; anything else is one line, never a traceback
@@ -416,12 +416,3 @@ def _too_deep(text: str) -> bool:
     except ValueError:
         pass
     return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -187,3 +188,13 @@ def test_a_damaged_stored_position_is_a_state_error_not_a_traceback(tmp_path):
         store.set_meta(f"source:jsonl:{path}", {"offset": "abc"})
     with pytest.raises(StateError, match="position for jsonl:.* is damaged"):
         JsonlFollowSource(str(path), CONTEXT).open(store)
+
+
+def test_http_listens_with_a_backlog_for_many_clients_at_once():
+    """socketserver's default backlog of 5 made clients beyond it wait a second for a SYN retry (B6)."""
+    source = HttpSource("127.0.0.1:0", CONTEXT)
+    try:
+        assert source.server.request_queue_size >= 128
+        assert source.server.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    finally:
+        source.close()
