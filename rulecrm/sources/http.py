@@ -1,6 +1,5 @@
 """The `http` source: a loopback receiver of POSTed JSONL that answers only once the events are committed."""
 
-import ipaddress
 import json
 import queue
 import re
