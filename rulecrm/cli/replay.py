@@ -23,6 +23,8 @@ from rulecrm.timeutil import parse_timestamp
                    "nothing.")
 @click.option("--out", "out", default="-", show_default=True, type=click.Path(dir_okay=False),
               help="Write the actions as JSONL to this file ('-': stdout).")
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default=None,
+              help="Actions as JSON lines or as a table for people (default: table on a terminal, else jsonl).")
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
 @click.option("--dispatch", "dispatch", is_flag=True,
               help="Deliver the actions through their channels (messages real people!).")
@@ -36,8 +38,8 @@ from rulecrm.timeutil import parse_timestamp
 @click.option("--progress/--no-progress", "progress", default=None,
               help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @pass_cli_context
-def replay_command(context, rules, events, until, state, out, backend, dispatch, partitions, workers, scheduler,
-                   progress):
+def replay_command(context, rules, events, until, state, out, output_format, backend, dispatch, partitions, workers,
+                   scheduler, progress):
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
     from rulecrm.app.partitioned_replay import replay_partitioned
     from rulecrm.app.replay import replay
@@ -74,8 +76,10 @@ def replay_command(context, rules, events, until, state, out, backend, dispatch,
                 stream = sys.stdout
             elif out is not None:
                 stream = resources.enter_context(open(out, "w", encoding="utf-8"))
+            if _output_format(output_format, out) == "table":
+                stream = _table(stream, to_terminal=out == "-")
             if partitioned:
-                tasks = _task_runner(resources, workers, scheduler, progress, stop)
+                tasks = task_runner(resources, workers, scheduler, progress, stop)
                 summary = replay_partitioned(
                     rules, events, partitions=partitions, state=state, tasks=tasks, until=until_at, out=stream,
                     backend_name=backend, on_rejected=report_rejected, plugin_manager=manager, ruleset=ruleset,
@@ -118,7 +122,23 @@ def _partitioned(partitions, workers, scheduler, state, dispatch) -> bool:
     return True
 
 
-def _task_runner(resources, workers, scheduler, progress, stop):
+def _output_format(chosen: str | None, out: str) -> str:
+    """`--format`, else a table for someone reading stdout at a terminal and JSON lines for a file or a pipe."""
+    if chosen is not None:
+        return chosen
+    return "table" if out == "-" and sys.stdout.isatty() else "jsonl"
+
+
+def _table(stream, *, to_terminal: bool):
+    """The table writer in front of `stream`, as wide as the terminal (a file's: 120 columns)."""
+    import shutil
+
+    from rulecrm.cli.action_table import ActionTable
+
+    return ActionTable(stream, width=shutil.get_terminal_size((120, 24)).columns if to_terminal else 120)
+
+
+def task_runner(resources, workers, scheduler, progress, stop):
     """Where the partitions' tasks run: a Dask cluster, or this process one task after another."""
     if workers is None and scheduler is None:
         from rulecrm.app.partitioned_replay import InProcessTasks
