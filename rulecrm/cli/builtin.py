@@ -9,6 +9,7 @@ def rulecrm_register_commands(cli):
     # imported here, not at the top: the plugin host loads this module without needing the commands
     from rulecrm.cli.check import check_command
     from rulecrm.cli.dead_letters import dead_letters_command
+    from rulecrm.cli.diff import diff_command
     from rulecrm.cli.explain import explain_command
     from rulecrm.cli.init import init_command
     from rulecrm.cli.plugins import plugins_command
@@ -18,5 +19,5 @@ def rulecrm_register_commands(cli):
     from rulecrm.cli.test import test_command
 
     for command in (check_command, replay_command, dead_letters_command, init_command, plugins_command,
-                    test_command, explain_command, run_command, schema_command):
+                    test_command, explain_command, run_command, schema_command, diff_command):
         cli.add_command(command)

@@ -33,7 +33,7 @@ def section(name: str) -> str:
 
 
 def test_every_built_in_command_is_there():
-    assert {"check", "replay", "dead-letters", "init", "plugins", "test", "explain", "run"} <= set(COMMANDS)
+    assert {"check", "replay", "dead-letters", "init", "plugins", "test", "explain", "run", "diff"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
