@@ -54,16 +54,20 @@ class GuardedApplier:
     `make_engine(on_action)` builds a loaded engine on the store. `set_aside(item, error)` records an
     input item that made the engine raise (in the dead-letter store, inside the open transaction)
     and tells the user. `on_committed(actions)` receives the actions decided by a committed step.
+    `observer` (`rulecrm.app.observing.StepObserver`) hears of every transaction's end: what it saw
+    the engine do since the last one counts once it is committed, and not at all when rolled back.
     """
 
     def __init__(self, store, make_engine: Callable, *, set_aside: Callable[[Any, str], None],
-                 on_committed: Callable[[list], None] | None = None, on_timer_set_aside=None, guarded: bool = True):
+                 on_committed: Callable[[list], None] | None = None, on_timer_set_aside=None, guarded: bool = True,
+                 observer=None):
         self.store = store
         self.guarded = guarded  # False (the testing kit): a failure rolls the step back and is raised
         self._make_engine = make_engine
         self._set_aside = set_aside
         self._on_committed = on_committed or (lambda actions: None)
         self._on_timer_set_aside = on_timer_set_aside or (lambda key, error: None)
+        self._observer = observer
         self._decided: list = []
         self.engine = None
         self.rebuild()
@@ -76,6 +80,8 @@ class GuardedApplier:
             self.engine.close()
         self.engine = None
         self._decided.clear()
+        if self._observer is not None:
+            self._observer.step_discarded()  # the engine's memory goes back to the last commit: so does what it saw
         self.engine = self._make_engine(self._decided.append)
 
     def close(self) -> None:
@@ -110,6 +116,8 @@ class GuardedApplier:
         return result
 
     def _committed(self) -> None:
+        if self._observer is not None:
+            self._observer.step_committed()
         decided, self._decided[:] = list(self._decided), []
         if decided:
             self._on_committed(decided)

@@ -14,12 +14,14 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from rulecrm import plugins
+from rulecrm.app.observing import RUNNING, STOPPED, STOPPING, RunObserver
 from rulecrm.app.reload import RuleWatcher
 from rulecrm.app.replay import ActionWriter
 from rulecrm.app.session import FIXED_BEFORE, REJECTED, SET_ASIDE, Input, Session
 from rulecrm.app.shards import ShardSessions
 from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE
 from rulecrm.errors import RulecrmError, RuleFileError, UsageError
+from rulecrm.logline import LogLine, diagnostic_line
 from rulecrm.masking import mask_personal
 from rulecrm.sources import SourceContext
 from rulecrm.state.partitioned import is_partitioned
@@ -36,12 +38,14 @@ class Runner:
     (`rulecrm.app.shards`) and each line is applied in its customer's shard.
 
     `clock` (epoch seconds) is the wall clock: the only place "now" comes from. Messages for people
-    (rejected lines, reloads, plugin problems) go to `on_message`.
+    (rejected lines, reloads, plugin problems) go to `on_message`, as text (`rulecrm.logline.LogLine`s
+    where they have a level or fields). `observer` (`rulecrm.app.observing.RunObserver`) hears of
+    the runner's life and work: `run --metrics` gives one.
     """
 
     def __init__(self, rules_path, state, *, sources=(), out=None, backend_name=None, manager=None, env=None,
                  clock=time.time, allow_remote=False, poll_interval=0.02, batch_size=500, reload_interval=1.0,
-                 on_message=None, dispatch_options=None):
+                 on_message=None, dispatch_options=None, observer: RunObserver | None = None):
         self.rules_path = rules_path
         self.state = state
         self.source_specs = tuple(sources)
@@ -56,6 +60,8 @@ class Runner:
         self.reload_interval = reload_interval
         self.on_message = on_message or (lambda text: None)
         self.dispatch_options = dict(dispatch_options or {})
+        self.observer = observer or RunObserver()
+        self.dispatch_options.setdefault("on_send_timed", self.observer.send_timed)
         self.stats = Counter()
         self._stopping = threading.Event()
         self.session = self.watcher = None
@@ -68,15 +74,16 @@ class Runner:
         open_session = ShardSessions.open if is_partitioned(self.state) else Session.open
         self.session = open_session(
             self.rules_path, self.state, manager=self.manager, backend_name=self.backend_name, deliver=True,
-            on_decided=self.writer.write_all, on_report=self.writer, on_warning=self.on_message, env=self.env,
+            on_decided=self.writer.write_all, on_report=self.writer, on_warning=self._warn, env=self.env,
             clock=self.clock, stop=self._stopping.is_set, dispatch_options=self.dispatch_options,
-            on_timer_set_aside=lambda key, error: self.on_message(f"timer {key} set aside: {error}"),
+            on_timer_set_aside=self._timer_set_aside, observer=self.observer,
         )
         try:
             self.sources = [self._make_source(spec, self.session.ruleset) for spec in self.source_specs]
             for source in self.sources:
                 source.open(self.session.store)
             self.watcher = RuleWatcher(self.rules_path, interval=self.reload_interval)
+            self.observer.opened(self.session, [source.name for source in self.sources])
         except BaseException:
             self.close()
             raise
@@ -100,6 +107,7 @@ class Runner:
     def stop(self) -> None:
         """Ask the loop to stop after the current step (safe from signal handlers and other threads)."""
         self._stopping.set()
+        self.observer.state_changed(STOPPING)
 
     @property
     def stopping(self) -> bool:
@@ -107,14 +115,18 @@ class Runner:
 
     def run(self, *, once: bool = False) -> None:
         """Step until stopped; with `once`, until a step finds no input, then deliver what is due and return."""
-        self.session.deliver(stop=lambda: self.stopping, wait=False)  # left queued by a previous run
-        while not self.stopping:
-            taken = self.step()
-            if once and not taken:
-                self.session.deliver(stop=lambda: self.stopping)  # and wait for the answers
-                break
-            if not taken:
-                self._stopping.wait(self.poll_interval)
+        self.observer.state_changed(RUNNING)  # never after a stop: an observer's state only moves on
+        try:
+            self.session.deliver(stop=lambda: self.stopping, wait=False)  # left queued by a previous run
+            while not self.stopping:
+                taken = self.step()
+                if once and not taken:
+                    self.session.deliver(stop=lambda: self.stopping)  # and wait for the answers
+                    break
+                if not taken:
+                    self._stopping.wait(self.poll_interval)
+        finally:
+            self.observer.state_changed(STOPPING)
 
     def close(self) -> None:
         """Stop the sources, close channels and the state (every step already committed its work)."""
@@ -124,15 +136,20 @@ class Runner:
         if self.session is not None:
             self.session.close()
         self.session = None
+        self.observer.state_changed(STOPPED)
 
     # -- one step -----------------------------------------------------------------------
     def step(self) -> int:
         """Apply what the sources have, fire timers due by now, commit, then deliver. Returns items taken."""
-        polled = [(source, source.poll(self.batch_size)) for source in self.sources]
+        polled = []
+        handed_over = {}  # source name -> when it handed its batch over (event-to-decision latency)
+        for source in self.sources:
+            polled.append((source, source.poll(self.batch_size)))
+            handed_over[source.name] = time.monotonic()
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
         taken = sum(len(items) for _source, items in polled)
         if taken or self._timer_due(now):
-            self._commit_step(polled, now)
+            self._commit_step(polled, now, handed_over)
         else:
             for source, _items in polled:
                 source.committed()  # nothing to write (e.g. a POST of blank lines): answer it
@@ -145,7 +162,7 @@ class Runner:
         due = self.session.next_due()
         return due is not None and due <= now.timestamp()
 
-    def _commit_step(self, polled, now) -> None:
+    def _commit_step(self, polled, now, handed_over) -> None:
         inputs = [Input(source.name, line_no, item) for source, items in polled for line_no, item in items]
 
         def commit_positions():
@@ -153,12 +170,21 @@ class Runner:
                 source.commit(self.store)
 
         applied = self.session.apply(inputs, until=now, also=commit_positions)
+        self.observer.lines_committed(applied.outcomes, handed_over, time.monotonic())
         for source, _items in polled:
             source.committed()
         for _line, outcome in applied.outcomes:
             self.stats[_STAT_OF[outcome]] += 1
         for line, reason in applied.problems:
-            self.on_message(f"{line.source}:{line.line_no}: rejected: {mask_personal(reason)}")
+            self.on_message(LogLine(f"{line.source}:{line.line_no}: rejected: {mask_personal(reason)}",
+                                    level="warning", source=line.source, line=line.line_no))
+
+    def _warn(self, text: str) -> None:
+        self.on_message(LogLine(text, level="warning"))
+
+    def _timer_set_aside(self, key: str, error: str) -> None:
+        self.observer.timer_set_aside()
+        self.on_message(LogLine(f"timer {key} set aside: {error}", level="warning"))
 
     def reload(self) -> bool:
         """Load the edited rules; a broken edit is reported and the rules in force stay. Timers live in the store."""
@@ -167,12 +193,15 @@ class Runner:
             self.session.reload(ruleset)
         except RuleFileError as exc:
             for diagnostic in exc.diagnostics:
-                self.on_message(diagnostic.format())
-            self.on_message("rules not reloaded: fix the errors above; the previous rules stay in force")
+                self.on_message(diagnostic_line(diagnostic))
+            self._warn("rules not reloaded: fix the errors above; the previous rules stay in force")
+            self.observer.reloaded(False)
             return False
         except RulecrmError as exc:
-            self.on_message(f"rules not reloaded: {exc}; the previous rules stay in force")
+            self._warn(f"rules not reloaded: {exc}; the previous rules stay in force")
+            self.observer.reloaded(False)
             return False
         self.stats["reloads"] += 1
+        self.observer.reloaded(True)
         self.on_message(f"reloaded rules from {self.rules_path}: {len(ruleset.active_rules)} active rule(s)")
         return True

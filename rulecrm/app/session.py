@@ -19,6 +19,7 @@ import attrs
 from rulecrm import plugins
 from rulecrm.app import collector
 from rulecrm.app.applying import GuardedApplier
+from rulecrm.app.observing import StepObserver
 from rulecrm.app.stopping import Interrupted
 from rulecrm.backends import default_backend_name, get_backend
 from rulecrm.engine.core import APPLIED, CONFLICT, DUPLICATE, Engine
@@ -66,13 +67,17 @@ class Applied:
 
 
 def build_engine(ruleset, store, *, backend_name=None, on_action=None, functions=None, address_fields=None,
-                 dispatcher=None) -> Engine:
-    """An engine on `store`, loaded with what the store holds (timers, held actions, counters)."""
+                 dispatcher=None, observer=None) -> Engine:
+    """An engine on `store`, loaded with what the store holds (timers, held actions, counters).
+
+    `observer` (`rulecrm.app.observing.StepObserver`) sees every status given and every timer fired."""
     backend_cls = get_backend(backend_name or default_backend_name())
     engine = Engine(
         ruleset, backend=backend_cls(ruleset.active_rules, functions=functions), store=store, functions=functions,
         on_action=on_action, address_fields=address_fields,
         waits_for_channel=dispatcher.waits_for_channel if dispatcher is not None else None,
+        on_status=observer.action_decided if observer is not None else None,
+        on_timer_fired=observer.timer_fired if observer is not None else None,
     )
     engine.load()
     return engine
@@ -82,7 +87,7 @@ class Session:
     """The engine of one run on one state, with everything around it. Open with `Session.open`."""
 
     def __init__(self, *, manager, ruleset, store, backend_name, dispatcher, on_decided, on_timer_set_aside,
-                 functions=None, address_fields=None, guarded=True, on_action=None):
+                 functions=None, address_fields=None, guarded=True, on_action=None, observer=None):
         self.manager = manager
         self.ruleset = ruleset
         self.store = store
@@ -91,10 +96,11 @@ class Session:
         self.functions = plugins.functions(manager) if functions is None else functions
         self.address_fields = plugins.address_fields(manager) if address_fields is None else address_fields
         self._on_action = on_action
+        self._observer = observer
         self._applier = GuardedApplier(
             store, self._engine_maker(ruleset), set_aside=self._set_aside,
             on_committed=on_decided or (lambda actions: None), on_timer_set_aside=on_timer_set_aside,
-            guarded=guarded,
+            guarded=guarded, observer=observer,
         )
         collector.pause_automatic()  # until close(): see rulecrm.app.collector
         self._collector: collector.BudgetedCollector | None = collector.BudgetedCollector()
@@ -106,7 +112,7 @@ class Session:
              on_report=None, on_warning=None, on_timer_set_aside=None, env=None,
              clock=time.time, stop=None, dispatch_options: dict | None = None, functions: dict | None = None,
              address_fields: dict | None = None, guarded: bool = True,
-             on_action: Callable | None = None) -> Session:
+             on_action: Callable | None = None, observer: StepObserver | None = None) -> Session:
         """Load the rules at path `rules` (unless `ruleset` is what was loaded from there), open and lock
         the state, and build the rest. `record_rules`: remember the rules' path in the state.
 
@@ -117,7 +123,8 @@ class Session:
         delivered one. `functions` and `address_fields` replace what the plugins provide; `guarded`
         False (the testing kit) raises an engine failure instead of setting the item aside.
         `on_action(action)` is called as the engine decides, before the commit (explain's re-run reads
-        the customer's profile at that instant); most callers want `on_decided`.
+        the customer's profile at that instant); most callers want `on_decided`. `observer` hears of
+        every status given, timer fired and step committed or rolled back (the live runner's metrics).
         """
         manager = manager or plugins.build_plugin_manager()
         ruleset = ruleset or plugins.load_rules_with(manager, rules)
@@ -138,7 +145,7 @@ class Session:
                           backend_name=backend_name or default_backend_name(), dispatcher=dispatcher,
                           on_decided=on_decided, on_timer_set_aside=on_timer_set_aside,
                           functions=functions, address_fields=address_fields, guarded=guarded,
-                          on_action=on_action)
+                          on_action=on_action, observer=observer)
             with store.transaction():
                 if record_rules:
                     store.set_meta("rules_path", str(rules))
@@ -166,6 +173,7 @@ class Session:
             engine = build_engine(
                 ruleset, self.store, backend_name=self.backend_name, on_action=on_action,
                 functions=self.functions, address_fields=self.address_fields, dispatcher=self.dispatcher,
+                observer=self._observer,
             )
             return engine
         return make_engine
@@ -173,6 +181,11 @@ class Session:
     @property
     def engine(self) -> Engine:
         return self._applier.engine
+
+    @property
+    def stores(self) -> tuple[Store, ...]:
+        """Every store this session writes (one; a runner on a partitioned state has one per shard)."""
+        return (self.store,)
 
     def reload(self, ruleset) -> None:
         """Go on with new rules: timers, held actions and profiles live in the store and stay."""

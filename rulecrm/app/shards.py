@@ -83,6 +83,15 @@ class ShardSessions:
         raw = line.raw if line.raw is not None else line.item.to_json()
         return self.home, attrs.evolve(line, item=Rejected(line.line_no, raw, reason))
 
+    @property
+    def stores(self) -> tuple:
+        """The store of every owned shard, in shard order."""
+        return tuple(session.store for session in self.sessions.values())
+
+    @property
+    def owned_shards(self) -> tuple[int, ...]:
+        return tuple(self.sessions)
+
     def _store_of_customer(self, customer_id: str):
         session = self.sessions.get(self.partitioned.shard_for(customer_id))
         return session.store if session is not None else None

@@ -88,11 +88,13 @@ class Dispatcher:
     Sends run concurrently (`rulecrm.channels.lanes`): across channels, and within a channel on up to
     its `concurrency` workers, a customer's sends on one channel one at a time in decision order.
     Only this object's thread touches the store: it starts the due sends and records their answers.
+    `on_send_timed(channel, seconds)` gets the duration of each send that got an answer (on the thread
+    that sent it; the live runner's metrics).
     """
 
     def __init__(self, ruleset, manager, store, *, env=None, clock=time.time, sleep=time.sleep, seed=0,
                  max_attempts=MAX_ATTEMPTS, base_delay=BASE_DELAY, max_delay=MAX_DELAY,
-                 on_report=None, on_warning=None, limiter=None, stop=None):
+                 on_report=None, on_warning=None, limiter=None, stop=None, on_send_timed=None):
         self.manager = manager
         self.store = store
         self.env = env
@@ -104,6 +106,7 @@ class Dispatcher:
         self.max_delay = max_delay
         self.on_report = on_report or (lambda record: None)
         self.on_warning = on_warning or (lambda text: None)
+        self.on_send_timed = on_send_timed or (lambda channel, seconds: None)
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep, stop=stop)
         self._stop = stop or (lambda: False)
         self._calls = BoundedCalls(stop) if stop is not None else None  # for `deliver`, on this thread
@@ -310,11 +313,13 @@ class Dispatcher:
         """The send itself (on a lane's worker, or on this thread with `call`), its answer masked."""
         if isinstance(admitted, Delivery):
             return self._masked(record.get("channel"), admitted)
+        started = time.monotonic()
         try:
             delivery = self._deliver(admitted.instance, admitted.channel_type, admitted.name, record,
                                      admitted.message, call or _direct)
         finally:
             self.limiter.settle(admitted.bucket, admitted.tokens)
+        self.on_send_timed(admitted.name, time.monotonic() - started)  # a send given up at a stop raised: not timed
         # Defence in depth: whatever the channel answered, its own secrets are masked before the
         # answer is stored, written to --out, shown to hooks or printed.
         return self._masked(admitted.name, delivery)

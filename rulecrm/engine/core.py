@@ -41,7 +41,9 @@ STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at t
 
 class Engine:
     def __init__(self, ruleset, *, backend, store, functions=None, address_fields=None, on_action=None,
-                 waits_for_channel=None):
+                 waits_for_channel=None, on_status=None, on_timer_fired=None):
+        """`on_status(action)` and `on_timer_fired(timer)` let an observer (the live runner's metrics) see
+        every status given to an action and every timer fired, as it happens, before the step commits."""
         self.ruleset = ruleset
         self.backend = backend
         self.store = store
@@ -61,7 +63,9 @@ class Engine:
         # With dispatch (`replay --dispatch`, `run`), `waits_for_channel` decides which sent actions
         # wait for their channel (see Outbox). Without it, `sent` means "would have been sent".
         self._outbox = Outbox(store, self._changes, self.stats, tz=self.tz,
-                              on_action=on_action or (lambda action: None), waits_for_channel=waits_for_channel)
+                              on_action=on_action or (lambda action: None), waits_for_channel=waits_for_channel,
+                              on_status=on_status)
+        self._on_timer_fired = on_timer_fired
         self._fire = {
             TimerKind.AFTER: self._fire_delayed,
             TimerKind.ESCALATE: self._fire_escalation,
@@ -183,6 +187,7 @@ class Engine:
         """Fire due timers in order; True when it stopped after `max_timers` with more due."""
         limit_order = limit.timestamp()
         pop_due = self._timers.pop_due
+        on_fired = self._on_timer_fired
         fired = 0
         while True:
             if max_timers is not None and fired >= max_timers:
@@ -195,6 +200,8 @@ class Engine:
             if self.now is None or timer.due > self.now:
                 self.now = timer.due
             self.stats["timers_fired"] += 1
+            if on_fired is not None:
+                on_fired(timer)
             self.firing = timer  # left set if firing raises: the guarded applier sets that timer aside
             self._fire[timer.payload["type"]](timer)
             self.firing = None

@@ -17,16 +17,20 @@ class Outbox:
     once delivered. Actions that quiet hours or a deferring cap hold back (status `deferred`) are
     kept in the store like the others, not in memory: a night of quiet hours can hold one action
     per customer.
+
+    `on_status(action)` (an observer, such as the live runner's metrics) sees every status given to
+    an action, `queued` and `deferred` included, as it is given: before the step commits.
     """
 
     def __init__(self, store, changes, stats, *, tz, on_action: Callable[[Action], None],
-                 waits_for_channel: Callable | None = None) -> None:
+                 waits_for_channel: Callable | None = None, on_status: Callable[[Action], None] | None = None) -> None:
         self._store = store
         self._changes = changes
         self._stats = stats
         self._tz = tz
         self._on_action = on_action
         self._waits_for_channel = waits_for_channel
+        self._on_status = on_status
         self._store_has_actions = True  # until load() looks
 
     def load(self) -> None:
@@ -78,6 +82,8 @@ class Outbox:
         )
         self._changes.actions[action.key] = action
         self._stats[f"actions_{status}"] += 1
+        if self._on_status is not None:
+            self._on_status(action)
         if report:
             self._on_action(action)
 
@@ -87,6 +93,8 @@ class Outbox:
             action, status=Status.DEFERRED, reason=reason, defers=action.defers + (1 if counts_as_defer else 0),
         )
         self._changes.actions[action.key] = action
+        if self._on_status is not None:
+            self._on_status(action)
         return action
 
     def report_held(self) -> None:
