@@ -9,8 +9,9 @@ import click
 
 from rulecrm.app.stopping import catch_stop_signals
 from rulecrm.cli.context import pass_cli_context
+from rulecrm.cli.stderr_log import FORMATS, stderr_log
 from rulecrm.cli.util import EXIT_OK, reported_errors
-from rulecrm.cli.util import echo_err as _echo_err
+from rulecrm.logline import LogLine
 
 
 @click.command("run")
@@ -27,9 +28,13 @@ from rulecrm.cli.util import echo_err as _echo_err
 @click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
 @click.option("--once", is_flag=True, help="Apply what the sources hold now, fire due timers, deliver, then exit.")
 @click.option("--allow-remote", is_flag=True,
-              help="Let the http source bind a non-loopback address (it has no authentication).")
+              help="Let the http source and --metrics bind a non-loopback address (they have no authentication).")
+@click.option("--metrics", "metrics", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics (GET /metrics) and GET /healthz here, on loopback unless --allow-remote.")
+@click.option("--log-format", "log_format", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="Write the messages on stderr as text lines, or as JSON lines.")
 @pass_cli_context
-def run_command(context, rules, state, partitions, sources, out, backend, once, allow_remote):
+def run_command(context, rules, state, partitions, sources, out, backend, once, allow_remote, metrics, log_format):
     """Run live: ingest from sources, fire timers on the wall clock, deliver through channels.
 
     Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
@@ -39,38 +44,72 @@ def run_command(context, rules, state, partitions, sources, out, backend, once, 
     # (not called in-process, by a test), keep them until exit: a signal while closing is no kill.
     signals = catch_stop_signals(keep=sys.argv[1:2] == ["run"])
     try:
-        return _run(signals, context, rules, state, partitions, sources, out, backend, once, allow_remote)
+        return _run(signals, context, rules=rules, state=state, partitions=partitions, sources=sources, out=out,
+                    backend=backend, once=once, allow_remote=allow_remote, metrics=metrics,
+                    log=stderr_log(log_format))
     finally:
         signals.release()  # in-process callers get their handlers back; the command line keeps ours
 
 
-def _run(signals, context, rules, state, partitions, sources, out, backend, once, allow_remote):
+def _run(signals, context, *, rules, state, partitions, sources, out, backend, once, allow_remote, metrics, log):
+    """`log` writes every message of the run, so that none escapes `--log-format`."""
     from rulecrm.app.runner import Runner
     from rulecrm.backends import default_backend_name
 
     if backend is None and default_backend_name() != "durable":
-        _echo_err("note: durable-rules is not available on this Python; using the python backend")
+        log(LogLine("note: durable-rules is not available on this Python; using the python backend", level="warning"))
     stream = None
     runner = None
-    with reported_errors(), contextlib.ExitStack() as cleanup:
+    with reported_errors(echo=log), contextlib.ExitStack() as cleanup:
+        metrics_address = _metrics_address(metrics, allow_remote) if metrics is not None else None
         _check_state(state, partitions)
         if out == "-":
             stream = sys.stdout
         elif out is not None:
             # line-buffered: each action is written whole
             stream = cleanup.enter_context(open(out, "a", encoding="utf-8", buffering=1))
+        observer = None
+        if metrics_address is not None:  # served from before start-up (503) until after the runner closed
+            observer = _serve_metrics(metrics_address, context.manager, cleanup, log)
         cleanup.callback(lambda: runner is not None and runner.close())  # runs before the stream closes
         runner = Runner(rules, state, sources=sources, out=stream, backend_name=backend, allow_remote=allow_remote,
-                        manager=context.manager, on_message=_echo_err)
+                        manager=context.manager, on_message=log, observer=observer)
         signals.on_stop(runner.stop)  # stops at once when a signal came during the imports
         if not runner.stopping:  # asked to stop before anything started: nothing to start
             runner.start()  # a signal while starting up stops right after it
-            _echo_err(f"running: rules {rules}, state {state}, sources {', '.join(sources) or 'none'}")
+            log(LogLine(f"running: rules {rules}, state {state}, sources {', '.join(sources) or 'none'}",
+                        rules=str(rules), state=str(state), sources=list(sources)))
             runner.run(once=once)
         stats = runner.stats
-        _echo_err(f"stopped: applied {stats['applied']}, duplicates {stats['duplicates']}, "
-                  f"rejected {stats['rejected']}, reloads {stats['reloads']}")
+        counts = {name: stats[name] for name in ("applied", "duplicates", "rejected", "reloads")}
+        log(LogLine("stopped: " + ", ".join(f"{name} {count}" for name, count in counts.items()), **counts))
     return EXIT_OK
+
+
+def _metrics_address(metrics: str, allow_remote: bool) -> tuple[str, int]:
+    from rulecrm.errors import UsageError
+    from rulecrm.listen_address import parse_listen_address
+
+    try:
+        return parse_listen_address(metrics, allow_remote=allow_remote, what="--metrics", example_port=9108)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _serve_metrics(address: tuple[str, int], manager, cleanup: contextlib.ExitStack, log):
+    """The runner's metrics, served at `address` until `cleanup` ends (after the runner closed)."""
+    # prometheus_client is imported here only: a run without --metrics starts without it
+    from rulecrm.app.metrics import RunMetrics
+    from rulecrm.app.metrics_server import MetricsServer
+
+    metrics = RunMetrics()
+    server = MetricsServer(*address, metrics.registry, metrics.health)
+    cleanup.callback(server.close)
+    metrics.attach(manager)
+    cleanup.callback(metrics.detach)
+    server.start()
+    log(LogLine(f"metrics on {server.url}/metrics, health on {server.url}/healthz", url=server.url))
+    return metrics
 
 
 def _check_state(state, partitions) -> None:

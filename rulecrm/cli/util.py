@@ -4,10 +4,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
+from collections.abc import Callable
 
 import click
 
 from rulecrm.errors import RulecrmError, RuleFileError
+from rulecrm.logline import LogLine, diagnostic_line
 
 # The exit statuses of docs/cli.md; the result objects (ReplaySummary, RetryResult) carry 3 and 4.
 EXIT_OK = 0
@@ -21,28 +23,30 @@ def echo_err(text: str) -> None:
 
 
 @contextlib.contextmanager
-def reported_errors(exit_code: int = EXIT_ERROR):
+def reported_errors(exit_code: int = EXIT_ERROR, *, echo: Callable[[str], None] = echo_err):
     """Turn rulecrm's typed errors into messages on stderr and an exit code (nothing else does).
 
-    The code travels as click's `Exit` to the group's `main`, which alone ends the process.
+    The code travels as click's `Exit` to the group's `main`, which alone ends the process. `echo`
+    writes each message (`run --log-format json` gives its own).
     """
     try:
         yield
     except RuleFileError as exc:
         for diagnostic in exc.diagnostics:
-            echo_err(diagnostic.format())
+            echo(diagnostic_line(diagnostic))
         raise click.exceptions.Exit(exit_code) from None
     except RulecrmError as exc:
-        echo_err(f"error: {exc}")
+        echo(LogLine(f"error: {exc}", level="error"))
         raise click.exceptions.Exit(exit_code) from None
     except OSError as exc:  # another file than the state (--out, an events file): still one line, no traceback
-        echo_err(f"error: {_os_error_text(exc)}")
+        echo(LogLine(f"error: {_os_error_text(exc)}", level="error"))
         raise click.exceptions.Exit(exit_code) from None
     except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
         if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
             raise  # IntegrityError and the like are bugs: keep their traceback
         # the state's own faults arrive as StorageError; this is a temporary database of a reader
-        echo_err(f"error: a temporary file of rulecrm: {exc}; free some space in its directory (TMPDIR) and run again")
+        echo(LogLine(f"error: a temporary file of rulecrm: {exc}; free some space in its directory (TMPDIR) and "
+                     "run again", level="error"))
         raise click.exceptions.Exit(exit_code) from None
 
 
