@@ -8,6 +8,7 @@ and re-does at most the delivery that was in flight (see docs/running.md).
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -45,9 +46,10 @@ class Runner:
 
     def __init__(self, rules_path, state, *, sources=(), out=None, backend_name=None, manager=None, env=None,
                  clock=time.time, allow_remote=False, poll_interval=0.02, batch_size=500, reload_interval=1.0,
-                 on_message=None, dispatch_options=None, observer: RunObserver | None = None):
+                 on_message=None, dispatch_options=None, observer: RunObserver | None = None, shards=None):
         self.rules_path = rules_path
         self.state = state
+        self.shards = None if shards is None else tuple(shards)  # of a partitioned state; None: every shard
         self.source_specs = tuple(sources)
         self.out = out
         self.backend_name = backend_name
@@ -71,7 +73,12 @@ class Runner:
     def start(self) -> None:
         """Lock the state, load the rules, build channels and sources; nothing runs if any of it fails."""
         self.writer = ActionWriter(self.out)
-        open_session = ShardSessions.open if is_partitioned(self.state) else Session.open
+        if is_partitioned(self.state):
+            open_session = functools.partial(ShardSessions.open, shards=self.shards)
+        elif self.shards is not None:
+            raise UsageError(f"--shards needs a partitioned state; {self.state} is a state file")
+        else:
+            open_session = Session.open
         self.session = open_session(
             self.rules_path, self.state, manager=self.manager, backend_name=self.backend_name, deliver=True,
             on_decided=self.writer.write_all, on_report=self.writer, on_warning=self._warn, env=self.env,

@@ -23,6 +23,7 @@ from rulecrm import plugins
 from rulecrm.app.session import Applied, Input, Session
 from rulecrm.app.splitting import shard_of_line
 from rulecrm.channels.ratelimit import RateLimiter
+from rulecrm.errors import UsageError
 from rulecrm.sources.reader import Rejected
 from rulecrm.state.partitioned import PartitionedState
 
@@ -53,6 +54,11 @@ class ShardSessions:
         dispatch_options.setdefault("limiter", RateLimiter(
             clock=dispatch_options.get("clock", clock), sleep=dispatch_options.get("sleep", time.sleep), stop=stop))
         owned = sorted(set(range(partitioned.partitions) if shards is None else shards))
+        missing = [shard for shard in owned if not 0 <= shard < partitioned.partitions]
+        if missing or not owned:
+            which = f"there is no shard {missing[0]}" if missing else "no shard was given"
+            raise UsageError(f"--shards: state {state} has {partitioned.partitions} shard(s), numbered "
+                             f"0-{partitioned.partitions - 1}; {which}")
         sessions: dict[int, Session] = {}
         try:
             for shard in owned:
@@ -186,3 +192,17 @@ class SourceStore:
 def _add(applied: Applied, part: Applied) -> None:
     applied.outcomes.extend(part.outcomes)
     applied.problems.extend(part.problems)
+
+
+def parse_shard_list(text: str) -> tuple[int, ...]:
+    """`--shards`: shard numbers and ranges separated by commas, such as `0-3`, `5` or `0,2,8-11`."""
+    shards: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise UsageError(f"--shards: expected shard numbers and ranges such as 0-3 or 0,2,5, found {text!r}")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise UsageError(f"--shards: the range {part.strip()!r} runs backwards; write {high}-{low}")
+        shards.update(range(low, high + 1))
+    return tuple(sorted(shards))

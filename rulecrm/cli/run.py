@@ -21,6 +21,9 @@ from rulecrm.logline import LogLine
               help="SQLite state file, or a partitioned state directory (one runner at a time).")
 @click.option("--partitions", "partitions", type=int, default=None, metavar="N",
               help="Make a new --state directory a partitioned state of N shards (an existing one must have N).")
+@click.option("--shards", "shards", default=None, metavar="LIST",
+              help="Own only these shards of a partitioned state, e.g. 0-3 or 0,2,5 (default: all); other runners "
+                   "may own the others.")
 @click.option("--source", "sources", multiple=True, metavar="NAME:ARG",
               help="Event source, repeatable: jsonl:PATH (follow a file), http:127.0.0.1:PORT (POST /events).")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
@@ -34,7 +37,8 @@ from rulecrm.logline import LogLine
 @click.option("--log-format", "log_format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Write the messages on stderr as text lines, or as JSON lines.")
 @pass_cli_context
-def run_command(context, rules, state, partitions, sources, out, backend, once, allow_remote, metrics, log_format):
+def run_command(context, rules, state, partitions, shards, sources, out, backend, once, allow_remote, metrics,
+                log_format):
     """Run live: ingest from sources, fire timers on the wall clock, deliver through channels.
 
     Stops cleanly on SIGTERM or Ctrl-C (the current step finishes and is committed).
@@ -44,16 +48,18 @@ def run_command(context, rules, state, partitions, sources, out, backend, once, 
     # (not called in-process, by a test), keep them until exit: a signal while closing is no kill.
     signals = catch_stop_signals(keep=sys.argv[1:2] == ["run"])
     try:
-        return _run(signals, context, rules=rules, state=state, partitions=partitions, sources=sources, out=out,
-                    backend=backend, once=once, allow_remote=allow_remote, metrics=metrics,
+        return _run(signals, context, rules=rules, state=state, partitions=partitions, shards=shards, sources=sources,
+                    out=out, backend=backend, once=once, allow_remote=allow_remote, metrics=metrics,
                     log=stderr_log(log_format))
     finally:
         signals.release()  # in-process callers get their handlers back; the command line keeps ours
 
 
-def _run(signals, context, *, rules, state, partitions, sources, out, backend, once, allow_remote, metrics, log):
+def _run(signals, context, *, rules, state, partitions, shards, sources, out, backend, once, allow_remote, metrics,
+         log):
     """`log` writes every message of the run, so that none escapes `--log-format`."""
     from rulecrm.app.runner import Runner
+    from rulecrm.app.shards import parse_shard_list
     from rulecrm.backends import default_backend_name
 
     if backend is None and default_backend_name() != "durable":
@@ -73,7 +79,8 @@ def _run(signals, context, *, rules, state, partitions, sources, out, backend, o
             observer = _serve_metrics(metrics_address, context.manager, cleanup, log)
         cleanup.callback(lambda: runner is not None and runner.close())  # runs before the stream closes
         runner = Runner(rules, state, sources=sources, out=stream, backend_name=backend, allow_remote=allow_remote,
-                        manager=context.manager, on_message=log, observer=observer)
+                        manager=context.manager, on_message=log, observer=observer,
+                        shards=parse_shard_list(shards) if shards is not None else None)
         signals.on_stop(runner.stop)  # stops at once when a signal came during the imports
         if not runner.stopping:  # asked to stop before anything started: nothing to start
             runner.start()  # a signal while starting up stops right after it
