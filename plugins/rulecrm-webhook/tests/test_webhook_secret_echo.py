@@ -77,9 +77,9 @@ def test_no_echoed_secret_reaches_out_the_outbox_or_stderr(tmp_path, echoing):
     events = write_events(tmp_path, [{"id": "rv-1", "type": "review.created", "customer_id": "c-1",
                                       "at": "2026-03-01T10:00:00+08:00",
                                       "data": {"review_id": "r1", "order_id": "o1", "rating": 1, "text": "差"}}])
-    # Actions go out in rule order, so each answer meets the channel it is named after.
-    echoing.echo_next(*[(status, text.replace("{quoted}", quote(secret_url, safe="")))
-                        for status, text in ECHOES.values()])
+    # Each channel is answered with the echo it is named after, whatever order the concurrent sends come in.
+    echoing.echo_by_channel({name: (status, text.replace("{quoted}", quote(secret_url, safe="")))
+                             for name, (status, text) in ECHOES.items()})
 
     done, actions = replay_cli(rules_dir, events, workdir=tmp_path, dispatch=True, timeout=60,
                                env={"HOOK_SECRET": SECRET, "HOOK_URL": secret_url})

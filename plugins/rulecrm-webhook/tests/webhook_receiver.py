@@ -24,6 +24,7 @@ class Receiver:
         self.requests = 0
         self._keys: set[str] = set()
         self._plan: deque = deque()  # what to do with the next requests: (status, retry_after, body) or "stall"
+        self._by_channel: dict[str, tuple[int, str]] = {}  # channel named in the body -> (status, raw text)
         self.release = threading.Event()
         self.lock = threading.Lock()
         self.url = ""
@@ -37,6 +38,11 @@ class Receiver:
         `{path}` in a text stands for the request's path and query (as a provider's 404 page shows it)."""
         self._plan.extend(("echo", status, text) for status, text in answers)
 
+    def echo_by_channel(self, answers: dict[str, tuple[int, str]]) -> None:
+        """Answer each request with the (status, text) of the channel its body names, as `echo_next`
+        does: channels send concurrently, so their requests come in any order."""
+        self._by_channel.update(answers)
+
     def stall_next(self, count: int = 1) -> None:
         """Hold the next `count` requests without answering until the test ends."""
         self._plan.extend(["stall"] * count)
@@ -47,6 +53,8 @@ class Receiver:
         with self.lock:
             self.requests += 1
             step = self._plan.popleft() if self._plan else None
+        if step is None and self._by_channel:
+            step = ("echo", *self._by_channel.get(_channel_of(body), (500, "no answer planned for this channel")))
         if step == "stall":
             self.release.wait(10)
             return
@@ -112,3 +120,10 @@ def message(**fields) -> Message:
     defaults = dict(key="refill|c-1|e-9", channel="hooks", address="c-1", text="您的茶快喝完了 🍵",
                     kind="marketing", customer_id="c-1", rule="refill")
     return Message(**{**defaults, **fields})
+
+
+def _channel_of(body: bytes) -> str | None:
+    try:
+        return json.loads(body).get("channel")
+    except (ValueError, AttributeError):
+        return None
