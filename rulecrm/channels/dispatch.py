@@ -189,13 +189,16 @@ class Dispatcher:
         if self._abandoned:
             return 0
         recorded = 0
-        for row, answer in self._lanes.finished(timeout):
-            if answer is NOT_STARTED:
-                continue  # a stop kept it from starting: the row stays as it was
-            if isinstance(answer, BaseException):  # a bug in the dispatcher's own code on the worker
-                answer = Delivery(RETRYABLE, code="exception", detail=f"{type(answer).__name__}: {answer}")
-            self._record_answer(row, answer)
-            recorded += 1
+        for row, answer, done in self._lanes.finished(timeout):
+            try:
+                if answer is NOT_STARTED:
+                    continue  # a stop kept it from starting: the row stays as it was
+                if isinstance(answer, BaseException):  # a bug in the dispatcher's own code on the worker
+                    answer = Delivery(RETRYABLE, code="exception", detail=f"{type(answer).__name__}: {answer}")
+                self._record_answer(row, answer)
+                recorded += 1
+            finally:
+                done()  # only now may another send of the channel start (at most `concurrency` unrecorded)
         return recorded
 
     def pump(self) -> int:

@@ -3,12 +3,14 @@
 A lane is the due actions of one customer on one channel, in decision order. A lane runs on one
 worker at a time, so a customer's messages on a channel start in the order they were decided; lanes
 of one channel run on up to its `concurrency` workers at once; channels never share workers, so
-a slow or failing channel cannot hold the others back.
+a slow or failing channel cannot hold the others back. A channel also has `concurrency` send slots,
+each held from before a send until its answer is recorded.
 
 Workers only call the channel. Everything the store sees is written by the thread that owns the
 store (the dispatcher's), which takes the answers from `finished()`: SQLite connections are not
 shared between threads, and an answer not taken yet leaves its action as it was, so a crash at any
-point repeats at most the sends that were in flight, each with its key.
+point repeats at most the sends made and not recorded, each with its key: never more than the
+channel's `concurrency`, thanks to the slots.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any
 from rulecrm.app.stopping import Interrupted
 
 NOT_STARTED = object()  # the answer of a send that a stop kept from starting: record nothing
+SLOT_POLL = 0.1  # seconds: a worker waiting for a send slot looks at the stop flag this often
 
 
 class _Turns:
@@ -67,6 +70,9 @@ class _Pool:
         self._stop = stop
         self._answers = answers
         self._turns = _Turns()
+        # A slot is taken before each send and given back only once the owner has recorded its answer:
+        # sends made and not recorded, the ones a crash repeats, never exceed the channel's concurrency.
+        self._slots = threading.Semaphore(size)
         self._waiting: collections.deque = collections.deque()  # (lane, rows) not picked by a worker yet
         self._ready = threading.Condition()
         self._closed = False
@@ -106,8 +112,23 @@ class _Pool:
                 return
             lane, rows, ticket = task
             for index, row in enumerate(rows):
-                answer = self._attempt(row, ticket if index == 0 else self._turns.take())
-                self._answers.put((lane, row, answer))
+                ticket = ticket if index == 0 else self._turns.take()
+                holds_slot = self._take_slot()
+                answer = self._attempt(row, ticket) if holds_slot else NOT_STARTED
+                if not holds_slot:
+                    with self._turns.turn(ticket):
+                        pass  # a ticket is always served, so those after it are not held up
+                self._answers.put((lane, row, answer, self if holds_slot else None))
+
+    def _take_slot(self) -> bool:
+        while not self._slots.acquire(timeout=SLOT_POLL):
+            if self._stop():
+                return False
+        return True
+
+    def give_back_slot(self) -> None:
+        """The owner recorded an answer (or will record none): one more send may start."""
+        self._slots.release()
 
     def _attempt(self, row: dict, ticket: int):
         admitted = NOT_STARTED
@@ -162,8 +183,9 @@ class Lanes:
         self.keys_in_flight.update(row["key"] for row in rows)
         pool.submit(lane, rows)
 
-    def finished(self, timeout: float | None = 0.0) -> list[tuple[dict, Any]]:
-        """The answers that came in: (row, answer); waits up to `timeout` for the first (None: forever)."""
+    def finished(self, timeout: float | None = 0.0) -> list[tuple[dict, Any, Callable[[], None]]]:
+        """The answers that came in: (row, answer, recorded); waits up to `timeout` for the first (None:
+        forever). Call `recorded()` once the answer is in the store: it gives the send's slot back."""
         answers = []
         try:
             if timeout is None or timeout > 0:
@@ -173,14 +195,14 @@ class Lanes:
         except queue.Empty:
             pass
         done = []
-        for lane, row, answer in answers:
+        for lane, row, answer, pool in answers:
             self.keys_in_flight.discard(row["key"])
             left = self._open[lane] - 1
             if left:
                 self._open[lane] = left
             else:
                 del self._open[lane]
-            done.append((row, answer))
+            done.append((row, answer, pool.give_back_slot if pool is not None else _nothing))
         return done
 
     def close(self) -> None:
@@ -188,3 +210,7 @@ class Lanes:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+
+
+def _nothing() -> None:
+    pass

@@ -163,5 +163,6 @@ def test_a_runner_started_for_the_shards_of_one_that_died_takes_them_over(tmp_pa
     assert len(ids) == 300 and set(ids.values()) == {1}  # nothing lost, nothing applied twice
     assert count("SELECT count(*) FROM dead_letters") == 0
     keys = Counter(json.loads(line)["key"] for line in sends.read_text().splitlines())
-    assert len(keys) == 300  # every action reached the channel; a repeat only for a send in flight at the kill
-    assert sum(n - 1 for n in keys.values()) <= 16
+    assert len(keys) == 300  # every action reached the channel; a repeat only for a send in flight at the kill:
+    # at most the channel's concurrency (16) per shard of the killed runner
+    assert sum(n - 1 for n in keys.values()) <= 16 * 2
