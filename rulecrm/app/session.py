@@ -290,10 +290,6 @@ class Session:
         elif not stop():
             self.dispatcher.pump()
 
-    @property
-    def sends_in_flight(self) -> int:
-        return self.dispatcher.in_flight if self.dispatcher is not None else 0
-
     def drain(self) -> None:
         """Deliver until nothing is queued or waiting for a retry, then report what still failed."""
         if self.dispatcher is not None:

@@ -137,10 +137,6 @@ class ShardSessions:
                 return
             session.deliver(stop=stop, wait=wait)
 
-    @property
-    def sends_in_flight(self) -> int:
-        return sum(session.sends_in_flight for session in self.sessions.values())
-
     def drain(self) -> None:
         for session in self.sessions.values():
             session.drain()
