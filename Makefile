@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_VERSION := 26.3
 
-.PHONY: example lint test bench lock clean
+.PHONY: example lint test servers bench lock clean
 
 PLUGINS := $(wildcard plugins/*/setup.cfg)
 
 $(BIN)/rulecrm: setup.cfg pyproject.toml constraints.txt $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet 'pip==$(PIP_VERSION)'
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dask]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dask,console,redis]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(BIN)/rulecrm
 
 example: $(BIN)/rulecrm
@@ -24,18 +24,33 @@ lint: $(BIN)/rulecrm
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# The real servers the tests start on 127.0.0.1 (redis-server for the redis source, headless Chromium
+# and its driver for the console), from Debian's packages; tests/servers.py fails, never skips, without them.
+SERVER_COMMANDS := redis-server chromium chromedriver
+servers:
+	@missing=""; for c in $(SERVER_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian's redis-server, chromium and chromium-driver (missing:$$missing)"; \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=; \
+	    elif command -v sudo >/dev/null; then SUDO=sudo; \
+	    else echo "make test needs$$missing: install Debian's redis-server, chromium and chromium-driver (apt-get as root)" >&2; exit 1; fi; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	        redis-server chromium chromium-driver >/dev/null || \
+	        { echo "make test: could not install redis-server, chromium and chromium-driver with apt-get" >&2; exit 1; }; \
+	fi
+
+test: lint servers
 	$(BIN)/python -m pytest -q tests $(wildcard plugins/*/tests)
 
 bench: $(BIN)/rulecrm
 	$(BIN)/python -m bench.run_all
 
 # Re-resolve the newest versions that setup.cfg's ranges allow and pin them (first-party plugins
-# depend only on rulecrm, so the core's dependencies and its test and dask extras are the whole set).
+# depend only on rulecrm and its extras, so the core's dependencies and its extras are the whole set).
 lock:
 	$(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet pip-tools
-	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra test --extra dask --strip-extras --allow-unsafe \
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra test --extra dask --extra console --extra redis --strip-extras --allow-unsafe \
 	    --no-emit-index-url --no-emit-find-links -o constraints.txt setup.cfg
 	rm -rf $(VENV)-lock
 
