@@ -27,8 +27,11 @@ from rulecrm.timeutil import parse_timestamp
               help="Replay each rule set in N partitions by customer.")
 @click.option("--workers", "workers", type=click.IntRange(min=1), default=None, metavar="K",
               help="Replay the partitions on a local Dask cluster of this many worker processes.")
+@click.option("--report", "report_path", default=None, metavar="PATH", type=click.Path(),
+              help="Also write an HTML report of both sides' actions to this file (one self-contained page).")
 @pass_cli_context
-def diff_command(context, rules, rules_new, events, until, as_json, examples, backend, partitions, workers):
+def diff_command(context, rules, rules_new, events, until, as_json, examples, backend, partitions, workers,
+                 report_path):
     """Replay EVENTS under the old and the new rules and report the actions that appear, disappear or change."""
     import json
 
@@ -46,6 +49,11 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
     new = diffing.RuleSetRun(rules_new, new_set, _until(until, new_set))
     if backend is None and default_backend_name() != "durable":
         echo_err("note: durable-rules is not available on this Python; using the python backend")
+    if report_path is not None:
+        from rulecrm.reports.writing import check_writable
+
+        with reported_errors():
+            check_writable(report_path)  # before both replays
     rejected_lines: set[int] = set()
 
     def report_rejected(line_no, error):  # both replays read the same lines: each is listed once
@@ -65,7 +73,17 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
 
                 tasks = task_runner(resources, workers, None, False, options["stop"])
                 replay_into = diffing.partitioned_replay(partitions=partitions, tasks=tasks, **options)
+            logs: list = []  # each replay's actions, old then new, for the report
+            if report_path is not None:
+                from rulecrm.reports.collect import logging_replays
+
+                replay_into = logging_replays(replay_into, resources, logs)
             report = diffing.diff_replays(old, new, events, replay_into, examples=examples)
+            if report_path is not None:
+                from rulecrm.reports.pages import diff_page
+                from rulecrm.reports.writing import write_report
+
+                write_report(report_path, diff_page(*logs, report, partitions=partitions))
     except Interrupted:
         echo_err("diff stopped by a signal before the end: nothing was kept")
         return EXIT_ERROR
@@ -81,6 +99,8 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
     rejected = max(summary.rejected for summary in report.summaries)
     if rejected:
         echo_err(f"{rejected} line(s) rejected (listed above): the comparison is of the other lines")
+    if report_path is not None:
+        echo_err(f"report written to {report_path}")
     return EXIT_REJECTED if rejected else EXIT_OK
 
 

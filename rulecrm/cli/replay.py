@@ -37,9 +37,11 @@ from rulecrm.timeutil import parse_timestamp
               help="Replay the partitions on the Dask cluster of this scheduler (--state on a shared file system).")
 @click.option("--progress/--no-progress", "progress", default=None,
               help="Show a progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--report", "report", default=None, metavar="PATH", type=click.Path(),
+              help="Also write an HTML report of the actions to this file (one self-contained page).")
 @pass_cli_context
 def replay_command(context, rules, events, until, state, out, output_format, backend, dispatch, partitions, workers,
-                   scheduler, progress):
+                   scheduler, progress, report):
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
     from rulecrm.app.partitioned_replay import replay_partitioned
     from rulecrm.app.replay import replay
@@ -58,6 +60,11 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
     if backend is None and default_backend_name() != "durable":
         echo_err("note: durable-rules is not available on this Python; using the python backend")
     partitioned = _partitioned(partitions, workers, scheduler, state, dispatch)
+    if report is not None:
+        from rulecrm.reports.writing import check_writable
+
+        with reported_errors():
+            check_writable(report)  # before the replay, which may take hours
     if progress is None:
         progress = sys.stderr.isatty()
 
@@ -78,6 +85,11 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
                 stream = resources.enter_context(open(out, "w", encoding="utf-8"))
             if _output_format(output_format, out) == "table":
                 stream = _table(stream, to_terminal=out == "-")
+            log = None
+            if report is not None:  # the report reads the very lines --out gets
+                from rulecrm.reports.collect import ActionLog
+
+                stream = log = resources.enter_context(ActionLog(stream))
             if partitioned:
                 tasks = task_runner(resources, workers, scheduler, progress, stop)
                 summary = replay_partitioned(
@@ -91,6 +103,9 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
                     progress=progress, on_rejected=report_rejected, plugin_manager=manager,
                     dispatch=dispatch, dispatch_options={"on_warning": echo_err}, stop=stop, ruleset=ruleset,
                 )
+            if log is not None:
+                _write_report(report, log, rules=rules, events=events, until=until_at, ruleset=ruleset,
+                              summary=summary, partitions=_partitions_of(partitions, state) if partitioned else None)
     except Interrupted:
         kept = (f"the batches committed so far are in {state}; run the same command again to finish"
                 if state not in (None, ":memory:") else "nothing was kept (no --state)")
@@ -100,7 +115,28 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
         signals.release()
     for line in summary.lines():
         echo_err(line)
+    if report is not None:
+        echo_err(f"report written to {report}")
     return summary.exit_code
+
+
+def _write_report(path, log, *, rules, events, until, ruleset, summary, partitions) -> None:
+    from rulecrm.reports.pages import replay_page
+    from rulecrm.reports.writing import write_report
+
+    log.finish()
+    rule_ids = [rule.id for rule in ruleset.active_rules]
+    write_report(path, replay_page(log, rules=rules, events=events, until=until, rule_ids=rule_ids, summary=summary,
+                                   partitions=partitions))
+
+
+def _partitions_of(partitions, state) -> int | None:
+    """The number of partitions of a partitioned replay: given, or that of its --state."""
+    if partitions is not None or state is None:
+        return partitions
+    from rulecrm.state.partitioned import PartitionedState
+
+    return PartitionedState.open(state).partitions
 
 
 def _partitioned(partitions, workers, scheduler, state, dispatch) -> bool:
