@@ -89,6 +89,9 @@ class Runner:
             self.sources = [self._make_source(spec, self.session.ruleset) for spec in self.source_specs]
             for source in self.sources:
                 source.open(self.session.store)
+                if hasattr(source, "open_shard"):  # a position per shard, in each shard's own state
+                    for shard, store in self.session.stores_by_shard.items():
+                        source.open_shard(shard, store)
             self.watcher = RuleWatcher(self.rules_path, interval=self.reload_interval)
             self.observer.opened(self.session, [source.name for source in self.sources])
         except BaseException:
@@ -108,7 +111,10 @@ class Runner:
         types = plugins.event_sources(self.manager)
         if name not in types:
             raise UsageError(f"unknown source {name!r} in --source {spec}; installed: {', '.join(sorted(types))}")
-        context = SourceContext(ruleset.shop.timezone, allow_remote=self.allow_remote, on_message=self.on_message)
+        partitions = getattr(self.session, "partitioned", None)
+        context = SourceContext(ruleset.shop.timezone, allow_remote=self.allow_remote, on_message=self.on_message,
+                                partitions=partitions.partitions if partitions is not None else 1,
+                                shards=tuple(self.session.stores_by_shard))
         return types[name].factory(arg, context)
 
     def stop(self) -> None:
@@ -151,8 +157,12 @@ class Runner:
         polled = []
         handed_over = {}  # source name -> when it handed its batch over (event-to-decision latency)
         for source in self.sources:
-            polled.append((source, source.poll(self.batch_size)))
+            items = source.poll(self.batch_size)
+            polled.append((source, items))
             handed_over[source.name] = time.monotonic()
+            if hasattr(source, "origin"):  # its lines go under one name per shard
+                for shard in {item[2] for item in items}:
+                    handed_over[source.origin(shard)] = handed_over[source.name]
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
         taken = sum(len(items) for _source, items in polled)
         if taken or self._timer_due(now):
@@ -170,13 +180,18 @@ class Runner:
         return due is not None and due <= now.timestamp()
 
     def _commit_step(self, polled, now, handed_over) -> None:
-        inputs = [Input(source.name, line_no, item) for source, items in polled for line_no, item in items]
+        inputs = [_input(source, item) for source, items in polled for item in items]
 
         def commit_positions():
             for source, _items in polled:
                 source.commit(self.store)
 
-        applied = self.session.apply(inputs, until=now, also=commit_positions)
+        def commit_shard_positions(shard, store):
+            for source, _items in polled:
+                if hasattr(source, "commit_shard"):
+                    source.commit_shard(shard, store)
+
+        applied = self.session.apply(inputs, until=now, also=commit_positions, also_in_shard=commit_shard_positions)
         self.observer.lines_committed(applied.outcomes, handed_over, time.monotonic())
         for source, _items in polled:
             source.committed()
@@ -212,3 +227,12 @@ class Runner:
         self.observer.reloaded(True)
         self.on_message(f"reloaded rules from {self.rules_path}: {len(ruleset.active_rules)} active rule(s)")
         return True
+
+
+def _input(source, item) -> Input:
+    """A polled item as an Input: a source with positions per shard adds the shard it came from."""
+    if len(item) == 3:
+        line_no, event, shard = item
+        return Input(source.origin(shard), line_no, event, shard=shard)
+    line_no, event = item
+    return Input(source.name, line_no, event)

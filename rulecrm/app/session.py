@@ -8,6 +8,7 @@ dead-letter store, and hands the decided actions on only once they are committed
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,7 +41,9 @@ class Input:
     """One input line: where it came from, its number there, and its event (or why it was rejected).
 
     `raw` is the text to keep if the line cannot be applied (default: the event's JSON);
-    `dead_letter` the id of the dead letter this line re-ingests, resolved once it is applied.
+    `dead_letter` the id of the dead letter this line re-ingests, resolved once it is applied;
+    `shard` the shard the line must be kept in, from a source with a position per shard
+    (`rulecrm.sources.contract`).
     """
 
     source: str
@@ -48,6 +51,7 @@ class Input:
     item: Event | Rejected
     raw: str | None = None
     dead_letter: int | None = None
+    shard: int | None = None
 
 
 @attrs.define
@@ -187,6 +191,11 @@ class Session:
         """Every store this session writes (one; a runner on a partitioned state has one per shard)."""
         return (self.store,)
 
+    @property
+    def stores_by_shard(self) -> dict[int, Store]:
+        """The store of each shard this session writes: a state file is shard 0 of 1."""
+        return {0: self.store}
+
     def reload(self, ruleset) -> None:
         """Go on with new rules: timers, held actions and profiles live in the store and stay."""
         if self.dispatcher is not None:
@@ -200,12 +209,17 @@ class Session:
 
     # -- input ---------------------------------------------------------------------------
     def apply(self, inputs: Iterable[Input], *, until: datetime | None = None,
-              also: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None) -> Applied:
+              also: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None,
+              also_in_shard: Callable[[int, Store], None] | None = None) -> Applied:
         """Apply a batch in one transaction, then fire the timers due by `until` and run `also`
         (e.g. a source recording its position) in the same transaction.
 
         `stop()` is asked before each line: true raises `Interrupted`, which rolls the batch back.
+        `also_in_shard(0, store)` runs after `also`: a state file is shard 0 of 1 to the sources
+        that keep a position per shard.
         """
+        if also_in_shard is not None:
+            also = chain_calls(also, functools.partial(also_in_shard, 0, self.store))
         inputs = list(inputs)
         apply_one = self._apply_one
         if stop is not None:
@@ -316,6 +330,17 @@ class Session:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def chain_calls(first: Callable[[], None] | None, second: Callable[[], None] | None) -> Callable[[], None] | None:
+    """One callable that calls `first`, then `second` (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both():
+        first()
+        second()
+    return both
 
 
 def _no_items(engine, item):

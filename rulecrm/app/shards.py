@@ -20,7 +20,7 @@ from datetime import datetime
 import attrs
 
 from rulecrm import plugins
-from rulecrm.app.session import Applied, Input, Session
+from rulecrm.app.session import Applied, Input, Session, chain_calls
 from rulecrm.app.splitting import shard_of_line
 from rulecrm.channels.ratelimit import RateLimiter
 from rulecrm.errors import UsageError
@@ -82,17 +82,30 @@ class ShardSessions:
 
     def _route(self, line: Input) -> tuple[int, Input]:
         shard = self._shard_of(line)
-        if shard in self.sessions:
+        kept_in = line.shard if line.shard in self.sessions else None  # a source's shard keeps its lines
+        if kept_in is not None and isinstance(line.item, Rejected):
+            return kept_in, line
+        if shard in self.sessions and kept_in in (None, shard):
             return shard, line
+        raw = line.raw if line.raw is not None else line.item.to_json()
+        if kept_in is not None:
+            # applied elsewhere, the line's shard could commit its source position without it
+            reason = (f"customer {line.item.customer_id!r} is in shard {shard}, but the line came from shard "
+                      f"{kept_in}'s input; publish it to shard {shard}'s (the state's hash decides)")
+            return kept_in, attrs.evolve(line, item=Rejected(line.line_no, raw, reason))
         # another runner's customer: kept as a dead letter here, never applied in the wrong shard
         reason = f"customer {line.item.customer_id!r} is in shard {shard}, which this runner does not own"
-        raw = line.raw if line.raw is not None else line.item.to_json()
         return self.home, attrs.evolve(line, item=Rejected(line.line_no, raw, reason))
 
     @property
     def stores(self) -> tuple:
         """The store of every owned shard, in shard order."""
         return tuple(session.store for session in self.sessions.values())
+
+    @property
+    def stores_by_shard(self) -> dict:
+        """The store of each owned shard."""
+        return {shard: session.store for shard, session in self.sessions.items()}
 
     @property
     def owned_shards(self) -> tuple[int, ...]:
@@ -104,10 +117,12 @@ class ShardSessions:
 
     # -- what the runner asks of a session -------------------------------------------------
     def apply(self, inputs: Iterable[Input], *, until: datetime | None = None,
-              also: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None) -> Applied:
+              also: Callable[[], None] | None = None, stop: Callable[[], bool] | None = None,
+              also_in_shard: Callable[[int, object], None] | None = None) -> Applied:
         """Apply each line in its customer's shard and fire every shard's timers due by `until`, one
         transaction per shard; the home shard's, which also runs `also` (the sources' positions),
-        commits last. The outcomes come back in the order of `inputs`."""
+        commits last. `also_in_shard(shard, store)` runs in every shard's transaction (the positions
+        of sources that keep one per shard). The outcomes come back in the order of `inputs`."""
         batches: dict[int, list[Input]] = {shard: [] for shard in self.sessions}
         order: dict[int, int] = {}
         for position, line in enumerate(inputs):
@@ -117,8 +132,11 @@ class ShardSessions:
         applied = Applied()
         for shard, session in self.sessions.items():
             if shard != self.home:
-                _add(applied, session.apply(batches[shard], until=until, stop=stop))
-        _add(applied, self.sessions[self.home].apply(batches[self.home], until=until, also=also, stop=stop))
+                _add(applied, session.apply(batches[shard], until=until, stop=stop,
+                                            also=_in_shard(also_in_shard, shard, session.store)))
+        home = self.sessions[self.home]
+        _add(applied, home.apply(batches[self.home], until=until, stop=stop,
+                                 also=chain_calls(also, _in_shard(also_in_shard, self.home, home.store))))
         applied.outcomes.sort(key=lambda pair: order.get(id(pair[0]), 0))
         applied.problems.sort(key=lambda pair: order.get(id(pair[0]), 0))
         return applied
@@ -183,6 +201,10 @@ class SourceStore:
 
     def __getattr__(self, name):
         return getattr(self._home, name)
+
+
+def _in_shard(also_in_shard, shard: int, store) -> Callable[[], None] | None:
+    return None if also_in_shard is None else (lambda: also_in_shard(shard, store))
 
 
 def _add(applied: Applied, part: Applied) -> None:

@@ -4,6 +4,15 @@ A source is polled by the runner's single thread: `poll(limit)` returns what arr
 (line_no, Event | Rejected) pairs without blocking; `commit(store)` runs inside the transaction that
 applies them (a source records how far it got there, so a restart neither re-reads nor loses
 input); `committed()` runs once that transaction is durable; `close()` at shutdown.
+
+A source that reads one partition of its input per shard (the `redis` source of rulecrm-redis: one
+stream per shard) keeps one position per shard, in that shard's state, in the transaction that
+applies that shard's lines. It has three more methods, which the runner calls when present:
+`open_shard(shard, store)` and `commit_shard(shard, store)` (the shard's own store, as `open` and
+`commit` get the home shard's), and `origin(shard)`, the name its lines from that shard are kept
+under in dead letters. Its `poll` returns (line_no, Event | Rejected, shard) triples, and a line is
+applied in the shard it came from, or kept there as a dead letter if its customer lives in another
+shard: never in another shard's transaction, which could commit without the position.
 """
 
 from collections.abc import Callable
@@ -15,7 +24,7 @@ from rulecrm.errors import EventError, RulecrmError, SourceError  # noqa: F401 (
 from rulecrm.events import Event, parse_event_line, synthetic_id
 from rulecrm.sources.reader import Rejected
 
-Item = tuple[int, "Event | Rejected"]
+Item = tuple[int, "Event | Rejected"]  # or (line_no, Event | Rejected, shard) from a source with positions per shard
 
 
 @attrs.frozen
@@ -25,6 +34,9 @@ class SourceContext:
     default_tz: Any  # the shop's time zone, for timestamps without an offset
     allow_remote: bool = False  # `run --allow-remote`: the http source may bind a non-loopback host
     on_message: Callable[[str], None] = attrs.field(default=lambda text: None)
+    # the state's partitions and the runner's own shards; a state file is shard 0 of 1
+    partitions: int = 1
+    shards: tuple[int, ...] = (0,)
 
 
 @attrs.frozen
