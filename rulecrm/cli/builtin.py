@@ -16,8 +16,9 @@ def rulecrm_register_commands(cli):
     from rulecrm.cli.replay import replay_command
     from rulecrm.cli.run import run_command
     from rulecrm.cli.schema import schema_command
+    from rulecrm.cli.serve import serve_command
     from rulecrm.cli.test import test_command
 
     for command in (check_command, replay_command, dead_letters_command, init_command, plugins_command,
-                    test_command, explain_command, run_command, schema_command, diff_command):
+                    test_command, explain_command, run_command, schema_command, diff_command, serve_command):
         cli.add_command(command)
