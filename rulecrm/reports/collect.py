@@ -35,7 +35,7 @@ class ActionLog:
     once, with its last status, as the diff counts it.
     """
 
-    def __init__(self, forward=None):
+    def __init__(self, forward=None) -> None:
         self.forward = forward
         self.db = sqlite3.connect("", isolation_level=None)  # "": a private temporary database on disk
         self.db.execute("PRAGMA journal_mode = OFF")  # nothing to recover: a failed command writes no report
