@@ -166,7 +166,7 @@ class RedisStreamSource:
             start = "0-0"
             while True:  # XAUTOCLAIM returns the next start id, "0-0" once it went through the list
                 reply = self._client.xautoclaim(state.stream, self.address.group, self.address.consumer,
-                                                min_idle_time=0, start_id=start, count=CLAIM_BATCH, justid=True)
+                                                min_idle_time=0, start_id=start, count=CLAIM_BATCH)
                 start = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
                 if start == "0-0":
                     break
