@@ -8,7 +8,7 @@ rulecrm itself: Starlette, Jinja2 and uvicorn are imported by `rulecrm.console.a
 """
 from __future__ import annotations
 
-EXTRA_MODULES = ("starlette", "jinja2", "uvicorn", "multipart")
+EXTRA_MODULES = ("starlette", "jinja2", "uvicorn", "python_multipart")
 INSTALL_HINT = "pip install 'rulecrm[console]'"
 
 

@@ -52,7 +52,7 @@ def _masked(value):
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             finalize=_masked, undefined=jinja2.StrictUndefined)
+                             finalize=_masked)
     env.globals["link"] = customer_link
     env.filters["json_text"] = lambda value: json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     # a dead letter's line as it came, in the editor a signed-in person fixes it in: it is

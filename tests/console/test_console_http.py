@@ -1,0 +1,235 @@
+"""The console over HTTP, in process (Starlette's TestClient): refusals of changes without the token,
+the CSRF token or a same-origin request; languages; masking; bad input; a partitioned state."""
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+from click.testing import CliRunner
+from console_helpers import (
+    BROKEN_EVENT_ID,
+    CUSTOMER,
+    CUSTOMER_NAME,
+    EMAIL,
+    EMAIL_MASKED,
+    FIXED_LINE,
+    PHONE,
+    PHONE_MASKED,
+    TOKEN,
+    make_console,
+    query,
+    replayed_state,
+)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx2: httpx is what is installed
+    from starlette.testclient import TestClient
+
+ORIGIN = "http://testserver"
+
+
+def client_for(state, *, token=TOKEN) -> TestClient:
+    from rulecrm.console.app import create_app
+
+    return TestClient(create_app(make_console(state, token=token)), raise_server_exceptions=False)
+
+
+def csrf_token(client: TestClient, path: str = "/") -> str:
+    """The CSRF token of the browser's cookie, as the console's forms carry it (a read-only console
+    shows no form: the token is then computed as the console would)."""
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    return found[1] if found else client.app.state.console.guard.csrf_token(client.cookies["rulecrm_csrf"])
+
+
+def sign_in(client: TestClient) -> None:
+    answer = client.post("/sign-in", data={"token": TOKEN, "csrf_token": csrf_token(client), "back": "/"},
+                         headers={"Origin": ORIGIN}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    assert "rulecrm_session" in answer.cookies
+
+
+def dead_letter_ids(state) -> list[int]:
+    return [row[0] for row in query(state, "SELECT id FROM dead_letters")]
+
+
+def error_text(page) -> str:
+    return re.search(r'id="error-message">(.*?)</p>', page.text, re.S)[1]
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_a_change_without_the_csrf_token_is_refused_and_changes_nothing(state):
+    client = client_for(state)
+    sign_in(client)
+    [letter] = dead_letter_ids(state)
+    for form in ({"id": str(letter)}, {"id": str(letter), "csrf_token": "forged"}):
+        answer = client.post("/dead-letters/remove", data=form, headers={"Origin": ORIGIN})
+        assert answer.status_code == 403
+        assert "security token" in error_text(answer)
+    assert dead_letter_ids(state) == [letter]
+
+
+def test_a_change_without_signing_in_with_the_token_is_refused(state):
+    client = client_for(state)
+    [letter] = dead_letter_ids(state)
+    answer = client.post("/dead-letters/retry", data={"id": str(letter), "raw": FIXED_LINE,
+                                                      "csrf_token": csrf_token(client)}, headers={"Origin": ORIGIN})
+    assert answer.status_code == 403
+    assert "Sign in with the token" in error_text(answer)
+    wrong = client.post("/sign-in", data={"token": "not-the-token", "csrf_token": csrf_token(client)},
+                        headers={"Origin": ORIGIN})
+    assert wrong.status_code == 403 and "Wrong token" in error_text(wrong)
+    assert dead_letter_ids(state) == [letter]
+    assert query(state, "SELECT count(*) FROM events WHERE id = ?", (BROKEN_EVENT_ID,)) == [(0,)]
+
+
+def test_a_change_from_another_site_is_refused(state):
+    client = client_for(state)
+    sign_in(client)
+    [letter] = dead_letter_ids(state)
+    form = {"id": str(letter), "csrf_token": csrf_token(client)}
+    for headers in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/page"}, {}):
+        answer = client.post("/dead-letters/remove", data=form, headers=headers)
+        assert answer.status_code == 403
+        assert "did not come from a page of this console" in error_text(answer)
+    assert dead_letter_ids(state) == [letter]
+    # the same form from the console's own page goes through: the refusals above were the checks
+    done = client.post("/dead-letters/remove", data=form, headers={"Referer": f"{ORIGIN}/dead-letters"})
+    assert done.status_code == 200, done.text
+    assert dead_letter_ids(state) == []
+
+
+def test_a_console_without_a_token_is_read_only(state):
+    client = client_for(state, token=None)
+    page = client.get("/dead-letters")
+    assert "Read-only" in page.text
+    assert "retry-letter" not in page.text and 'action="/sign-in"' not in page.text
+    [letter] = dead_letter_ids(state)
+    refused = client.post("/sign-in", data={"token": TOKEN, "csrf_token": csrf_token(client)},
+                          headers={"Origin": ORIGIN})
+    assert refused.status_code == 403 and "read-only" in error_text(refused)
+    answer = client.post("/dead-letters/remove", data={"id": str(letter), "csrf_token": csrf_token(client)},
+                         headers={"Origin": ORIGIN})
+    assert answer.status_code == 403
+    assert dead_letter_ids(state) == [letter]
+
+
+def test_changes_are_post_only(shared_state):
+    client = client_for(shared_state)
+    for path in ("/dead-letters/retry", "/dead-letters/remove", "/outbox/retry", "/sign-in"):
+        assert client.get(path).status_code == 405
+
+
+def test_a_dead_letter_fixed_and_retried_is_applied(state):
+    client = client_for(state)
+    sign_in(client)
+    [letter] = dead_letter_ids(state)
+    answer = client.post("/dead-letters/retry", data={"id": str(letter), "raw": FIXED_LINE,
+                                                      "csrf_token": csrf_token(client)}, headers={"Origin": ORIGIN})
+    assert answer.status_code == 200, answer.text
+    assert "1 applied" in answer.text
+    assert dead_letter_ids(state) == []
+    assert query(state, "SELECT customer_id FROM events WHERE id = ?", (BROKEN_EVENT_ID,)) == [("00002",)]
+    assert BROKEN_EVENT_ID in client.get("/customers/00002").text
+
+
+# -- languages, masking, bad input ----------------------------------------------------------------
+
+
+def test_the_language_follows_accept_language_then_the_switch(shared_state):
+    client = client_for(shared_state)
+    chinese = client.get("/", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"})
+    assert "概览" in chinese.text and 'lang="zh-CN"' in chinese.text
+    english = client.get("/", headers={"Accept-Language": "en-GB,en;q=0.9,zh;q=0.5"})
+    assert ">Overview<" in english.text and "概览" not in english.text
+    switched = client.get("/rules?lang=zh", headers={"Accept-Language": "en"})
+    assert "规则文件" in switched.text
+    assert client.cookies.get("lang") == "zh"
+    assert "发件箱" in client.get("/outbox", headers={"Accept-Language": "en"}).text  # the cookie is kept
+
+
+def test_phone_numbers_and_emails_are_masked(shared_state):
+    client = client_for(shared_state)
+    pages = [client.get(f"/customers/{CUSTOMER}"), client.get(f"/customers/{CUSTOMER}?explain=1"),
+             client.get("/customers", params={"q": CUSTOMER_NAME})]
+    customer = pages[0].text
+    assert PHONE_MASKED in customer and EMAIL_MASKED in customer and CUSTOMER_NAME in customer
+    for page in pages:
+        assert page.status_code == 200
+        assert PHONE not in page.text and PHONE[1:] not in page.text and EMAIL not in page.text
+    assert f"/customers/{CUSTOMER}" in pages[2].text  # the search by name found the customer
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/?from=yesterday", 400, "from must be a date written YYYY-MM-DD"),
+    ("/rules?from=1997-03-01&to=1997-01-01", 400, "ends (1997-01-01) before it starts (1997-03-01)"),
+    ("/outbox?page=0", 400, "page must be a whole number of at least 1"),
+    ("/outbox?status=lost", 400, "status cannot be &#39;lost&#39;"),
+    ("/customers/nobody-at-all", 404, "The state has no customer &#39;nobody-at-all&#39;"),
+    ("/customers/00001?rule=no-such-rule&explain=1", 404, "no rule &#39;no-such-rule&#39;"),
+    ("/no/such/page", 404, "There is no such page"),
+])
+def test_bad_input_gets_a_clear_error_page(shared_state, path, status, message):
+    page = client_for(shared_state).get(path)
+    assert page.status_code == status
+    assert message in error_text(page)
+    assert "Traceback" not in page.text
+
+
+def test_a_state_that_disappears_gets_a_clear_error_page(tmp_path):
+    state = replayed_state(tmp_path / "gone")
+    client = client_for(state)
+    assert client.get("/").status_code == 200
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / "gone" / f"state.db{suffix}").unlink(missing_ok=True)
+    page = client.get("/")
+    assert page.status_code == 503
+    assert "does not exist" in error_text(page)
+
+
+def test_a_partitioned_state_is_read_across_its_shards(tmp_path):
+    state = replayed_state(tmp_path / "parts", partitions=3)
+    client = client_for(state)
+    shards = sorted(state.glob("shard-*.db"))
+    events = sum(query(shard, "SELECT count(*) FROM events")[0][0] for shard in shards)
+    overview = client.get("/")
+    assert re.search(r'id="count-events">(\d+)<', overview.text)[1] == str(events)
+    assert re.search(r'id="count-dead-letters"><a href="/dead-letters">1<', overview.text)
+    customer = client.get(f"/customers/{CUSTOMER}?explain=1&rule=repeat-buyer")
+    assert customer.status_code == 200 and PHONE_MASKED in customer.text and "Shard" in customer.text
+    letters = client.get("/dead-letters")
+    assert re.search(r'data-id="\d:\d+"', letters.text)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_serve_without_the_console_extra_names_the_install(monkeypatch, shared_state):
+    import sys
+
+    from rulecrm.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now raises ImportError
+    result = CliRunner().invoke(main, ["serve", "--rules", "rules/cdnow", "--state", str(shared_state)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines == ["error: rulecrm serve needs the console extra (uvicorn is not installed): "
+                     "pip install 'rulecrm[console]'"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--listen", "0.0.0.0:8700"], "0.0.0.0 is not a loopback address"),
+    (["--listen", "nonsense"], "expected HOST:PORT"),
+    (["--token-env", "RULECRM_TEST_UNSET_VARIABLE"], "RULECRM_TEST_UNSET_VARIABLE is not set"),
+])
+def test_serve_refuses_bad_options_in_one_line(shared_state, args, message, monkeypatch):
+    from rulecrm.cli import main
+
+    monkeypatch.delenv("RULECRM_TEST_UNSET_VARIABLE", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--rules", "rules/cdnow", "--state", str(shared_state), *args])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
