@@ -64,7 +64,7 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
         from rulecrm.reports.writing import check_writable
 
         with reported_errors():
-            check_writable(report)  # before the replay, which may take hours
+            check_writable(report, out=out)  # before the replay, which may take hours
     if progress is None:
         progress = sys.stderr.isatty()
 

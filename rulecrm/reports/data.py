@@ -15,8 +15,9 @@ from rulecrm.reports.collect import ActionLog
 from rulecrm.timeutil import format_duration
 
 TOP_CUSTOMERS = 20
-MESSAGE_KINDS = ("notify", "escalate")
-MESSAGED = ("sent", "queued")  # a message that went out, or waits for its channel
+_WENT_OUT = "status IN ('sent', 'queued')"  # a message sent, or waiting for its channel (with --dispatch)
+_TO_CUSTOMER = f"kind IN ('notify', 'escalate') AND recipient = 'customer' AND {_WENT_OUT}"
+_ESCALATED = f"lateness IS NOT NULL AND {_WENT_OUT}"
 CAP_PREFIX = "cap:"
 # the upper bounds (seconds, inclusive) of the lateness histogram's buckets; the last bucket is open
 LATENESS_BOUNDS = (3600, 2 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
@@ -71,18 +72,18 @@ def caps(db: sqlite3.Connection) -> list[dict]:
 
 
 def lateness(db: sqlite3.Connection) -> dict:
-    """Escalation lateness (`rulecrm.reports.collect.escalation_lateness`): how many, the largest, a
-    histogram over LATENESS_BOUNDS, and per rule."""
+    """Lateness of the escalation steps that went out (`rulecrm.reports.collect.escalation_lateness`): how
+    many, the largest, a histogram over LATENESS_BOUNDS, and per rule."""
     buckets = []
     lower = None
     for upper in (*LATENESS_BOUNDS, None):  # one count per bucket: the values are never all in memory
-        n = db.execute("SELECT count(*) FROM actions WHERE lateness IS NOT NULL AND (? IS NULL OR lateness > ?) "
+        n = db.execute(f"SELECT count(*) FROM actions WHERE {_ESCALATED} AND (? IS NULL OR lateness > ?) "
                        "AND (? IS NULL OR lateness <= ?)", (lower, lower, upper, upper)).fetchone()[0]
         buckets.append({"label": _bucket_label(lower, upper), "upper_seconds": upper, "count": n})
         lower = upper
-    by_rule = db.execute("SELECT rule, count(*), max(lateness) FROM actions WHERE lateness IS NOT NULL "
+    by_rule = db.execute(f"SELECT rule, count(*), max(lateness) FROM actions WHERE {_ESCALATED} "
                          "GROUP BY rule ORDER BY rule")
-    count, largest = db.execute("SELECT count(*), max(lateness) FROM actions WHERE lateness IS NOT NULL").fetchone()
+    count, largest = db.execute(f"SELECT count(*), max(lateness) FROM actions WHERE {_ESCALATED}").fetchone()
     return {
         "count": count,
         "max_seconds": largest,
@@ -108,16 +109,15 @@ def _duration(seconds: int | None) -> str | None:
 def top_customers(db: sqlite3.Connection, limit: int = TOP_CUSTOMERS) -> list[dict]:
     """The `limit` customers sent (or queued) the most messages addressed to them (`to: customer`, a notify or
     an escalation step), most first, then by customer id; with their first and last day, the channels
-    used and the address of their last message, masked."""
-    where = (f"kind IN {MESSAGE_KINDS!r} AND recipient = 'customer' AND status IN {MESSAGED!r}")
+    used and the address of their last message (in the order decided), masked."""
     rows = db.execute(f"SELECT customer_id, count(*), min(day), max(day), group_concat(DISTINCT channel) "
-                      f"FROM actions WHERE {where} GROUP BY customer_id ORDER BY count(*) DESC, customer_id "
+                      f"FROM actions WHERE {_TO_CUSTOMER} GROUP BY customer_id ORDER BY count(*) DESC, customer_id "
                       "LIMIT ?", (limit,)).fetchall()
-    result = []
-    for customer_id, n, first, last, channels in rows:
-        address = db.execute(f"SELECT address FROM actions WHERE {where} AND customer_id = ? "
-                             "ORDER BY at DESC, seq DESC LIMIT 1", (customer_id,)).fetchone()[0]
-        result.append({"customer_id": customer_id, "messages": n, "first_day": first, "last_day": last,
-                       "channels": sorted((channels or "").split(",")) if channels else [],
-                       "address": mask_personal(address)})
-    return result
+    ids = [row[0] for row in rows]
+    # one pass over their messages, in decision order: the last address seen per customer is kept
+    last_address = dict(db.execute(f"SELECT customer_id, address FROM actions WHERE {_TO_CUSTOMER} AND customer_id "
+                                   f"IN ({', '.join('?' * len(ids))}) ORDER BY seq", ids))
+    return [{"customer_id": customer_id, "messages": n, "first_day": first, "last_day": last,
+             "channels": sorted(channels.split(",")) if channels else [],
+             "address": mask_personal(last_address.get(customer_id))}
+            for customer_id, n, first, last, channels in rows]

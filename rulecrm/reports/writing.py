@@ -7,9 +7,12 @@ import tempfile
 from rulecrm.errors import UsageError
 
 
-def check_writable(path: str) -> None:
-    """Refuse, before any replay, a `--report` path that cannot be written (a UsageError, one line)."""
+def check_writable(path: str, *, out: str | None = None) -> None:
+    """Refuse, before any replay, a `--report` path that cannot be written, or that is the `--out` file the
+    actions go to (a UsageError, one line)."""
     directory = os.path.dirname(os.path.abspath(path))
+    if out not in (None, "-") and os.path.abspath(out) == os.path.abspath(path):
+        raise UsageError(f"--report {path} is also --out: give the report a file of its own")
     if os.path.isdir(path):
         raise UsageError(f"--report {path} is a directory: give the path of a file")
     if not os.path.isdir(directory):

@@ -122,10 +122,10 @@ def shown_top_customers(figures: dict) -> list[tuple[str, int]]:
 
 
 def lateness_seconds(actions: list[dict]) -> list[int]:
-    """Each escalation's time from its trigger to when it went out (docs/cli.md)."""
+    """Each escalation step's time from its trigger to when it went out (docs/cli.md)."""
     found = []
     for a in actions:
-        if a["kind"] == "escalate" and a["late_seconds"] is not None:
+        if a["kind"] == "escalate" and a["late_seconds"] is not None and a["status"] in ("sent", "queued"):
             late = a["late_seconds"]
             if a["sent_at"]:
                 late += max(0, int((datetime.fromisoformat(a["sent_at"])

@@ -80,3 +80,11 @@ def test_a_report_path_that_cannot_be_written_is_one_line_and_exit_1(tmp_path, c
     assert len(lines) == 1 and lines[0].startswith("error: --report "), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_the_report_cannot_be_the_out_file(tmp_path):
+    out = tmp_path / "actions.jsonl"
+    result = invoke("replay", "--rules", TEA_RULES, "--events", TEA_EVENTS, "--out", out, "--report", out)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --report {out} is also --out: give the report a file of its own\n"
+    assert not out.exists()
