@@ -1,7 +1,9 @@
 """`rulecrm serve`: the ops console over a state and its rules (docs/console.md)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 
 import click
 
@@ -54,11 +56,30 @@ def serve_command(context, rules, state, listen, allow_remote, token_env):
     shown = f"[{host}]" if ":" in host else host
     mode = "changes need the token" if token is not None else "read-only"
     echo_err(f"console on http://{shown}:{sock.getsockname()[1]}/ ({mode}); Ctrl-C stops it")
+    server = make_server(console, host, port)
     try:
-        make_server(console, host, port).run(sockets=[sock])  # until Ctrl-C or SIGTERM (uvicorn handles both)
+        with _stop_signals_end_cleanly(server):
+            server.run(sockets=[sock])  # until Ctrl-C or SIGTERM, which uvicorn handles while it runs
     finally:
         sock.close()
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _stop_signals_end_cleanly(server):
+    """SIGTERM and Ctrl-C end the process with status 0: before uvicorn runs, at once; once it stopped
+    on one, uvicorn raises the signal again for the previous handler, which this one is (and ignores)."""
+
+    def handler(signum, frame):
+        if not server.should_exit:
+            raise SystemExit(EXIT_OK)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _bind(host: str, port: int):

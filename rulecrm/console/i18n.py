@@ -195,6 +195,6 @@ class Translator:
         self.language = language if language in LANGUAGES else DEFAULT
         self._index = LANGUAGES.index(self.language)
 
-    def __call__(self, key: str, **fields) -> str:
-        text = MESSAGES[key][self._index]
+    def __call__(self, message: str, /, **fields) -> str:
+        text = MESSAGES[message][self._index]
         return text.format(**fields) if fields else text
