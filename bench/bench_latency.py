@@ -1,20 +1,26 @@
-"""Bench B6: event-to-action latency of `rulecrm run` over the `http` source.
+"""Bench B6: event-to-action latency of `rulecrm run`, over the `http` source or Redis streams.
 
-    python -m bench.bench_latency [--rate 1000] [--seconds 60] [--clients 64] [--find-max]
+    python -m bench.bench_latency [--source http|redis] [--runners 1|2] [--rate 1000] [--seconds 60]
+                                  [--clients 64] [--find-max]
 
-A real `rulecrm run` (python backend, a fresh state) listens with the `http` source on 127.0.0.1;
-its one rule notifies the customer of each order through a `jsonl` channel. `--clients` threads post
-one event per request at `--rate` events per second in all, each event at its scheduled instant. A
-watcher tails the channel's file. The latency of an event is the time from its scheduled instant to
-its message appearing in the file (the file is polled every millisecond, so that is the resolution):
-a client still waiting for an earlier answer starts late, and that wait counts. The http source
-answers once the events are committed, so a client has one request in flight at a time: offering
-R events/s needs more than R x latency clients. Reports p50, p99 and max, the
-rate achieved, and requests that failed. `--find-max` then offers 10-second steps of rising rate
-and reports the highest one sustained: every event delivered within the step plus one second, and
-p99 within a second.
+Real `rulecrm run` processes (python backend, a fresh state) apply the events; their one rule
+notifies the customer of each order through a `jsonl` channel, and a watcher tails the channels'
+files. The latency of an event is the time from its scheduled instant to its message appearing in a
+file (the files are polled every millisecond, so that is the resolution): a producer that starts
+late counts its wait. Reports p50, p99 and max, the rate achieved, and failed requests. `--find-max`
+then offers 10-second steps of rising rate and reports the highest one sustained: every event
+delivered within the step plus a little over a second, and p99 within a second.
 
-Target (SPEC §13): p99 <= 50 ms at 1,000 events/s on this machine.
+* `--source http`: one runner listens on 127.0.0.1; `--clients` threads post one event per request,
+  each at its scheduled instant. The http source answers once the events are committed, so a client
+  has one request in flight at a time: offering R events/s needs more than R x latency clients.
+* `--source redis`: the bench starts its own `redis-server` on 127.0.0.1 (Debian's package, as the
+  tests use) and a state of 2 partitions. `--runners 1` runs one runner owning both shards;
+  `--runners 2` one runner per shard. One producer thread XADDs each event, at its scheduled
+  instant, to the stream of its customer's shard (as `rulecrm publish` routes it).
+
+Targets (SPEC §13): p99 <= 50 ms at 1,000 events/s on this machine; 2 runners on 2 shards sustain
+at least 1.7 x the highest rate of 1 runner.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +42,7 @@ from pathlib import Path
 TARGET_P99_SECONDS = 0.05
 CUSTOMERS = 10_000
 POLL = 0.001
+PARTITIONS = 2  # the redis bench's state: one shard per runner with --runners 2
 
 
 def free_port() -> int:
@@ -43,32 +51,44 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Runner:
-    """`rulecrm run` in a child process, with an http source and a jsonl channel, in a temporary directory."""
+def order(event_id: str, n: int) -> dict:
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    return {"id": event_id, "type": "order.placed", "customer_id": f"c-{n % CUSTOMERS}", "at": at,
+            "data": {"sku": "tea", "amount": 1}}
 
-    def __init__(self, directory: Path) -> None:
-        self.sends = directory / "sends.jsonl"
-        self.sends.touch()
-        rules = directory / "rules"
-        rules.mkdir()
-        (rules / "shop.yaml").write_text(f"""shop: {{timezone: UTC}}
+
+def write_rules(directory: Path, sends: Path) -> Path:
+    rules = directory / "rules"
+    rules.mkdir()
+    (rules / "shop.yaml").write_text(f"""shop: {{timezone: UTC}}
 channels:
-  out: {{type: jsonl, path: "{self.sends}"}}
+  out: {{type: jsonl, path: "{sends}"}}
 lifecycle: {{dormant_after: 3650d, churned_after: 7300d}}
 rules:
   - id: thanks
     on: order.placed
     notify: {{to: customer, channel: out, kind: service, template: "thanks {{event.id}}"}}
 """, encoding="utf-8")
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}/events"
+    return rules
+
+
+class Runner:
+    """`rulecrm run` in a child process writing to its own jsonl channel file, in `directory`."""
+
+    def __init__(self, directory: Path, state: Path, source: str, *, shards: str | None = None,
+                 ready: str = "running:") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.sends = directory / "sends.jsonl"
+        self.sends.touch()
+        rules = write_rules(directory, self.sends)
         self.log = directory / "runner.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rulecrm", "run", "--rules", str(rules), "--state", str(directory / "state.db"),
-             "--source", f"http:127.0.0.1:{port}", "--backend", "python"],
-            stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        command = [sys.executable, "-m", "rulecrm", "run", "--rules", str(rules), "--state", str(state),
+                   "--source", source, "--backend", "python"]
+        if shards is not None:
+            command += ["--shards", shards]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         deadline = time.monotonic() + 60
-        while "listening on" not in self.log.read_text():
+        while ready not in self.log.read_text():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the runner did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
@@ -79,76 +99,153 @@ rules:
 
 
 class Watcher(threading.Thread):
-    """Tails the channel file: the wall-clock time each event id's message appeared."""
+    """Tails the channel files: the wall-clock time each event id's message appeared."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, paths: list[Path]) -> None:
         super().__init__(daemon=True)
-        self.path = path
+        self.paths = paths
         self.seen: dict[str, float] = {}
         self.stopping = False
 
     def run(self) -> None:
-        with self.path.open("rb") as handle:
-            pending = b""
-            while not self.stopping:
+        handles = [path.open("rb") for path in self.paths]
+        pending = [b""] * len(handles)
+        while not self.stopping:
+            idle = True
+            for index, handle in enumerate(handles):
                 chunk = handle.read()
                 if not chunk:
-                    time.sleep(POLL)
                     continue
+                idle = False
                 now = time.time()
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
+                *lines, pending[index] = (pending[index] + chunk).split(b"\n")
                 for line in lines:
-                    text = json.loads(line)["text"]
-                    self.seen[text.rsplit(" ", 1)[1]] = now
+                    self.seen[json.loads(line)["text"].rsplit(" ", 1)[1]] = now
+            if idle:
+                time.sleep(POLL)
+        for handle in handles:
+            handle.close()
 
 
-def offer(url: str, rate: float, seconds: float, clients: int, prefix: str) -> tuple[dict[str, float], int]:
-    """Post `rate x seconds` events, each at its scheduled instant; (event id -> request start, failures)."""
-    total = int(rate * seconds)
-    numbers = itertools.count()
-    lock = threading.Lock()
-    started: dict[str, float] = {}
-    failures = [0]
+def schedule(rate: float, seconds: float):
+    """(event number, scheduled instant) pairs of a run, starting in 0.2 s."""
     begin = time.time() + 0.2
+    return [(n, begin + n / rate) for n in range(int(rate * seconds))]
 
-    def client() -> None:
-        while True:
-            with lock:
-                n = next(numbers)
-            if n >= total:
-                return
-            due = begin + n / rate
-            wait = due - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            event_id = f"{prefix}-{n}"
-            at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-            body = json.dumps({"id": event_id, "type": "order.placed", "customer_id": f"c-{n % CUSTOMERS}",
-                               "at": at, "data": {"sku": "tea", "amount": 1}}).encode()
-            request = urllib.request.Request(url, data=body, method="POST",
-                                             headers={"Content-Type": "application/x-ndjson"})
-            # measured from the scheduled instant, not the actual start: a client held up by slow answers
-            # would otherwise hide the wait (coordinated omission)
-            started[event_id] = due
-            try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    answer.read()
-            except (urllib.error.URLError, OSError):
+
+def wait_until(due: float) -> None:
+    wait = due - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
+class HttpLoad:
+    """One runner with the http source; `clients` threads post one event per request."""
+
+    def __init__(self, work: Path, clients: int) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/events"
+        self.clients = clients
+        self.runners = [Runner(work / "runner", work / "state.db", f"http:127.0.0.1:{port}", ready="listening on")]
+
+    def offer(self, rate: float, seconds: float, prefix: str) -> tuple[dict[str, float], int]:
+        plan = iter(schedule(rate, seconds))
+        lock = threading.Lock()
+        started: dict[str, float] = {}
+        failures = [0]
+
+        def client() -> None:
+            while True:
                 with lock:
-                    failures[0] += 1
+                    n, due = next(plan, (None, None))
+                if n is None:
+                    return
+                wait_until(due)
+                event_id = f"{prefix}-{n}"
+                body = json.dumps(order(event_id, n)).encode()
+                request = urllib.request.Request(self.url, data=body, method="POST",
+                                                 headers={"Content-Type": "application/x-ndjson"})
+                # measured from the scheduled instant, not the actual start: a client held up by slow
+                # answers would otherwise hide the wait (coordinated omission)
+                started[event_id] = due
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        answer.read()
+                except (urllib.error.URLError, OSError):
+                    with lock:
+                        failures[0] += 1
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return started, failures[0]
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return started, failures[0]
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.stop()
 
 
-def measure(runner: Runner, watcher: Watcher, rate: float, seconds: float, clients: int, prefix: str) -> dict:
+class RedisLoad:
+    """A redis-server, a state of 2 partitions, `runners` runners; one producer XADDs each event."""
+
+    def __init__(self, work: Path, runners: int) -> None:
+        import redis
+
+        from rulecrm.state.partitioned import PartitionedState, shard_of
+        from rulecrm_redis.source import FIELD
+
+        binary = os.environ.get("RULECRM_REDIS_SERVER") or shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed: `make servers` installs Debian's package")
+        port = free_port()
+        self.server = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                        "--appendonly", "no", "--dir", str(work)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        self.client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("redis-server did not start") from None
+                time.sleep(0.05)
+        state = work / "state"
+        PartitionedState.create(state, PARTITIONS)
+        self.shard_of, self.field = shard_of, FIELD
+        groups = [f"0-{PARTITIONS - 1}"] if runners == 1 else [str(shard) for shard in range(PARTITIONS)]
+        self.runners = [Runner(work / f"runner-{index}", state, f"redis:{url}", shards=shards)
+                        for index, shards in enumerate(groups)]
+
+    def offer(self, rate: float, seconds: float, prefix: str) -> tuple[dict[str, float], int]:
+        started: dict[str, float] = {}
+        failures = 0
+        for n, due in schedule(rate, seconds):
+            wait_until(due)
+            event = order(f"{prefix}-{n}", n)
+            started[event["id"]] = due
+            stream = f"rulecrm:events:{self.shard_of(event['customer_id'], PARTITIONS)}"
+            try:
+                self.client.xadd(stream, {self.field: json.dumps(event).encode()})
+            except OSError:
+                failures += 1
+        return started, failures
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        self.client.close()
+        self.server.terminate()
+        self.server.wait(timeout=30)
+
+
+def measure(load, watcher: Watcher, rate: float, seconds: float, prefix: str) -> dict:
     began = time.time()
-    started, failures = offer(runner.url, rate, seconds, clients, prefix)
+    started, failures = load.offer(rate, seconds, prefix)
     deadline = time.time() + 5
     while time.time() < deadline and any(event_id not in watcher.seen for event_id in started):
         time.sleep(0.01)
@@ -178,39 +275,48 @@ def _row(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", choices=("http", "redis"), default="http")
+    parser.add_argument("--runners", type=int, choices=(1, 2), default=1, help="with --source redis")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second offered")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=64, help="with --source http")
     parser.add_argument("--find-max", action="store_true", help="also find the highest sustained rate")
+    parser.add_argument("--start", type=float, default=500.0, help="--find-max's first rate")
+    parser.add_argument("--step", type=float, default=250.0, help="--find-max's rise per step")
     args = parser.parse_args(argv)
-    print(f"B6: rulecrm run, http source on 127.0.0.1, jsonl channel; {args.clients} clients, one event per "
-          f"request; load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    if args.runners == 2 and args.source != "redis":
+        parser.error("--runners 2 needs --source redis")
+    how = (f"{args.clients} clients, one event per request" if args.source == "http" else
+           f"{args.runners} runner(s) on {PARTITIONS} shards, one producer")
+    print(f"B6: rulecrm run, {args.source} source on 127.0.0.1, jsonl channel; {how}; load average "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("| offered/s | events | delivered | failed requests | p50 ms | p99 ms | max ms | delivered/s |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="rulecrm-bench-latency-") as work:
-        runner = Runner(Path(work))
-        watcher = Watcher(runner.sends)
+        load = HttpLoad(Path(work), args.clients) if args.source == "http" else RedisLoad(Path(work), args.runners)
+        watcher = Watcher([runner.sends for runner in load.runners])
         watcher.start()
         try:
-            main_result = measure(runner, watcher, args.rate, args.seconds, args.clients, "main")
-            print(_row(main_result))
+            main_result = measure(load, watcher, args.rate, args.seconds, "main")
+            print(_row(main_result), flush=True)
             best = None
             if args.find_max:
-                for step, rate in enumerate(itertools.count(500, 250)):
-                    result = measure(runner, watcher, rate, 10, args.clients, f"step{step}")
-                    print(_row(result))
+                for step, rate in enumerate(itertools.count(args.start, args.step)):
+                    result = measure(load, watcher, rate, 10, f"step{step}")
+                    print(_row(result), flush=True)
                     if not result["sustained"]:
                         break
                     best = rate
         finally:
             watcher.stopping = True
-            runner.stop()
+            load.close()
     met = main_result["p99"] <= TARGET_P99_SECONDS and main_result["delivered"] == main_result["offered"]
     verdict = "pass" if met else "FAIL"
     print(f"\nB6: {verdict}: p99 {main_result['p99'] * 1000:.1f} ms at {args.rate:,.0f} events/s "
           f"(target <= {TARGET_P99_SECONDS * 1000:.0f} ms)")
     if args.find_max:
-        print(f"highest sustained rate (10 s steps of +250/s): {best or 'below 500'} events/s")
+        print(f"highest sustained rate (10 s steps of +{args.step:g}/s from {args.start:g}): "
+              f"{best if best is not None else f'below {args.start:g}'} events/s")
     return 0 if verdict == "pass" else 1
 
 

@@ -143,15 +143,13 @@ class Dispatcher:
         """Committed actions ready for an attempt: every `queued`, and `failed` whose retry time came
         (keys in `skip`, such as those in flight, are passed over)."""
         rows = []
-        for row in self.store.iter_actions(status=QUEUED):
-            if row["key"] in skip:
-                continue
+        for row in self.store.iter_actions(status=QUEUED, skip_keys=skip):
             rows.append(row)
             if len(rows) >= limit:
                 return rows
         now = self.clock()
-        for row in self.store.iter_actions(status=FAILED):
-            if row.get("next_attempt", 0) <= now and row["key"] not in skip:
+        for row in self.store.iter_actions(status=FAILED, skip_keys=skip):
+            if row.get("next_attempt", 0) <= now:
                 rows.append(row)
                 if len(rows) >= limit:
                     break

@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -738,9 +738,11 @@ class Store:
         return None if row is None else _loads(row[0])
 
     def iter_actions(
-        self, *, customer_id: str | None = None, status: str | None = None, reported: bool | None = None
+        self, *, customer_id: str | None = None, status: str | None = None, reported: bool | None = None,
+        skip_keys: Collection[str] = (),
     ) -> Iterator[dict]:
-        """Actions in the order they were first written, optionally filtered."""
+        """Actions in the order they were first written, optionally filtered; those whose key is in
+        `skip_keys` are passed over undecoded (the dispatcher's sends in flight, read at every step)."""
         clauses, params = [], []
         for column, value in (("customer_id", customer_id), ("status", status)):
             if value is not None:
@@ -750,8 +752,13 @@ class Store:
             clauses.append("reported = ?")
             params.append(int(reported))
         where = (" AND ".join(clauses), tuple(params)) if clauses else None
-        for (text,) in self._pages("SELECT json FROM actions", ("rowid",), where=where):
-            yield _loads(text)
+        if not skip_keys:
+            for (text,) in self._pages("SELECT json FROM actions", ("rowid",), where=where):
+                yield _loads(text)
+            return
+        for key, text in self._pages("SELECT key, json FROM actions", ("rowid",), where=where):
+            if key not in skip_keys:
+                yield _loads(text)
 
     def mark_reported(self, keys: Iterable[str]) -> None:
         """Flag actions as written to the output, so a later replay does not output them again."""
