@@ -56,8 +56,8 @@ def retry_dead_letters(state: StateFiles, *, rules_path: str, manager, fixes: di
         return deadletters.retry_dead_letters(state.path, rules_path=rules_path, corrections=corrections,
                                               manager=manager)
     parse_shard_id = functools.partial(shards.shard_letter_id, partitioned=state.partitioned)
-    corrections = {parse_shard_id(name): raw for name, raw in fixes.items()}
-    return shards.retry_shard_dead_letters(state.partitioned, rules_path=rules_path, corrections=corrections,
+    shard_corrections = {parse_shard_id(name): raw for name, raw in fixes.items()}
+    return shards.retry_shard_dead_letters(state.partitioned, rules_path=rules_path, corrections=shard_corrections,
                                            manager=manager)
 
 

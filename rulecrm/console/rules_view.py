@@ -7,6 +7,7 @@ import attrs
 
 from rulecrm.plugins import check_rules_with
 from rulecrm.rulefile.loader import rule_files
+from rulecrm.rulefile.model import RuleSet
 
 
 @attrs.frozen
@@ -25,7 +26,7 @@ class RuleFile:
 
 @attrs.frozen
 class Checked:
-    ruleset: object | None  # None when the rules have errors
+    ruleset: RuleSet | None  # None when the rules have errors
     diagnostics: tuple
     files: tuple  # RuleFile
 

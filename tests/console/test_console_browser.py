@@ -74,6 +74,12 @@ def test_every_page_shows_what_the_state_holds(browser, serve, shared_state, scr
     assert browser.execute_script("return typeof Chart") == "function"
     repurchase_sent = browser.find_element(By.CSS_SELECTOR, 'tr[data-rule="repurchase"] td[data-status="sent"]')
     assert repurchase_sent.text == str(sent["repurchase"])
+    caps = query(shared_state, "SELECT json_extract(json, '$.reason'), rule, count(*) FROM actions WHERE "
+                               "status = 'suppressed' AND json_extract(json, '$.reason') LIKE 'cap:%' GROUP BY 1, 2")
+    assert caps  # the CDNOW head makes the weekly marketing cap bite
+    for reason, rule, count in caps:
+        shown = browser.find_element(By.CSS_SELECTOR, f'#caps tr[data-cap="{reason}"][data-rule="{rule}"] td.count')
+        assert shown.text == str(count)
     assert "current diagnostics of `rulecrm check`" in browser.find_element(By.ID, "no-reload-record").text
     shoot(browser, screenshots, "overview")
 

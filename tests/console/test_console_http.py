@@ -137,6 +137,27 @@ def test_a_dead_letter_fixed_and_retried_is_applied(state):
     assert BROKEN_EVENT_ID in client.get("/customers/00002").text
 
 
+def test_pages_read_beside_a_runner_and_changes_wait_for_it(state):
+    """A runner holds the state's lock: every page still reads (read-only connections, no lock), and a
+    change is refused with the runner's pid, as `rulecrm dead-letters --retry` would be."""
+    from rulecrm.state.store import Store
+
+    client = client_for(state)
+    sign_in(client)
+    [letter] = dead_letter_ids(state)
+    form = {"id": str(letter), "raw": FIXED_LINE, "csrf_token": csrf_token(client)}
+    with Store.open(state, lock=True) as runner_store:
+        with runner_store.transaction():  # a step of the runner, not committed yet
+            runner_store.record_event("uncommitted-1", CUSTOMER, 0.0, "order.placed", "{}")
+            for path in ("/", "/customers?q=000", f"/customers/{CUSTOMER}?explain=1", "/rules", "/outbox",
+                         "/dead-letters"):
+                assert client.get(path).status_code == 200, path
+        answer = client.post("/dead-letters/retry", data=form, headers={"Origin": ORIGIN})
+        assert answer.status_code == 409
+        assert "is in use by another rulecrm process" in error_text(answer)
+    assert dead_letter_ids(state) == [letter]
+
+
 # -- languages, masking, bad input ----------------------------------------------------------------
 
 
