@@ -50,7 +50,7 @@ def serve_command(context, rules, state, listen, allow_remote, token_env):
             if not token:
                 raise UsageError(f"--token-env {token_env}: the environment variable {token_env} is not set or "
                                  "empty; set it to the token, or leave --token-env out for a read-only console")
-        StateFiles.open(state)  # a missing, damaged or foreign state: one clear line before serving
+        StateFiles.open(state, thorough=True)  # a missing, damaged or foreign state: one clear line before serving
         console = Console(rules_path=rules, state_path=state, manager=context.manager, guard=Guard(token))
         sock = _bind(host, port)
     shown = f"[{host}]" if ":" in host else host

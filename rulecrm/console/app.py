@@ -82,10 +82,13 @@ class Pages:
             t=i18n.Translator(language), lang=language, languages=i18n.LANGUAGE_NAMES,
             request=request, console=self.console, path=request.url.path,
             query=lambda **changes: _query(request, **changes),
+            # after a POST (a change's result) the switch leads to the overview: the change is not redone
+            lang_link=lambda code: (_query(request, lang=code) if request.method == "GET"
+                                    else Markup("/?lang=") + code),
             writable=guard.writable, signed_in=guard.signed_in(request.cookies.get(SESSION_COOKIE)),
             csrf_field=CSRF_FIELD, csrf_token=guard.csrf_token(csrf_cookie), **context)
         response = HTMLResponse(html, status_code=status_code)
-        if request.query_params.get("lang") in i18n.LANGUAGES:
+        if request.method == "GET" and request.query_params.get("lang") in i18n.LANGUAGES:
             response.set_cookie(LANG_COOKIE, language, max_age=ONE_YEAR, samesite="lax")
         if request.cookies.get(CSRF_COOKIE) != csrf_cookie:
             response.set_cookie(CSRF_COOKIE, csrf_cookie, httponly=True, samesite="strict")
@@ -144,6 +147,10 @@ def create_app(console: Console) -> Starlette:
             language = i18n.pick_language(None, request.cookies.get(LANG_COOKIE),
                                           request.headers.get("accept-language"))
             return renderer.error(request, 404, "not_found", i18n.Translator(language)("page_not_found"))
+        if exc.status_code == 405:
+            language = i18n.pick_language(None, request.cookies.get(LANG_COOKIE),
+                                          request.headers.get("accept-language"))
+            return renderer.error(request, 405, "error", i18n.Translator(language)("post_only"))
         return renderer.error(request, exc.status_code, "error", str(exc.detail))
 
     async def unexpected(request: Request, exc: Exception) -> HTMLResponse:

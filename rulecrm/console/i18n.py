@@ -45,6 +45,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "bad_request": ("Bad request", "请求有误"),
     "internal_error": ("The console met an unexpected problem; the details are in its log.",
                        "控制台遇到意外问题；详情见其日志。"),
+    "post_only": ("This address only takes the console's forms (POST).", "此地址只接受控制台的表单提交（POST）。"),
     "back": ("Back", "返回"),
     "from": ("From", "从"),
     "to": ("To", "到"),
@@ -146,6 +147,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                           "--retry`, a retry parses every dead letter again and applies the valid ones to the state.",
                           "被拒绝的输入行。可修改某一行后重试：与 `rulecrm dead-letters --retry` 相同，重试会重新解析"
                           "所有死信，并把有效的行应用到状态库。"),
+    "id": ("ID", "编号"),
     "source": ("Source", "来源"),
     "raw": ("Line", "原始行"),
     "remove": ("Remove", "删除"),

@@ -5,6 +5,7 @@ never holds up the event loop.
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from starlette.requests import Request
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from rulecrm.console import params, reading, rules_view
 from rulecrm.console.charts import chart_json
 from rulecrm.console.reading import StateFiles
-from rulecrm.console.why import why
+from rulecrm.console.why import unknown_customer_hint, why
 
 
 def _state(request: Request) -> StateFiles:
@@ -51,8 +52,10 @@ def customer(request: Request):
 
         language = pick_language(request.query_params.get("lang"), request.cookies.get("lang"),
                                  request.headers.get("accept-language"))
-        return request.app.state.pages.error(request, 404, "not_found",
-                                             Translator(language)("unknown_customer", customer=customer_id))
+        message = Translator(language)("unknown_customer", customer=customer_id)
+        if os.path.exists(state.file_of(customer_id).path):  # explain's did-you-mean reads the customer's file
+            message += " " + (unknown_customer_hint(console.state_path, customer_id) or "")
+        return request.app.state.pages.error(request, 404, "not_found", message.strip())
     checked = rules_view.check(console.rules_path, console.manager)
     explained = None
     if checked.ruleset is not None and "explain" in request.query_params:

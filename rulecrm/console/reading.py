@@ -44,8 +44,13 @@ class StateFiles:
     partitioned: PartitionedState | None
 
     @classmethod
-    def open(cls, path) -> StateFiles:
-        """The state at `path`; StateError (one clear line) when it is missing or not a rulecrm state."""
+    def open(cls, path, *, thorough: bool = False) -> StateFiles:
+        """The state at `path`; StateError (one clear line) when it is missing or not a rulecrm state.
+
+        `thorough` (once, at start): the checks of every command that opens a state, structure
+        included (`Store.open`, read-only). Otherwise (each request) only that the file is still
+        there and marked as a rulecrm state: a full check reads every page of the file.
+        """
         path = os.fspath(path)
         if not os.path.exists(path):
             raise StateError(f"state {path} does not exist; pass the --state of a replay or run")
@@ -53,8 +58,11 @@ class StateFiles:
             if not is_partitioned(path):
                 raise StateError(f"state {path} is a directory but not a partitioned state (no manifest.json)")
             return cls(path, PartitionedState.open(path))
-        with storage_errors(path):
-            Store.open(path, readonly=True).close()  # a damaged, foreign or newer state: one clear line
+        if thorough:
+            with storage_errors(path):
+                Store.open(path, readonly=True).close()  # a damaged, foreign or newer state: one clear line
+        elif not state_format_ok(StateFile(path)):
+            raise StateError(f"{path} is not a rulecrm state; pass the --state of a replay or run")
         return cls(path, None)
 
     def files(self) -> list[StateFile]:

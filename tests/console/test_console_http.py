@@ -121,7 +121,27 @@ def test_a_console_without_a_token_is_read_only(state):
 def test_changes_are_post_only(shared_state):
     client = client_for(shared_state)
     for path in ("/dead-letters/retry", "/dead-letters/remove", "/outbox/retry", "/sign-in"):
-        assert client.get(path).status_code == 405
+        answer = client.get(path)
+        assert answer.status_code == 405
+        assert "only takes the console&#39;s forms (POST)" in error_text(answer)
+
+
+def test_every_message_of_the_pages_is_in_both_languages():
+    from pathlib import Path
+
+    from rulecrm.console import i18n
+
+    templates = Path(i18n.__file__).parent / "templates"
+    used = {key for page in templates.glob("*.html") for key in re.findall(r'\bt\("([a-z_]+)"', page.read_text())}
+    assert {"nav_overview", "why", "retry_fixed", "caps_hit"} <= used  # the pattern finds the calls
+    assert used <= set(i18n.MESSAGES)
+    for key, (english, chinese) in i18n.MESSAGES.items():
+        assert english.strip() and chinese.strip(), key
+        assert i18n.Translator("zh")(key, **_fields(english)) != "", key
+
+
+def _fields(text: str) -> dict:
+    return {name: "x" for name in re.findall(r"{(\w+)", text)}
 
 
 def test_a_dead_letter_fixed_and_retried_is_applied(state):
@@ -191,6 +211,7 @@ def test_phone_numbers_and_emails_are_masked(shared_state):
     ("/outbox?page=0", 400, "page must be a whole number of at least 1"),
     ("/outbox?status=lost", 400, "status cannot be &#39;lost&#39;"),
     ("/customers/nobody-at-all", 404, "The state has no customer &#39;nobody-at-all&#39;"),
+    ("/customers/00O01", 404, "has no events in state"),  # explain's message, with its did-you-mean
     ("/customers/00001?rule=no-such-rule&explain=1", 404, "no rule &#39;no-such-rule&#39;"),
     ("/no/such/page", 404, "There is no such page"),
 ])
