@@ -106,8 +106,8 @@ class Session:
             on_committed=on_decided or (lambda actions: None), on_timer_set_aside=on_timer_set_aside,
             guarded=guarded, observer=observer,
         )
-        collector.pause_automatic()  # until close(): see rulecrm.app.collector
-        self._collector: collector.BudgetedCollector | None = collector.BudgetedCollector()
+        # automatic collection off until close(); steps collect through the process's shared budget
+        self._collector: collector.BudgetedCollector | None = collector.pause_automatic()
 
     @classmethod
     def open(cls, rules, state: str | PathLike | None = None, *, ruleset=None, manager=None,

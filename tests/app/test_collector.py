@@ -79,7 +79,7 @@ def test_full_collections_are_paced_by_their_cost(collector_enabled):
     collector.pause_automatic()
     try:
         clock = Clock()
-        budget = collector.BudgetedCollector(ratio=20, clock=clock)
+        budget = collector.BudgetedCollector(ratio=20, every=0, young_after=10**9, clock=clock)
         watch = cycle_with_watch()
         clock.now += 20 * collector.MIN_COST - 0.01
         assert budget.after_step() is False  # not yet: less CPU time than the budget since the start
@@ -92,6 +92,43 @@ def test_full_collections_are_paced_by_their_cost(collector_enabled):
     finally:
         collector.resume_automatic()
     assert gc.isenabled()
+
+
+def test_full_collections_wait_for_a_minimum_of_cpu_time(collector_enabled):
+    collector.pause_automatic()
+    try:
+        clock = Clock()
+        budget = collector.BudgetedCollector(ratio=20, every=120, young_after=10**9, clock=clock)
+        clock.now += 119  # far past 20x the cost, not yet 120 s
+        assert budget.after_step() is False and budget.collections == 0
+        clock.now += 1
+        assert budget.after_step() is True and budget.collections == 1
+    finally:
+        collector.resume_automatic()
+
+
+def test_young_collections_free_recent_cycles_between_full_ones(collector_enabled):
+    collector.pause_automatic()
+    try:
+        clock = Clock()
+        budget = collector.BudgetedCollector(every=10**9, young_after=1000, clock=clock)
+        gc.collect()
+        watch = cycle_with_watch()
+        budget.after_step()
+        assert budget.young_collections == 0 and watch() is not None  # too few objects made yet
+        keep = [[] for _ in range(1000)]  # objects made since the last collection
+        budget.after_step()
+        assert budget.young_collections == 1 and budget.collections == 0
+        assert watch() is None and len(keep) == 1000  # the recent cycle went, the live objects stayed
+    finally:
+        collector.resume_automatic()
+
+
+def test_the_sessions_of_a_process_share_one_collector(repo, collector_enabled):
+    rules = repo / "rules" / "tea-shop"
+    with Session.open(rules) as first, Session.open(rules) as second:
+        assert first._collector is second._collector is not None
+    assert collector._shared is None
 
 
 def test_a_replay_collects_the_cycles_its_steps_leave(repo, collector_enabled, monkeypatch, tmp_path):
@@ -107,6 +144,7 @@ def test_a_replay_collects_the_cycles_its_steps_leave(repo, collector_enabled, m
         return original(self)
 
     monkeypatch.setattr(collector, "COST_RATIO", 0)  # every step is within the budget
+    monkeypatch.setattr(collector, "FULL_EVERY", 0)
     monkeypatch.setattr(collector.BudgetedCollector, "after_step", after_step)
     monkeypatch.setattr(replay_module, "BATCH", 5)
     rules = repo / "rules" / "tea-shop"
