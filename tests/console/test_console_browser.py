@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from console_helpers import (
     BROKEN_EVENT_ID,
+    CDNOW_RULES,
     CUSTOMER,
     CUSTOMER_NAME,
     EMAIL,
@@ -25,6 +28,7 @@ from console_helpers import (
     TOKEN_ENV,
     make_console,
     query,
+    write_events,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
@@ -227,3 +231,42 @@ def test_the_language_switch(browser, serve, shared_state, screenshots):
     WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.TAG_NAME, "h1").text == "发件箱")
     browser.find_element(By.ID, "lang-en").click()
     WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.TAG_NAME, "h1").text == "Outbox")
+
+
+def test_the_console_reads_a_state_a_running_runner_writes(tmp_path, serve):
+    """`rulecrm run` follows the events file while the console serves its state: the pages show what the
+    runner committed, and a change is refused with the runner's pid until it stops."""
+    events = write_events(tmp_path)
+    state = tmp_path / "live.db"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "rulecrm", "run", "--rules", str(CDNOW_RULES), "--state", str(state),
+         "--source", f"jsonl:{events}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = serve(make_console(state))
+        with httpx.Client(base_url=base, timeout=WAIT) as client:
+            expected = sum(1 for line in events.read_text(encoding="utf-8").splitlines()) - 1  # one is rejected
+            seen = None
+            for _attempt in range(300):  # the runner applies the file within a few seconds
+                page = client.get("/")
+                found = re.search(r'id="count-events">(\d+)<', page.text) if page.status_code == 200 else None
+                seen = int(found[1]) if found else None
+                if seen == expected and 'id="count-dead-letters"><a href="/dead-letters">1<' in page.text:
+                    break
+                assert runner.poll() is None, runner.stderr.read()
+                time.sleep(0.1)  # polling the page over HTTP: no browser to wait on here
+            assert seen == expected, f"the overview shows {seen} events, the runner applied {expected}"
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/dead-letters").text)[1]
+            signed = client.post("/sign-in", data={"token": TOKEN, "csrf_token": token, "back": "/"},
+                                 headers={"Origin": base})
+            assert signed.status_code == 303
+            letter = re.search(r'<tr data-id="(\d+)">', client.get("/dead-letters").text)[1]
+            refused = client.post("/dead-letters/retry", data={"id": letter, "raw": FIXED_LINE, "csrf_token": token},
+                                  headers={"Origin": base})
+            assert refused.status_code == 409
+            assert f"is in use by another rulecrm process (pid {runner.pid})" in refused.text
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=30) == 0
+        runner.stderr.close()
+    assert query(state, "SELECT count(*) FROM events WHERE id = ?", (BROKEN_EVENT_ID,)) == [(0,)]
+
