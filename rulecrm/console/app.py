@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from rulecrm.console import i18n
 from rulecrm.console.params import BadInput
 from rulecrm.console.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Guard, Refused
-from rulecrm.errors import ExplainError, RulecrmError, StateError, StorageError, UsageError
+from rulecrm.errors import ExplainError, RulecrmError, StateError, StorageError
 from rulecrm.masking import mask_personal
 
 HERE = Path(__file__).resolve().parent
@@ -173,7 +173,7 @@ def create_app(console: Console) -> Starlette:
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={
-        BadInput: bad_input, Refused: refused, RulecrmError: rulecrm_error, UsageError: rulecrm_error,
+        BadInput: bad_input, Refused: refused, RulecrmError: rulecrm_error,
         HTTPException: http_error, Exception: unexpected,
     })
     app.state.console = console

@@ -53,7 +53,7 @@ def test_built_in_commands_are_a_plugin_of_the_same_hook():
     group = click.Group()
     manager.hook.rulecrm_register_commands(cli=group)
     assert set(group.commands) == {"check", "replay", "dead-letters", "init", "plugins", "test", "explain", "run",
-                                   "schema", "diff"}
+                                   "schema", "diff", "serve"}
     blocked = plugins.build_plugin_manager(load_entry_points=False, blocked=["rulecrm.cli.builtin"])
     bare = click.Group()
     blocked.hook.rulecrm_register_commands(cli=bare)
