@@ -42,12 +42,13 @@ def _masked(value):
     """Jinja's finalize: every value a template prints is masked as the logs are (phones, e-mails).
 
     Markup (HTML the console built itself, JSON for the charts, links) is left as it is; so are numbers.
+    Anything else (a list or a mapping from a profile) is masked as the text it prints as.
     """
-    if value is None:
+    if value is None or isinstance(value, jinja2.Undefined):
         return ""
-    if isinstance(value, Markup) or not isinstance(value, str):
+    if isinstance(value, (Markup, bool, int, float)):
         return value
-    return mask_personal(value)
+    return mask_personal(value if isinstance(value, str) else str(value))
 
 
 def _environment() -> jinja2.Environment:
