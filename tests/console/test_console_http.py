@@ -247,6 +247,24 @@ def test_a_partitioned_state_is_read_across_its_shards(tmp_path):
     assert re.search(r'data-id="\d:\d+"', letters.text)
 
 
+def test_rule_diagnostics_are_shown_at_their_line(shared_state, tmp_path):
+    from cdnow_head import edited_cdnow_rules
+
+    rules = edited_cdnow_rules(tmp_path / "rules", "customer.order_count >= 2", "customer.order_cnt >= 2")
+    from rulecrm.console.app import create_app
+
+    client = TestClient(create_app(make_console(shared_state, rules=rules)), raise_server_exceptions=False)
+    page = client.get("/rules")
+    assert "1 error(s), 0 warning(s)" in page.text
+    line = re.search(r'<tr id="L15" class="has-diagnostic">(.*?)</tr>', page.text, re.S)
+    assert line and "customer.order_cnt &gt;= 2" in line[1]
+    assert "cdnow.yaml:15:11: error: unknown customer field &#39;order_cnt&#39;" in line[1]
+    assert "did you mean &#39;order_count&#39;?" in line[1]
+    assert "1 error(s)" in client.get("/").text
+    customer = client.get(f"/customers/{CUSTOMER}?explain=1")
+    assert customer.status_code == 200 and "The rules have errors" in customer.text
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 
