@@ -12,8 +12,9 @@ then offers 10-second steps of rising rate and reports the highest one sustained
 delivered within the step plus a little over a second, and p99 within a second.
 
 * `--source http`: one runner listens on 127.0.0.1; `--clients` threads post one event per request,
-  each at its scheduled instant. The http source answers once the events are committed, so a client
-  has one request in flight at a time: offering R events/s needs more than R x latency clients.
+  each at its scheduled instant, on a kept-alive connection. The http source answers once the
+  events are committed, so a client has one request in flight at a time: offering R events/s needs
+  more than R x latency clients.
 * `--source redis`: the bench starts its own `redis-server` on 127.0.0.1 (Debian's package, as the
   tests use) and a state of 2 partitions. `--runners 1` runs one runner owning both shards;
   `--runners 2` one runner per shard. One producer thread XADDs each event, at its scheduled
@@ -25,6 +26,7 @@ at least 1.7 x the highest rate of 1 runner.
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import json
 import os
@@ -35,8 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 TARGET_P99_SECONDS = 0.05
@@ -144,7 +144,7 @@ class HttpLoad:
 
     def __init__(self, work: Path, clients: int) -> None:
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}/events"
+        self.host, self.port = "127.0.0.1", port
         self.clients = clients
         self.runners = [Runner(work / "runner", work / "state.db", f"http:127.0.0.1:{port}", ready="listening on")]
 
@@ -155,25 +155,34 @@ class HttpLoad:
         failures = [0]
 
         def client() -> None:
+            connection = None  # kept alive between requests, as a producer posting all day would
             while True:
                 with lock:
                     n, due = next(plan, (None, None))
                 if n is None:
-                    return
+                    break
                 wait_until(due)
                 event_id = f"{prefix}-{n}"
                 body = json.dumps(order(event_id, n)).encode()
-                request = urllib.request.Request(self.url, data=body, method="POST",
-                                                 headers={"Content-Type": "application/x-ndjson"})
                 # measured from the scheduled instant, not the actual start: a client held up by slow
                 # answers would otherwise hide the wait (coordinated omission)
                 started[event_id] = due
                 try:
-                    with urllib.request.urlopen(request, timeout=30) as answer:
-                        answer.read()
-                except (urllib.error.URLError, OSError):
+                    if connection is None:
+                        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                    connection.request("POST", "/events", body, {"Content-Type": "application/x-ndjson"})
+                    answer = connection.getresponse()
+                    answer.read()
+                    if answer.status != 202:
+                        raise OSError(f"answered {answer.status}")
+                except (http.client.HTTPException, OSError):
                     with lock:
                         failures[0] += 1
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+            if connection is not None:
+                connection.close()
 
         threads = [threading.Thread(target=client, daemon=True) for _ in range(self.clients)]
         for thread in threads:

@@ -154,6 +154,9 @@ class Runner:
     # -- one step -----------------------------------------------------------------------
     def step(self) -> int:
         """Apply what the sources have, fire timers due by now, commit, then deliver. Returns items taken."""
+        # answers that came in since the last step, recorded now: a send's slot is free only once its
+        # answer is in the store, so recording twice a step lets each slot send twice a step
+        self.session.deliver(stop=lambda: self.stopping, wait=False)
         polled = []
         handed_over = {}  # source name -> when it handed its batch over (event-to-decision latency)
         for source in self.sources:

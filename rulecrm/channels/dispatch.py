@@ -183,21 +183,24 @@ class Dispatcher:
         return sum(len(rows) for rows in lanes.values())
 
     def record_answers(self, *, timeout: float | None = 0.0) -> int:
-        """Record the answers that came in (waiting up to `timeout` for one); returns how many."""
+        """Record the answers that came in (waiting up to `timeout` for one), all in one transaction;
+        returns how many."""
         if self._abandoned:
             return 0
-        recorded = 0
-        for row, answer, done in self._lanes.finished(timeout):
-            try:
+        finished = self._lanes.finished(timeout)
+        try:
+            answered = []
+            for row, answer, _done in finished:
                 if answer is NOT_STARTED:
                     continue  # a stop kept it from starting: the row stays as it was
                 if isinstance(answer, BaseException):  # a bug in the dispatcher's own code on the worker
                     answer = Delivery(RETRYABLE, code="exception", detail=f"{type(answer).__name__}: {answer}")
-                self._record_answer(row, answer)
-                recorded += 1
-            finally:
+                answered.append((row, answer))
+            self._record_answers(answered)
+        finally:
+            for _row, _answer, done in finished:
                 done()  # only now may another send of the channel start (at most `concurrency` unrecorded)
-        return recorded
+        return len(answered)
 
     def pump(self) -> int:
         """Without waiting: record the answers that came in, then start what is due. Returns both counts."""
@@ -272,14 +275,21 @@ class Dispatcher:
         return self._send(record, self._admit(record), call=call)
 
     def _record_answer(self, record: dict, delivery: Delivery) -> None:
-        self.attempts += 1
-        record = self._record(record, delivery)
+        self._record_answers([(record, delivery)])
+
+    def _record_answers(self, answered: list[tuple[dict, Delivery]]) -> None:
+        """Write the attempts' outcomes in one transaction, then report the final ones and tell observers."""
+        if not answered:
+            return
+        self.attempts += len(answered)
+        records = [(self._record(record, delivery), delivery) for record, delivery in answered]
         with self.store.transaction():
-            self.store.put_actions([record])
-        if record["status"] in (SENT, DEAD):
-            self.counts[record["status"]] += 1
-            self.on_report(public(record))
-        self._observe(public(record), delivery)
+            self.store.put_actions([record for record, _delivery in records])
+        for record, delivery in records:
+            if record["status"] in (SENT, DEAD):
+                self.counts[record["status"]] += 1
+                self.on_report(public(record))
+            self._observe(public(record), delivery)
 
     def _admit(self, record: dict) -> _Admitted | Delivery:
         """Everything before the send: the channel, the message, and a send token (waited for).
