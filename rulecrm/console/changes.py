@@ -30,7 +30,9 @@ def retry_action(state: StateFiles, key: str, *, rules_path: str, manager) -> di
     found = find_action(state, key)
     if found is None:
         raise UsageError(f"no action with key {key!r} in state {state.path}")
-    file, _action = found
+    file, action = found
+    if action.get("status") not in RETRYABLE_STATUSES:  # refused before the session marks the state as delivering
+        raise UsageError(f"action {key} is {action.get('status')}, not failed or dead: nothing to retry")
     with Session.open(rules_path, file.path, manager=manager, deliver=True, record_rules=False) as session:
         store = session.store
         with store.transaction():  # read again under the lock: a runner may have sent it meanwhile

@@ -178,6 +178,21 @@ def test_pages_read_beside_a_runner_and_changes_wait_for_it(state):
     assert dead_letter_ids(state) == [letter]
 
 
+def test_only_a_failed_or_dead_action_is_retried(state):
+    client = client_for(state)
+    sign_in(client)
+    [(key,)] = query(state, "SELECT key FROM actions WHERE status = 'sent' LIMIT 1")
+    before = query(state, "SELECT key, status, json FROM actions ORDER BY key")
+    for form_key, message in ((key, "is sent, not failed or dead: nothing to retry"),
+                              ("no-such-key", "no action with key &#39;no-such-key&#39;")):
+        answer = client.post("/outbox/retry", data={"key": form_key, "csrf_token": csrf_token(client)},
+                             headers={"Origin": ORIGIN})
+        assert answer.status_code == 400
+        assert message in error_text(answer)
+    assert query(state, "SELECT key, status, json FROM actions ORDER BY key") == before
+    assert query(state, "SELECT value FROM meta WHERE key = 'delivers'") == []  # still a replayed history
+
+
 # -- languages, masking, bad input ----------------------------------------------------------------
 
 
