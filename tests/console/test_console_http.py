@@ -280,6 +280,21 @@ def test_rule_diagnostics_are_shown_at_their_line(shared_state, tmp_path):
     assert customer.status_code == 200 and "The rules have errors" in customer.text
 
 
+def test_a_dead_letter_of_a_partitioned_state_is_applied_in_its_customer_s_shard(tmp_path):
+    from rulecrm.state.partitioned import PartitionedState
+
+    state = replayed_state(tmp_path / "parts", partitions=3)
+    client = client_for(state)
+    sign_in(client)
+    letter = re.search(r'<tr data-id="(\d+:\d+)">', client.get("/dead-letters").text)[1]
+    answer = client.post("/dead-letters/retry", data={"id": letter, "raw": FIXED_LINE,
+                                                      "csrf_token": csrf_token(client)}, headers={"Origin": ORIGIN})
+    assert answer.status_code == 200 and "1 applied" in answer.text
+    shard = PartitionedState.open(state).shard_path(PartitionedState.open(state).shard_for("00002"))
+    assert query(shard, "SELECT customer_id FROM events WHERE id = ?", (BROKEN_EVENT_ID,)) == [("00002",)]
+    assert "no-dead-letters" in client.get("/dead-letters").text
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 
