@@ -115,6 +115,7 @@ def _query(request: Request, **changes) -> Markup:
 def _status_of(exc: RulecrmError) -> int:
     if isinstance(exc, ExplainError):
         return 404
+    # the runner lock refused a change: the one StateError the store raises for a lock held elsewhere
     if isinstance(exc, StateError) and "in use by another rulecrm process" in str(exc):
         return 409
     if isinstance(exc, (StorageError, StateError)):
