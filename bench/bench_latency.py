@@ -202,9 +202,9 @@ class RedisLoad:
 
     def __init__(self, work: Path, runners: int) -> None:
         import redis
+        from rulecrm_redis.source import FIELD
 
         from rulecrm.state.partitioned import PartitionedState, shard_of
-        from rulecrm_redis.source import FIELD
 
         binary = os.environ.get("RULECRM_REDIS_SERVER") or shutil.which("redis-server")
         if binary is None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from rulecrm_redis import plugin as redis_plugin
+
 from rulecrm import plugins
 from rulecrm.app.runner import Runner
 from rulecrm.state.partitioned import PartitionedState, shard_of
 from rulecrm.testing import files
-from rulecrm_redis import plugin as redis_plugin
 
 PARTITIONS = 4
 T0 = 1772359200.0  # 2026-03-01T10:00:00Z: the runners' wall clock

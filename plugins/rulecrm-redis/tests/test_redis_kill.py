@@ -14,9 +14,8 @@ import time
 from collections import Counter
 
 import pytest
-from shop import PARTITIONS, make_shop, order, position, query, shard, shard_paths
-
 from rulecrm_redis import publish
+from shop import PARTITIONS, make_shop, order, position, query, shard, shard_paths
 
 EVENTS = 2000
 CHUNK = 100

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from shop import PARTITIONS, make_shop, order, shard
-
 from rulecrm_redis import PublishError, parse_address, publish
 from rulecrm_redis.address import AddressError
+from shop import PARTITIONS, make_shop, order, shard
 
 
 def _stream_events(client, stream):
@@ -42,7 +41,8 @@ def test_malformed_lines_are_reported_by_number_and_not_sent(tmp_path, redis_url
     assert [number for number, _reason in result.rejected] == [2, 5, 6]
     reasons = dict(result.rejected)
     assert "not valid JSON" in reasons[2] and "customer_id" in reasons[5] and "UTF-8" in reasons[6]
-    ids = [event["id"] for k in range(PARTITIONS) for event in _stream_events(redis_server.client, f"rulecrm:events:{k}")]
+    client = redis_server.client
+    ids = [event["id"] for k in range(PARTITIONS) for event in _stream_events(client, f"rulecrm:events:{k}")]
     assert sorted(ids) == ["d", "o-0", "o-1"]
 
 

@@ -6,10 +6,10 @@ import json
 from collections import Counter
 
 import pytest
+from rulecrm_redis import publish
 from shop import PARTITIONS, make_shop, order, position, query, shard, shard_paths, start_runner
 
 from rulecrm.errors import SourceError
-from rulecrm_redis import publish
 
 
 def _ids(paths):
@@ -124,12 +124,12 @@ def test_bad_entries_become_dead_letters_of_their_shard_with_their_number(tmp_pa
         runner.close()
     path = shard_paths(state)[1]
     letters = query(path, "SELECT source, line_no, error FROM dead_letters ORDER BY line_no")
-    origin = runner_origin = "redis:127.0.0.1:{}/0/rulecrm:events:1".format(redis_server.port)
+    origin = "redis:127.0.0.1:{}/0/rulecrm:events:1".format(redis_server.port)
     assert [(source, line) for source, line, _error in letters] == [(origin, 2), (origin, 3), (origin, 4)]
     assert "not valid JSON" in letters[0][2] and "no `event` field" in letters[1][2]
-    assert f"is in shard 2, but the line came from shard 1's input" in letters[2][2]
+    assert "is in shard 2, but the line came from shard 1's input" in letters[2][2]
     assert query(shard_paths(state)[2], "SELECT count(*) FROM events") == [(0,)]  # never in the other shard
-    assert any(f"{runner_origin}:2: rejected" in str(message) for message in messages)
+    assert any(f"{origin}:2: rejected" in str(message) for message in messages)
     assert query(path, "SELECT id FROM events") == [("o-1",)]
 
 
