@@ -25,18 +25,22 @@ lint: $(BIN)/rulecrm
 	$(BIN)/mypy
 
 # The real servers the tests start on 127.0.0.1 (redis-server for the redis source, headless Chromium
-# and its driver for the console), from Debian's packages; tests/servers.py fails, never skips, without them.
+# and its driver for the console), from Debian's packages, with a CJK font so that the console's
+# Chinese pages show in its screenshots; the tests fail, never skip, without them.
 SERVER_COMMANDS := redis-server chromium chromedriver
+SERVER_PACKAGES := redis-server chromium chromium-driver fonts-noto-cjk
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 servers:
 	@missing=""; for c in $(SERVER_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	[ -e $(CJK_FONT) ] || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
-	    echo "installing Debian's redis-server, chromium and chromium-driver (missing:$$missing)"; \
+	    echo "installing Debian's $(SERVER_PACKAGES) (missing:$$missing)"; \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=; \
 	    elif command -v sudo >/dev/null; then SUDO=sudo; \
-	    else echo "make test needs$$missing: install Debian's redis-server, chromium and chromium-driver (apt-get as root)" >&2; exit 1; fi; \
+	    else echo "make test needs$$missing: install Debian's $(SERVER_PACKAGES) (apt-get as root)" >&2; exit 1; fi; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	        redis-server chromium chromium-driver >/dev/null || \
-	        { echo "make test: could not install redis-server, chromium and chromium-driver with apt-get" >&2; exit 1; }; \
+	        $(SERVER_PACKAGES) >/dev/null || \
+	        { echo "make test: could not install $(SERVER_PACKAGES) with apt-get" >&2; exit 1; }; \
 	fi
 
 test: lint servers
