@@ -22,7 +22,8 @@ from rulecrm.timeutil import parse_timestamp
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
 @click.option("--examples", "examples", type=click.IntRange(min=0), default=3, show_default=True, metavar="N",
               help="Examples shown per rule and kind of difference.")
-@click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
+@click.option("--backend", "backend", type=click.Choice(["python", "durable"]), default=None,
+              help="Matching backend (default: python).")
 @click.option("--partitions", "partitions", type=click.IntRange(min=1), default=None, metavar="N",
               help="Replay each rule set in N partitions by customer.")
 @click.option("--workers", "workers", type=click.IntRange(min=1), default=None, metavar="K",
@@ -38,7 +39,6 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
     from rulecrm.app import diffing
     from rulecrm.app.diff_report import as_json as report_json
     from rulecrm.app.diff_report import render_text
-    from rulecrm.backends import default_backend_name
 
     if workers is not None and partitions is None:
         raise click.UsageError("--workers needs --partitions N")
@@ -47,8 +47,6 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
         old_set, new_set = _load_both(manager, rules, rules_new)
     old = diffing.RuleSetRun(rules, old_set, _until(until, old_set))
     new = diffing.RuleSetRun(rules_new, new_set, _until(until, new_set))
-    if backend is None and default_backend_name() != "durable":
-        echo_err("note: durable-rules is not available on this Python; using the python backend")
     if report_path is not None:
         from rulecrm.reports.writing import check_writable
 

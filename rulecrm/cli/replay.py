@@ -25,7 +25,8 @@ from rulecrm.timeutil import parse_timestamp
               help="Write the actions as JSONL to this file ('-': stdout).")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default=None,
               help="Actions as JSON lines or as a table for people (default: table on a terminal, else jsonl).")
-@click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
+@click.option("--backend", "backend", type=click.Choice(["python", "durable"]), default=None,
+              help="Matching backend (default: python).")
 @click.option("--dispatch", "dispatch", is_flag=True,
               help="Deliver the actions through their channels (messages real people!).")
 @click.option("--partitions", "partitions", type=click.IntRange(min=1), default=None, metavar="N",
@@ -45,7 +46,6 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
     from rulecrm.app.partitioned_replay import replay_partitioned
     from rulecrm.app.replay import replay
-    from rulecrm.backends import default_backend_name
     from rulecrm.plugins import load_rules_with
 
     manager = context.manager
@@ -57,8 +57,6 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
             until_at = parse_timestamp(until, ruleset.shop.timezone)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from None
-    if backend is None and default_backend_name() != "durable":
-        echo_err("note: durable-rules is not available on this Python; using the python backend")
     partitioned = _partitioned(partitions, workers, scheduler, state, dispatch)
     if report is not None:
         from rulecrm.reports.writing import check_writable

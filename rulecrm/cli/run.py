@@ -28,7 +28,8 @@ from rulecrm.logline import LogLine
               help="Event source, repeatable: jsonl:PATH (follow a file), http:127.0.0.1:PORT (POST /events).")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
               help="Append actions as JSONL here ('-' for stdout).")
-@click.option("--backend", "backend", type=click.Choice(["durable", "python"]), default=None, help="Matching backend.")
+@click.option("--backend", "backend", type=click.Choice(["python", "durable"]), default=None,
+              help="Matching backend (default: python).")
 @click.option("--once", is_flag=True, help="Apply what the sources hold now, fire due timers, deliver, then exit.")
 @click.option("--allow-remote", is_flag=True,
               help="Let the http source and --metrics bind a non-loopback address (they have no authentication).")
@@ -60,10 +61,7 @@ def _run(signals, context, *, rules, state, partitions, shards, sources, out, ba
     """`log` writes every message of the run, so that none escapes `--log-format`."""
     from rulecrm.app.runner import Runner
     from rulecrm.app.shards import parse_shard_list
-    from rulecrm.backends import default_backend_name
 
-    if backend is None and default_backend_name() != "durable":
-        log(LogLine("note: durable-rules is not available on this Python; using the python backend", level="warning"))
     stream = None
     runner = None
     with reported_errors(echo=log), contextlib.ExitStack() as cleanup:
