@@ -9,6 +9,7 @@ and re-does at most the delivery that was in flight (see docs/running.md).
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from rulecrm.logline import LogLine, diagnostic_line
 from rulecrm.masking import mask_personal
 from rulecrm.sources import SourceContext
 from rulecrm.state.partitioned import is_partitioned
+from rulecrm.state.store import LAST_RELOAD
 
 # runner.stats keys of ingest outcomes (the names the runner has always counted under)
 _STAT_OF = {APPLIED: "applied", DUPLICATE: "duplicates", CONFLICT: "rejected", REJECTED: "rejected",
@@ -93,6 +95,7 @@ class Runner:
                     for shard, store in self.session.stores_by_shard.items():
                         source.open_shard(shard, store)
             self.watcher = RuleWatcher(self.rules_path, interval=self.reload_interval)
+            self._record_rules("start", self.session.ruleset)
             self.observer.opened(self.session, [source.name for source in self.sources])
         except BaseException:
             self.close()
@@ -204,6 +207,14 @@ class Runner:
             self.on_message(LogLine(f"{line.source}:{line.line_no}: rejected: {mask_personal(reason)}",
                                     level="warning", source=line.source, line=line.line_no))
 
+    def _record_rules(self, what: str, ruleset, *, diagnostics=(), problem=None) -> None:
+        """Keep in the state what was loaded or refused: the console shows the last reload from there."""
+        record = _reload_record(what, ruleset, self.rules_path, self.clock(), diagnostics, problem)
+        try:
+            self.store.set_meta(LAST_RELOAD, record)
+        except RulecrmError as exc:  # the state cannot be written: the next step says so too
+            self._warn(f"could not record the reload in the state: {exc}")
+
     def _warn(self, text: str) -> None:
         self.on_message(LogLine(text, level="warning"))
 
@@ -221,15 +232,29 @@ class Runner:
                 self.on_message(diagnostic_line(diagnostic))
             self._warn("rules not reloaded: fix the errors above; the previous rules stay in force")
             self.observer.reloaded(False)
+            self._record_rules("reload", None, diagnostics=exc.diagnostics)
             return False
         except RulecrmError as exc:
             self._warn(f"rules not reloaded: {exc}; the previous rules stay in force")
             self.observer.reloaded(False)
+            self._record_rules("reload", None, problem=str(exc))
             return False
         self.stats["reloads"] += 1
         self.observer.reloaded(True)
+        self._record_rules("reload", ruleset)
         self.on_message(f"reloaded rules from {self.rules_path}: {len(ruleset.active_rules)} active rule(s)")
         return True
+
+
+def _reload_record(what, ruleset, rules_path, now, diagnostics=(), problem=None) -> dict:
+    """What the state keeps of the rules a runner loaded (`ruleset`) or refused (None), for the console."""
+    diagnostics = tuple(diagnostics) or (ruleset.warnings if ruleset is not None else ())
+    return {
+        "what": what, "at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+        "ok": ruleset is not None, "rules": str(rules_path), "pid": os.getpid(),
+        "active_rules": len(ruleset.active_rules) if ruleset is not None else None,
+        "diagnostics": [diagnostic.format() for diagnostic in diagnostics], "problem": problem,
+    }
 
 
 def _input(source, item) -> Input:

@@ -26,13 +26,14 @@ def overview(request: Request):
     period = params.period(request.query_params)
     data = reading.overview(_state(request), period)
     checked = rules_view.check(console.rules_path, console.manager)
+    reload = reading.last_reload(_state(request))
     charts = {
         "events": chart_json(data.events_per_day),
         "status": chart_json(data.actions_per_day_status),
         "rule": chart_json(data.actions_per_day_rule),
     }
     return request.app.state.pages.render(request, "overview.html", data=data, period=period, charts=charts,
-                                          checked=checked)
+                                          checked=checked, reload=reload)
 
 
 def customers(request: Request):

@@ -20,7 +20,7 @@ import orjson
 
 from rulecrm.errors import StateError
 from rulecrm.state.partitioned import PartitionedState, is_partitioned
-from rulecrm.state.store import FORMAT, Store, storage_errors
+from rulecrm.state.store import FORMAT, LAST_RELOAD, Store, storage_errors
 
 BUSY_TIMEOUT_MS = 2000  # a reader waits this long at most for a checkpoint of the runner
 PAGE_SIZE = 100  # rows per page of the outbox and the dead letters
@@ -384,6 +384,20 @@ def dead_letters(state: StateFiles, page: int) -> tuple[list[dict], int]:
                                 "error": error, "at": at})
     letters.sort(key=lambda item: (item["source"], item["line_no"], item["id"]))
     return letters[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], total
+
+
+def last_reload(state: StateFiles) -> dict | None:
+    """The rules a runner of this state last loaded or refused (the latest of the shards'), or None
+    when no runner has run on it (a replay's state)."""
+    records = []
+    for file in state.files():
+        with reading(file) as db:
+            if not _has_table(db, "meta"):
+                continue
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (LAST_RELOAD,)).fetchone()
+        if row is not None:
+            records.append(orjson.loads(row[0]))
+    return max(records, key=lambda record: record.get("at") or "", default=None)
 
 
 def state_format_ok(file: StateFile) -> bool:

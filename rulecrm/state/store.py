@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 SCHEMA_VERSION = 1
 DELIVERS = "delivers"  # meta key: this state's actions go to channels (`run`, `replay --dispatch`)
+LAST_RELOAD = "last_reload"  # meta key: the rules a runner last loaded or refused, and their diagnostics
 FORMAT = "rulecrm-state"
 _PAGE = 1000  # rows fetched per query by the iterators (keyset pagination)
 # `PRAGMA quick_check` reads every page (about 0.15 s for a 190 MB state on a warm cache): states

@@ -164,6 +164,38 @@ def test_a_broken_edit_is_reported_with_its_position_and_the_old_rules_stay(setu
         runner.close()
 
 
+def _last_reload(state_path):
+    with sqlite3.connect(f"file:{state_path}?mode=ro", uri=True) as db:
+        (text,) = db.execute("SELECT value FROM meta WHERE key = 'last_reload'").fetchone()
+    return json.loads(text)
+
+
+def test_the_state_keeps_the_rules_loaded_at_start_and_each_reload_with_its_diagnostics(setup):
+    """What the console's overview shows as the last reload."""
+    tmp_path, rules, events, sends = setup
+    clock = WallClock(T0)
+    runner, _ = _runner(tmp_path, rules, events, clock)
+    try:
+        loaded = _last_reload(tmp_path / "state.db")
+        assert loaded["what"] == "start" and loaded["ok"] is True and loaded["active_rules"] == 2
+        assert loaded["at"] == "2026-03-01T10:00:00+00:00" and loaded["rules"] == str(rules)
+        (rules / "rules.yaml").write_text(rules_text(sends).replace("after: 1h", "after: 1 fortnight"))
+        clock.now += 5
+        runner.step()
+        runner.step()
+        refused = _last_reload(tmp_path / "state.db")
+        assert refused["what"] == "reload" and refused["ok"] is False and refused["active_rules"] is None
+        assert refused["at"] == "2026-03-01T10:00:05+00:00"
+        assert len(refused["diagnostics"]) == 1 and "rules.yaml:" in refused["diagnostics"][0]
+        assert ": error: " in refused["diagnostics"][0]
+        (rules / "rules.yaml").write_text(rules_text(sends, template="welcome back {customer.id}"))
+        runner.step()
+        runner.step()
+        assert _last_reload(tmp_path / "state.db")["ok"] is True and runner.stats["reloads"] == 1
+    finally:
+        runner.close()
+
+
 def test_a_second_runner_on_the_same_state_is_refused(setup):
     tmp_path, rules, events, _sends = setup
     runner, _ = _runner(tmp_path, rules, events, WallClock(T0))

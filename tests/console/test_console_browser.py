@@ -84,7 +84,7 @@ def test_every_page_shows_what_the_state_holds(browser, serve, shared_state, scr
     for reason, rule, count in caps:
         shown = browser.find_element(By.CSS_SELECTOR, f'#caps tr[data-cap="{reason}"][data-rule="{rule}"] td.count')
         assert shown.text == str(count)
-    assert "current diagnostics of `rulecrm check`" in browser.find_element(By.ID, "no-reload-record").text
+    assert "No runner has loaded rules on this state" in browser.find_element(By.ID, "no-reload-record").text
     shoot(browser, screenshots, "overview")
 
     browser.get(base + "/customers?q=000")
@@ -255,6 +255,8 @@ def test_the_console_reads_a_state_a_running_runner_writes(tmp_path, serve):
                 assert runner.poll() is None, runner.stderr.read()
                 time.sleep(0.1)  # polling the page over HTTP: no browser to wait on here
             assert seen == expected, f"the overview shows {seen} events, the runner applied {expected}"
+            loaded = re.search(r'<div id="last-reload" data-ok="yes">(.*?)</div>', page.text, re.S)
+            assert loaded and "loaded at start" in loaded[1] and f"runner pid {runner.pid}" in loaded[1]
             token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/dead-letters").text)[1]
             signed = client.post("/sign-in", data={"token": TOKEN, "csrf_token": token, "back": "/"},
                                  headers={"Origin": base})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -176,6 +177,40 @@ def test_pages_read_beside_a_runner_and_changes_wait_for_it(state):
         assert answer.status_code == 409
         assert "is in use by another rulecrm process" in error_text(answer)
     assert dead_letter_ids(state) == [letter]
+
+
+def test_the_overview_shows_the_last_reload_a_runner_recorded(state, tmp_path):
+    """A runner records the rules it loaded and each reload, refused ones with their diagnostics."""
+    from console_helpers import CDNOW_RULES
+
+    from rulecrm.app.runner import Runner
+
+    client = client_for(state)
+    assert 'id="no-reload-record"' in client.get("/").text  # a replay's state: no runner yet
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for path in Path(CDNOW_RULES).glob("*.yaml"):
+        (rules / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    now = [1_700_000_000.0]
+    runner = Runner(rules, str(state), backend_name="python", clock=lambda: now[0], reload_interval=0)
+    runner.start()
+    try:
+        page = client.get("/").text
+        assert re.search(r'id="last-reload" data-ok="yes".*loaded at start.*in force, \d+ active rule', page, re.S)
+        broken = next(rules.glob("*.yaml"))
+        broken.write_text(broken.read_text(encoding="utf-8") + "\nrules: [}\n", encoding="utf-8")
+        now[0] += 2
+        runner.step()
+        runner.step()
+        page = client.get("/").text
+        shown = re.search(r'<div id="last-reload" data-ok="no">(.*?)</div>', page, re.S)
+        assert shown and "the rule files changed" in shown[1] and "refused" in shown[1]
+        assert f"{broken.name}:" in shown[1] and ": error: " in shown[1]
+        assert "2023-11-14T22:13:22+00:00" in shown[1]
+        chinese = client.get("/?lang=zh").text
+        assert "被拒绝；之前的规则继续生效" in chinese
+    finally:
+        runner.close()
 
 
 def test_only_a_failed_or_dead_action_is_retried(state):
