@@ -24,12 +24,13 @@ def explain_command(context, rules, state, customer, rule_id, as_json):
     """
     from rulecrm.explain import StateReader, explain, render_json, render_text
     from rulecrm.plugins import address_fields, functions, load_rules_with
+    from rulecrm.state.partitioned import customer_state_file
     from rulecrm.state.store import Store, storage_errors
 
     with reported_errors():
         manager = context.manager
         ruleset = load_rules_with(manager, rules)
-        state_file, shard = _customer_state_file(state, customer)
+        state_file, shard = customer_state_file(state, customer)
         with storage_errors(state_file):
             Store.open(state_file, readonly=True).close()  # a damaged, foreign or newer state: one clear line
             with StateReader(state_file) as reader:
@@ -48,15 +49,3 @@ def explain_command(context, rules, state, customer, rule_id, as_json):
         click.echo(render_text(report))
     return EXIT_OK
 
-
-def _customer_state_file(state: str, customer: str) -> tuple[str, dict | None]:
-    """The state file holding `customer`: `state` itself, or on a partitioned state (a directory) the
-    customer's shard, with where it is ({path, shard, partitions, file})."""
-    from rulecrm.state.partitioned import PartitionedState
-
-    if not os.path.isdir(state):
-        return state, None
-    partitioned = PartitionedState.open(state)  # a directory without a manifest: one clear line
-    shard = partitioned.shard_for(customer)
-    file = partitioned.shard_path(shard)
-    return file, {"path": state, "shard": shard, "partitions": partitioned.partitions, "file": file}

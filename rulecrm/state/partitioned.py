@@ -108,6 +108,17 @@ class PartitionedState:
         return shard_of(customer_id, self.partitions)
 
 
+def customer_state_file(state: str, customer: str) -> tuple[str, dict | None]:
+    """The state file holding `customer`: `state` itself, or on a partitioned state (a directory) the
+    customer's shard, with where it is ({path, shard, partitions, file})."""
+    if not os.path.isdir(state):
+        return state, None
+    partitioned = PartitionedState.open(state)  # a directory without a manifest: one clear line
+    shard = partitioned.shard_for(customer)
+    file = partitioned.shard_path(shard)
+    return file, {"path": state, "shard": shard, "partitions": partitioned.partitions, "file": file}
+
+
 def _write_manifest(path: str, manifest: dict) -> None:
     """Written to a temporary file and renamed, so a reader never sees half a manifest."""
     fd, temporary = tempfile.mkstemp(prefix=".manifest-", dir=path)
