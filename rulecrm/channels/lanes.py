@@ -28,30 +28,38 @@ SLOT_POLL = 0.1  # seconds: a worker waiting for a send slot looks at the stop f
 
 
 class _Turns:
-    """Tickets served in the order they were taken: who waits for a send token first, gets it first."""
+    """Tickets served in the order they were taken: who waits for a send token first, gets it first.
+
+    A turn that ends wakes only the holder of the next ticket (each waiter has its own event): a
+    condition shared by every worker would wake them all at each send, for one of them to go on.
+    """
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._issued = 0
         self._serving = 0
+        self._waiters: dict[int, threading.Event] = {}
 
     def take(self) -> int:
-        with self._condition:
+        with self._lock:
             ticket = self._issued
             self._issued += 1
             return ticket
 
     @contextlib.contextmanager
     def turn(self, ticket: int):
-        with self._condition:
-            while self._serving != ticket:
-                self._condition.wait()
+        with self._lock:
+            waiter = None if self._serving == ticket else self._waiters.setdefault(ticket, threading.Event())
+        if waiter is not None:
+            waiter.wait()
         try:
             yield
         finally:
-            with self._condition:
+            with self._lock:
                 self._serving += 1
-                self._condition.notify_all()
+                following = self._waiters.pop(self._serving, None)
+            if following is not None:
+                following.set()
 
 
 class _Pool:
