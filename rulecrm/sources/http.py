@@ -180,6 +180,8 @@ def _not_applied(store, event: Event) -> str | None:
     if recorded is None:  # rolled back alone: the runner kept it in the dead-letter store
         return NOT_APPLIED
     if getattr(store, "keeps_state", True):
+        if recorded == event.to_json():
+            return None  # recorded as the engine writes this very event: applied (the common case, no parse)
         try:
             recorded = fingerprint(Event.from_dict(json.loads(recorded), default_tz=timezone.utc))
         except Exception:  # noqa: BLE001 - an unreadable old record: it was applied, content unknown
