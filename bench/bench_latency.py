@@ -1,7 +1,7 @@
 """Bench B6: event-to-action latency of `rulecrm run`, over the `http` source or Redis streams.
 
     python -m bench.bench_latency [--source http|redis] [--runners 1|2] [--rate 1000] [--seconds 60]
-                                  [--clients 64] [--find-max]
+                                  [--clients 128] [--find-max]
 
 Real `rulecrm run` processes (python backend, a fresh state) apply the events; their one rule
 notifies the customer of each order through a `jsonl` channel, and a watcher tails the channels'
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runners", type=int, choices=(1, 2), default=1, help="with --source redis")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second offered")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--clients", type=int, default=64, help="with --source http")
+    parser.add_argument("--clients", type=int, default=128, help="with --source http")
     parser.add_argument("--find-max", action="store_true", help="also find the highest sustained rate")
     parser.add_argument("--start", type=float, default=500.0, help="--find-max's first rate")
     parser.add_argument("--step", type=float, default=250.0, help="--find-max's rise per step")
