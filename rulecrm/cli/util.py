@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import sqlite3
+import sys
 from collections.abc import Callable
 
 import click
@@ -41,8 +41,10 @@ def reported_errors(exit_code: int = EXIT_ERROR, *, echo: Callable[[str], None] 
     except OSError as exc:  # another file than the state (--out, an events file): still one line, no traceback
         echo(LogLine(f"error: {_os_error_text(exc)}", level="error"))
         raise click.exceptions.Exit(exit_code) from None
-    except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
-        if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+    except Exception as exc:
+        # sqlite3 is looked up rather than imported (`check` never loads it): unloaded, it raised nothing
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is None or type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
             raise  # IntegrityError and the like are bugs: keep their traceback
         # the state's own faults arrive as StorageError; this is a temporary database of a reader
         echo(LogLine(f"error: a temporary file of rulecrm: {exc}; free some space in its directory (TMPDIR) and "

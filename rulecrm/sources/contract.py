@@ -14,15 +14,20 @@ under in dead letters. Its `poll` returns (line_no, Event | Rejected, shard) tri
 applied in the shard it came from, or kept there as a dead letter if its customer lives in another
 shard: never in another shard's transaction, which could commit without the position.
 """
+from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from rulecrm.errors import EventError, RulecrmError, SourceError  # noqa: F401 (re-exported: defined here before errors.py held them)
-from rulecrm.events import Event, parse_event_line, synthetic_id
-from rulecrm.sources.reader import Rejected
+
+if TYPE_CHECKING:
+    # Imported when a line is parsed: the plugin host imports this contract for every command, and
+    # `check` needs neither events (hashlib, orjson) nor the file reader (tempfile, sqlite3).
+    from rulecrm.events import Event
+    from rulecrm.sources.reader import Rejected
 
 Item = tuple[int, "Event | Rejected"]  # or (line_no, Event | Rejected, shard) from a source with positions per shard
 
@@ -68,6 +73,9 @@ def parse_line(text: str, line_no: int, default_tz, occurrence=None) -> Event | 
     `occurrence` numbers an id-less event for its synthetic id: an int, a callable given the parsed
     event (the http source counts identical contents), or None for the line number.
     """
+    from rulecrm.events import parse_event_line, synthetic_id
+    from rulecrm.sources.reader import Rejected
+
     try:
         event = parse_event_line(text, default_tz=default_tz)
         if event.id is None:

@@ -15,14 +15,10 @@ from collections.abc import Iterable
 from datetime import timezone
 
 import attrs
-import redis
 
 from rulecrm.errors import EventError, UsageError
-from rulecrm.events import parse_event_line
-from rulecrm.state.partitioned import PartitionedState, is_partitioned, shard_of
 
 from .address import AddressError, StreamAddress, parse_address
-from .source import FIELD
 
 CHUNK = 1000  # entries sent per round trip
 
@@ -45,6 +41,8 @@ class Published:
 
 def partitions_of(state) -> int:
     """The number of partitions of a state: its manifest's, or 1 for a state file."""
+    from rulecrm.state.partitioned import PartitionedState, is_partitioned
+
     path = os.fspath(state)
     if is_partitioned(path):
         return PartitionedState.open(path).partitions
@@ -65,6 +63,14 @@ def publish(lines: Iterable[str | bytes | dict], *, to: str | StreamAddress, sta
         address = to if isinstance(to, StreamAddress) else parse_address(to)
     except AddressError as exc:
         raise PublishError(f"--to: {exc}") from None
+    # Imported here: the package imports this module, and rulecrm imports the package for every command.
+    import redis
+
+    from rulecrm.events import parse_event_line
+    from rulecrm.state.partitioned import shard_of
+
+    from .source import FIELD
+
     partitions = partitions_of(state)
     client = redis.Redis.from_url(address.url, socket_timeout=10, socket_connect_timeout=10)
     result = Published()

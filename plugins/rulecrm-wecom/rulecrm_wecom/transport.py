@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 
 from rulecrm.channels import PERMANENT, RETRYABLE, Delivery
@@ -29,6 +27,11 @@ def call(url: str, payload: dict | None = None, *, timeout: float, secrets: Iter
     Transport failures raise `CallFailed`: timeouts, connection errors and 5xx are retryable,
     other statuses and unreadable bodies are not. The body's errcode is left to the caller.
     """
+    # Imported on the first call: rulecrm loads this plugin for every command, `check` included, and
+    # urllib.request (http.client, email) takes about 10 ms to import.
+    import urllib.error
+    import urllib.request
+
     secrets = tuple(secrets)
     data = None if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
     request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
