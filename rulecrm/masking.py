@@ -45,13 +45,19 @@ def mask_secrets(text: str | None, secrets: Iterable[str | None], *, limit: int 
         return None
     text = str(text)
     patterns = set()
+    parts = set()
     for secret in secrets:
         for part in secret_parts(secret):
+            parts.add(part)
             # The secret may hold escapes itself and be wrapped in one layer of another kind, so
             # each choice of which of its own escapes to read gives a form to look for.
             patterns.update(p for p in (_canonical(part, subset)[0] for subset in _SUBSETS) if p)
     if patterns:
         text = _mask_patterns(text, patterns)
+        for part in parts:
+            # reading escapes can take a raw secret for half of one (a `\` before a `"`): mask it as written
+            if part in text and part not in SECRET_MARK:
+                text = text.replace(part, SECRET_MARK)
     if limit is not None and len(text) > limit:
         text = text[: max(0, limit - 1)] + ELLIPSIS
     return text

@@ -156,3 +156,9 @@ def test_phone_numbers_and_emails_are_masked(text, expected):
 def test_mask_email_keeps_the_first_letter_and_the_domain():
     assert mask_email("gone@example.com") == "g***@example.com"
     assert mask_personal(None) is None
+
+
+def test_a_raw_secret_read_as_half_of_an_escape_is_masked_too():
+    # `\` then the JSON form of `\`: the first backslash reads as the escape `\"` of the quote after it
+    masked = mask_secrets("\\" + json.dumps("\\"), ["\\"])
+    assert "\\" not in masked and masked.startswith("[secret]")
