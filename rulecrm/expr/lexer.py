@@ -22,6 +22,7 @@ _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _IDENT = re.compile(r"[^\W\d]\w*")
 _WORD_CHAR = re.compile(r"\w")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",", ".")
+_OPERATOR = re.compile("|".join(map(re.escape, _OPERATORS)))  # tried in that order: `<=` before `<`
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t"}
 _CHAR_HINTS = {
     "=": "use '==' to compare",
@@ -61,7 +62,7 @@ class Lexer:
         self.pos = offset
         self._line = line
         self._column = column
-        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._newlines = [i for i, c in enumerate(text) if c == "\n"] if "\n" in text else []
 
     def position(self, offset: int) -> tuple[int, int]:
         """The absolute (line, column) of a character offset in the text."""
@@ -90,9 +91,9 @@ class Lexer:
         if match:
             word = match.group()
             return self._token("keyword" if word in KEYWORDS else "name", word, pos, match.end())
-        for op in _OPERATORS:
-            if text.startswith(op, pos):
-                return self._token("op", op, pos, pos + len(op))
+        match = _OPERATOR.match(text, pos)
+        if match:
+            return self._token("op", match.group(), pos, match.end())
         return self._token("char", char, pos, pos + 1)
 
     def _token(self, kind: str, value: Any, start: int, end: int) -> Token:

@@ -29,6 +29,8 @@ def locator(node: Scalar, lines: list[str]) -> Locate | None:
     start = _start(node, lines)
     if start is None:
         return None
+    if _written_as_is(node, lines, start):
+        return _columns_from(start, len(node.text))
     positions = None
     for indent in _indents(node, lines, start):
         try:
@@ -47,6 +49,28 @@ def locator(node: Scalar, lines: list[str]) -> Locate | None:
             line, column = positions[-1]
             return line, column + 1
         return start[0] + 1, start[1] + 1
+
+    return locate
+
+
+def _written_as_is(node: Scalar, lines: list[str], start) -> bool:
+    """The common case: a value on one line, character for character as in the source (no escape,
+    no doubled quote, no trailing blank), so its characters are consecutive columns."""
+    text, style = node.text, node.style
+    if style not in (None, "'", '"') or not text or "\n" in text or text[-1] in _BLANKS:
+        return False
+    line, column = start
+    if not lines[line].startswith(text, column):
+        return False
+    return not (style == '"' and "\\" in text) and not (style == "'" and "'" in text)
+
+
+def _columns_from(start, length: int) -> Locate:
+    line, column = start[0] + 1, start[1] + 1
+
+    def locate(offset: int) -> tuple[int, int]:
+        # as `locator` does with the positions of each character: past either end is just after the last
+        return (line, column + offset) if 0 <= offset < length else (line, column + length)
 
     return locate
 

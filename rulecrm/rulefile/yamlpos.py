@@ -169,6 +169,7 @@ class _Composer:
         self._open: set[int] = set()
         self._root = None
         self._resolver = Resolver()
+        self._implicit_tags: dict[tuple, str] = {}  # (text, implicit) -> tag: keys and values repeat in a file
         self._constructor = SafeConstructor()
 
     def error(self, where, message, *, expected=None, found=None, hint=None):
@@ -212,7 +213,10 @@ class _Composer:
         line, column = self._position(event)
         style = event.style or None
         tag = event.tag
-        implicit_tag = self._resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+        implicit_tag = self._implicit_tags.get((event.value, event.implicit))
+        if implicit_tag is None:
+            implicit_tag = self._resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            self._implicit_tags[event.value, event.implicit] = implicit_tag
         if tag is None or tag == "!":
             tag = implicit_tag
         elif tag not in _KINDS:

@@ -1,10 +1,12 @@
 """Positions inside YAML scalars: every character of a value maps back to where it was written."""
 from __future__ import annotations
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rulecrm.rulefile import scalarpos
 from rulecrm.rulefile.scalarpos import locator
 from rulecrm.rulefile.yamlpos import compose
 
@@ -49,3 +51,19 @@ def test_a_value_that_does_not_match_its_source_has_no_locator():
     node = _scalar(document)
     node.text = "b {x}"  # as if the file changed under us
     assert locator(node, document.splitlines()) is None
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@given(TEXT, st.sampled_from([None, '"', "'"]), st.sampled_from([12, 30, 80]))
+def test_a_value_written_as_is_gets_the_positions_of_the_character_walk(text, style, width):
+    document = yaml.dump({"rules": [{"template": text}]}, default_style=style, allow_unicode=True, width=width)
+    node = _scalar(document)
+    lines = document.splitlines()
+    quick = locator(node, lines)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scalarpos, "_written_as_is", lambda *args: False)
+        walked = locator(node, lines)
+    assert (quick is None) == (walked is None)
+    if quick is not None:
+        offsets = range(-1, len(node.text) + 2)
+        assert [quick(offset) for offset in offsets] == [walked(offset) for offset in offsets], document
