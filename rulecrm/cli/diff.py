@@ -5,7 +5,6 @@ import contextlib
 
 import click
 
-from rulecrm.app.stopping import Interrupted, catch_stop_signals
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, echo_err, reported_errors
 from rulecrm.masking import mask_personal
@@ -39,6 +38,7 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
     from rulecrm.app import diffing
     from rulecrm.app.diff_report import as_json as report_json
     from rulecrm.app.diff_report import render_text
+    from rulecrm.app.stopping import Interrupted, catch_stop_signals
 
     if workers is not None and partitions is None:
         raise click.UsageError("--workers needs --partitions N")

@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from rulecrm.app.stopping import Interrupted, catch_stop_signals
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import EXIT_ERROR, echo_err, reported_errors
 from rulecrm.masking import mask_personal
@@ -46,6 +45,7 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
     """Apply EVENTS in event-time order and decide the actions; channels are called only with --dispatch."""
     from rulecrm.app.partitioned_replay import replay_partitioned
     from rulecrm.app.replay import replay
+    from rulecrm.app.stopping import Interrupted, catch_stop_signals
     from rulecrm.plugins import load_rules_with
 
     manager = context.manager

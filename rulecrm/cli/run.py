@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from rulecrm.app.stopping import catch_stop_signals
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.stderr_log import FORMATS, stderr_log
 from rulecrm.cli.util import EXIT_OK, reported_errors
@@ -47,6 +46,8 @@ def run_command(context, rules, state, partitions, shards, sources, out, backend
     # First thing, before the heavy imports: a SIGTERM from here on is a clean stop (exit 0), not a
     # kill. The entry point installs them even earlier (rulecrm/__main__.py). As the program itself
     # (not called in-process, by a test), keep them until exit: a signal while closing is no kill.
+    from rulecrm.app.stopping import catch_stop_signals  # here: every command's start-up imports this module
+
     signals = catch_stop_signals(keep=sys.argv[1:2] == ["run"])
     try:
         return _run(signals, context, rules=rules, state=state, partitions=partitions, shards=shards, sources=sources,

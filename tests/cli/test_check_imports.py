@@ -13,6 +13,11 @@ RULES = Path(__file__).resolve().parents[2] / "rules" / "tea-shop"
 NOT_FOR_CHECK = (
     "redis",  # the redis source and `publish` (rulecrm-redis)
     "rulecrm_redis.source",
+    "urllib.request",  # the webhook and WeCom channels' HTTP calls
+    "http.client",
+    "smtplib",  # the smtp channel
+    "ssl",
+    "email.policy",
     "jinja2",  # reports and the console
     "starlette",
     "uvicorn",
@@ -30,6 +35,7 @@ NOT_FOR_CHECK = (
     "rulecrm.engine",
     "rulecrm.app.session",
     "rulecrm.backends",
+    "rulecrm.app.stopping",  # replay's, diff's and run's stop signals
 )
 
 # Runs the real command line in a fresh interpreter, then lists the modules it loaded.

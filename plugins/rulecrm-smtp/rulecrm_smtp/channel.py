@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import logging
 import re
-import smtplib
-import ssl
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, Delivery
 from rulecrm.masking import mask_personal, mask_secrets
 
 from .compose import build_email
+
+if TYPE_CHECKING:
+    import smtplib
+
+# smtplib and ssl are imported when a message is sent: rulecrm loads this plugin for every command,
+# `check` included, and they take several milliseconds to import.
 
 log = logging.getLogger("rulecrm_smtp")
 
@@ -60,6 +65,9 @@ class SmtpChannel:
         pass
 
     def _deliver(self, message) -> Delivery:
+        import smtplib
+        import ssl
+
         try:
             email = build_email(message, sender=self.sender, default_subject=self.default_subject)
         except (ValueError, TypeError) as error:
@@ -88,6 +96,9 @@ class SmtpChannel:
         return Delivery(DELIVERED, code="250")
 
     def _connect(self) -> smtplib.SMTP:
+        import smtplib
+        import ssl
+
         if self.smtps:
             return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
         return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
@@ -106,6 +117,8 @@ class SmtpChannel:
 
 
 def _quit(session: smtplib.SMTP) -> None:
+    import smtplib
+
     try:
         session.quit()
     except (smtplib.SMTPException, OSError):

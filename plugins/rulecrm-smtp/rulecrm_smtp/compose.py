@@ -1,9 +1,9 @@
 """A rulecrm Message as an e-mail: the subject convention, a Message-ID from the action key, UTF-8."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
@@ -11,8 +11,15 @@ KEY_HEADER = "X-Rulecrm-Key"
 DEFAULT_SUBJECT = "rulecrm: {rule}"
 # "Subject: <line>" then a blank line opens the text: the line is the subject, the rest the body.
 SUBJECT_LINE = re.compile(r"Subject:[ \t]*(?P<subject>[^\r\n]*\S)[ \t]*\r?\n[ \t]*\r?\n")
-# Non-ASCII bodies go out base64-encoded, so no server needs 8BITMIME.
-_POLICY = policy.default.clone(cte_type="7bit")
+
+
+@functools.cache
+def _policy():
+    """Non-ASCII bodies go out base64-encoded, so no server needs 8BITMIME. Built on first use:
+    rulecrm loads this plugin for every command, and email.policy takes milliseconds to import."""
+    from email import policy
+
+    return policy.default.clone(cte_type="7bit")
 
 
 def subject_and_body(message, default: str | None = None) -> tuple[str, str]:
@@ -37,7 +44,7 @@ def message_id(key: str, sender: str) -> str:
 def build_email(message, *, sender: str, default_subject: str | None = None, now: float | None = None) -> EmailMessage:
     """The e-mail for one message, From `sender` To `message.address`."""
     subject, body = subject_and_body(message, default_subject)
-    email = EmailMessage(policy=_POLICY)
+    email = EmailMessage(policy=_policy())
     email["From"] = sender
     email["To"] = message.address
     email["Subject"] = subject

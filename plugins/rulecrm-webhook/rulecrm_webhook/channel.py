@@ -1,21 +1,25 @@
 """The webhook channel: one signed JSON POST per message, answered with a rulecrm Delivery."""
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import string
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, Delivery, Limits
 from rulecrm.masking import mask_secrets
 
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+if TYPE_CHECKING:
+    import urllib.error
+
+# urllib.request and http.client are imported when a channel is built or sends: rulecrm loads this
+# plugin for every command, `check` included, and they take several milliseconds to import.
 
 log = logging.getLogger("rulecrm_webhook")
 
@@ -28,11 +32,15 @@ _SNIPPET = 200  # characters of a receiver's error body kept in Delivery.detail
 _READ = 4096  # bytes of that body read: masked whole before it is cut to _SNIPPET
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A signed POST is never re-sent elsewhere: a 3xx answer comes back as an HTTPError."""
+def _no_redirect_opener():
+    """An opener that never re-sends a signed POST elsewhere: a 3xx answer comes back as an HTTPError."""
+    import urllib.request
 
-    def redirect_request(self, *args, **kwargs):
-        return None
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
 
 
 class WebhookChannel:
@@ -47,7 +55,7 @@ class WebhookChannel:
         # A URL given through `url_env` carries a token: a receiver echoing it (a 404 page) must not leak it.
         self._secrets = tuple(s for s in (self._secret, self.url if config.get("url_env") else None) if s)
         self._clock = clock
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = _no_redirect_opener()
         if self._secret is None:
             log.warning("channel %r: no secret_env is set, so its webhook payloads are not signed", self.name)
 
@@ -76,6 +84,8 @@ class WebhookChannel:
 
     def send(self, message) -> Delivery:
         """Exactly one POST; retrying a RETRYABLE answer is the dispatcher's job."""
+        import urllib.request
+
         now = self._clock()
         body = self.body(message, now)
         request = urllib.request.Request(self.url, data=body, method="POST",
@@ -88,6 +98,9 @@ class WebhookChannel:
         pass
 
     def _post(self, request) -> Delivery:
+        import http.client
+        import urllib.error
+
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 response.read()
@@ -149,6 +162,8 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 def _read_snippet(error: urllib.error.HTTPError) -> str:
     """The start of the error body, whitespace collapsed; not cut yet (masking comes first)."""
+    import http.client
+
     try:
         raw = error.read(_READ)
     except (OSError, http.client.HTTPException, AttributeError):
