@@ -52,7 +52,10 @@ def parse_expression(text: str, *, line: int = 1, column: int = 1):
         raise ExpressionError(
             "expression is nested too deeply", line=line, column=column, hint="split it into simpler parts"
         ) from None
-    check_depth(node)
+    # Each node of the tree has a token of its own, and each token at least one character: a text of
+    # MAX_DEPTH characters or fewer cannot be deeper than MAX_DEPTH (most rules' expressions are).
+    if len(text) > MAX_DEPTH:
+        check_depth(node)
     return node
 
 
