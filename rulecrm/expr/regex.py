@@ -6,6 +6,7 @@ features that need backtracking (backreferences, lookarounds, possessive and ato
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -68,6 +69,7 @@ def _re2():
     return _engine
 
 
+@functools.lru_cache(maxsize=512)  # `check` compiles each pattern twice (parser, checker), the engine once more
 def _compile(pattern: str):
     re2 = _re2()
     options = re2.Options()
