@@ -69,9 +69,12 @@ def _re2():
     return _engine
 
 
-@functools.lru_cache(maxsize=512)  # `check` compiles each pattern twice (parser, checker), the engine once more
 def _compile(pattern: str):
-    re2 = _re2()
+    return _compiled(_re2(), pattern)
+
+
+@functools.lru_cache(maxsize=512)  # `check` compiles each pattern twice (parser, checker), the engine once more
+def _compiled(re2, pattern: str):
     options = re2.Options()
     options.log_errors = False  # refusals are reported by `check`, not written to stderr
     try:
