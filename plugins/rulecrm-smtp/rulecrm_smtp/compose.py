@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -36,6 +35,8 @@ def subject_and_body(message, default: str | None = None) -> tuple[str, str]:
 
 def message_id(key: str, sender: str) -> str:
     """`<rulecrm.<hash of the key>@<sender's domain>>`: the same action always gets the same Message-ID."""
+    import hashlib  # loads OpenSSL: when an e-mail is built, not with the plugin
+
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
     domain = parseaddr(sender)[1].rpartition("@")[2] or "rulecrm.invalid"
     return f"<rulecrm.{digest}@{domain}>"
