@@ -75,6 +75,9 @@ class _Admitted:
     tokens: list
 
 
+HANDED_PER_SLOT = 4  # actions handed to a channel's workers at a time, per unit of its concurrency
+
+
 class Dispatcher:
     """Delivers the outbox of one store through the channels of one rule set.
 
@@ -139,16 +142,16 @@ class Dispatcher:
         return attrs.evolve(action, channel=name, address=address)
 
     # -- delivering ---------------------------------------------------------------------
-    def due(self, limit: int = 500, *, skip=frozenset()) -> list[dict]:
+    def due(self, limit: int = 500, *, skip=frozenset(), channels_full=()) -> list[dict]:
         """Committed actions ready for an attempt: every `queued`, and `failed` whose retry time came
-        (keys in `skip`, such as those in flight, are passed over)."""
+        (keys in `skip`, such as those in flight, and actions of `channels_full` are passed over)."""
         rows = []
-        for row in self.store.iter_actions(status=QUEUED, skip_keys=skip):
+        for row in self.store.iter_actions(status=QUEUED, skip_keys=skip, channels_except=channels_full):
             rows.append(row)
             if len(rows) >= limit:
                 return rows
         now = self.clock()
-        for row in self.store.iter_actions(status=FAILED, skip_keys=skip):
+        for row in self.store.iter_actions(status=FAILED, skip_keys=skip, channels_except=channels_full):
             if row.get("next_attempt", 0) <= now:
                 rows.append(row)
                 if len(rows) >= limit:
@@ -173,11 +176,25 @@ class Dispatcher:
         """
         if self._abandoned or self._stop():
             return 0
+        # A channel is handed at most HANDED_PER_SLOT x its concurrency actions at a time: the rest
+        # wait in the store, so a backlog costs each pump nothing (it would otherwise be read, and
+        # passed over, at every pump) and a slow channel's backlog leaves the others' actions in reach.
+        room = {name: HANDED_PER_SLOT * self.channels.concurrency(name) - handed
+                for name, handed in self._lanes.handed.items()}
         lanes: dict[tuple, list[dict]] = {}
-        for row in self.due(limit, skip=self._lanes.keys_in_flight):
-            lane = (row.get("channel") or "", row.get("customer_id"))
-            if not self._lanes.busy(lane):
-                lanes.setdefault(lane, []).append(row)
+        full = [name for name, left in room.items() if left <= 0]
+        for row in self.due(limit, skip=self._lanes.keys_in_flight, channels_full=full):
+            channel = row.get("channel") or ""
+            lane = (channel, row.get("customer_id"))
+            if self._lanes.busy(lane):
+                continue
+            if lane not in lanes:  # a lane goes whole (its order), so only a new one needs room
+                left = room.get(channel, HANDED_PER_SLOT * self.channels.concurrency(channel))
+                if left <= 0:
+                    continue
+                room[channel] = left - 1
+                lanes[lane] = []
+            lanes[lane].append(row)
         for lane, rows in lanes.items():
             self._lanes.submit(lane[0], self.channels.concurrency(lane[0]), lane, rows)
         return sum(len(rows) for rows in lanes.values())

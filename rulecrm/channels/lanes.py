@@ -171,6 +171,8 @@ class Lanes:
         self._pools: dict[str, _Pool] = {}
         self._open: dict[Hashable, int] = {}  # lane -> answers still to come
         self.keys_in_flight: set[str] = set()
+        self.handed: collections.Counter = collections.Counter()  # channel -> rows handed, not answered
+        self._channel_of: dict[Hashable, str] = {}  # open lane -> its channel
 
     def busy(self, lane: Hashable) -> bool:
         return lane in self._open
@@ -189,6 +191,8 @@ class Lanes:
                                                self._answers)
         self._open[lane] = len(rows)
         self.keys_in_flight.update(row["key"] for row in rows)
+        self.handed[channel] += len(rows)
+        self._channel_of[lane] = channel
         pool.submit(lane, rows)
 
     def finished(self, timeout: float | None = 0.0) -> list[tuple[dict, Any, Callable[[], None]]]:
@@ -205,11 +209,13 @@ class Lanes:
         done = []
         for lane, row, answer, pool in answers:
             self.keys_in_flight.discard(row["key"])
+            self.handed[self._channel_of[lane]] -= 1
             left = self._open[lane] - 1
             if left:
                 self._open[lane] = left
             else:
                 del self._open[lane]
+                del self._channel_of[lane]
             done.append((row, answer, pool.give_back_slot if pool is not None else _nothing))
         return done
 

@@ -740,10 +740,11 @@ class Store:
 
     def iter_actions(
         self, *, customer_id: str | None = None, status: str | None = None, reported: bool | None = None,
-        skip_keys: Collection[str] = (),
+        skip_keys: Collection[str] = (), channels_except: Collection[str] = (),
     ) -> Iterator[dict]:
         """Actions in the order they were first written, optionally filtered; those whose key is in
-        `skip_keys` are passed over undecoded (the dispatcher's sends in flight, read at every step)."""
+        `skip_keys` are passed over undecoded (the dispatcher's sends in flight, read at every step),
+        those of a channel in `channels_except` are not read."""
         clauses, params = [], []
         for column, value in (("customer_id", customer_id), ("status", status)):
             if value is not None:
@@ -752,6 +753,10 @@ class Store:
         if reported is not None:
             clauses.append("reported = ?")
             params.append(int(reported))
+        if channels_except:
+            marks = ", ".join("?" * len(channels_except))
+            clauses.append(f"coalesce(json_extract(json, '$.channel'), '') NOT IN ({marks})")
+            params.extend(channels_except)
         where = (" AND ".join(clauses), tuple(params)) if clauses else None
         if not skip_keys:
             for (text,) in self._pages("SELECT json FROM actions", ("rowid",), where=where):

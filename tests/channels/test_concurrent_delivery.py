@@ -215,3 +215,62 @@ def test_random_delays_keep_every_customers_order(tmp_path):
     assert summary.undelivered == 0 and len(seen) == 100
     for c in range(20):
         assert [k for k in seen if k.startswith(f"thanks|c-{c}|")] == [f"thanks|c-{c}|o-{c}-{n}" for n in range(5)]
+
+
+def test_a_backlog_stays_in_the_store_and_leaves_other_channels_in_reach(tmp_path):
+    """A channel is handed at most HANDED_PER_SLOT x its concurrency actions at a time: a backlog of a
+    slow channel is not read at every pump, and the actions of another channel decided after it start
+    in the first pump."""
+    from rulecrm.app.session import Input, Session
+    from rulecrm.channels.dispatch import HANDED_PER_SLOT
+    from rulecrm.events import Event
+
+    release = threading.Event()
+
+    class Held:
+        def __init__(self, config):
+            pass
+
+        def send(self, message):
+            release.wait(30)
+            return Delivery(DELIVERED)
+
+        def close(self):
+            pass
+
+    class Plugin:
+        @hookimpl
+        def rulecrm_channel_types(self):
+            return [ChannelType("held", Held, thread_safe=True), ChannelType("fast", lambda config: Held(config),
+                                                                            thread_safe=True)]
+
+    rules = write_rules(tmp_path, """
+        shop: {timezone: UTC}
+        channels:
+          slow: {type: held, concurrency: 2}
+          quick: {type: fast, concurrency: 3}
+        rules:
+          - id: to-slow
+            on: order.placed
+            when: event.sku == "s"
+            notify: {to: customer, channel: slow, kind: service, template: slow}
+          - id: to-quick
+            on: order.placed
+            when: event.sku == "q"
+            notify: {to: customer, channel: quick, kind: service, template: quick}
+    """)
+    events = [ev("order.placed", f"c-{n}", f"2026-03-01T10:{n // 60:02d}:{n % 60:02d}Z", id=f"s-{n}", sku="s")
+              for n in range(300)]
+    events += [ev("order.placed", f"q-{n}", "2026-03-01T11:00:00Z", id=f"q-{n}", sku="q") for n in range(5)]
+    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Plugin()])
+    with Session.open(rules, tmp_path / "state.db", manager=manager, deliver=True) as session:
+        session.apply([Input("test", n, Event.from_dict(e, default_tz=None)) for n, e in enumerate(events, 1)])
+        dispatcher = session.dispatcher
+        started = dispatcher.start_due()
+        handed = dict(dispatcher._lanes.handed)
+        assert handed == {"slow": HANDED_PER_SLOT * 2, "quick": 5}  # every quick one, though decided last
+        assert started == HANDED_PER_SLOT * 2 + 5
+        assert dispatcher.start_due() == 0  # nothing more while the slow channel's hand is full
+        release.set()
+        session.drain()
+        assert sum(1 for row in session.store.iter_actions(status="sent")) == 305
