@@ -1,0 +1,1 @@
+"""The console's stylesheet and scripts, served under /static/ (shipped as package data)."""

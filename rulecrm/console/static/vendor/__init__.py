@@ -1,0 +1,1 @@
+"""Front-end libraries shipped unmodified (see README.md here): no CDN."""

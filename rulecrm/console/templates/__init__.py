@@ -1,0 +1,1 @@
+"""The console's Jinja2 page templates (shipped as package data)."""
