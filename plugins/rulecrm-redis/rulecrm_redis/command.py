@@ -12,8 +12,11 @@ from rulecrm.cli.util import EXIT_REJECTED, echo_err, reported_errors
 @click.option("--state", "state", required=True, type=click.Path(),
               help="The state the runners use (a partitioned state directory, or a state file): its number of "
                    "partitions and hash decide each event's stream.")
+@click.option("--partitions", "partitions", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Make a new --state directory a partitioned state of N shards, as `rulecrm run --partitions` "
+                   "does (an existing one must have N).")
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-def publish_command(to, state, events):
+def publish_command(to, state, partitions, events):
     """Send the events of a JSONL file to the Redis stream of each customer's shard.
 
     A runner of that shard (`rulecrm run --source redis:URL --shards ...`) reads them. Malformed
@@ -23,7 +26,7 @@ def publish_command(to, state, events):
 
     with reported_errors():
         with click.open_file(events, "rb") as handle:
-            result = publish(handle, to=to, state=state)
+            result = publish(handle, to=to, state=state, partitions=partitions)
     name = "stdin" if events == "-" else events
     for line_no, reason in result.rejected:
         echo_err(f"{name}:{line_no}: rejected (not sent): {reason}")

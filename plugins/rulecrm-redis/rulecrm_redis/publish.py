@@ -39,20 +39,30 @@ class Published:
         return sum(self.streams.values())
 
 
-def partitions_of(state) -> int:
-    """The number of partitions of a state: its manifest's, or 1 for a state file."""
+def partitions_of(state, partitions: int | None = None) -> int:
+    """The number of partitions of a state: its manifest's, or 1 for a state file. With `partitions`
+    (`--partitions N`, as `rulecrm run` takes it) a new directory is made a partitioned state of N
+    shards, and an existing one must have N."""
     from rulecrm.state.partitioned import PartitionedState, is_partitioned
 
     path = os.fspath(state)
+    if partitions is not None:
+        if os.path.isfile(path):
+            raise PublishError(f"state {path} is a state file (one partition); leave out --partitions")
+        from rulecrm.app.partitioned_replay import open_partitioned_state
+
+        return open_partitioned_state(path, partitions).partitions
     if is_partitioned(path):
         return PartitionedState.open(path).partitions
     if os.path.isfile(path):
         return 1
     raise PublishError(f"state {path} does not exist; give the state the runners use (a partitioned state "
-                       "directory or a state file), so that each event goes to its customer's shard")
+                       "directory or a state file), or --partitions N to make it a partitioned state of N shards, "
+                       "so that each event goes to its customer's shard")
 
 
-def publish(lines: Iterable[str | bytes | dict], *, to: str | StreamAddress, state) -> Published:
+def publish(lines: Iterable[str | bytes | dict], *, to: str | StreamAddress, state,
+            partitions: int | None = None) -> Published:
     """Send each event of `lines` (JSON lines, or dicts) to the stream of its customer's shard of `state`.
 
     Lines are numbered from 1; blank ones are skipped. Raises PublishError when nothing can be
@@ -71,7 +81,7 @@ def publish(lines: Iterable[str | bytes | dict], *, to: str | StreamAddress, sta
 
     from .source import FIELD
 
-    partitions = partitions_of(state)
+    partitions = partitions_of(state, partitions)
     client = redis.Redis.from_url(address.url, socket_timeout=10, socket_connect_timeout=10)
     result = Published()
     try:

@@ -66,6 +66,25 @@ def test_a_state_file_is_one_partition_and_a_missing_state_is_an_error(tmp_path,
         publish([order(0)], to=redis_url, state=tmp_path / "nowhere")
 
 
+def test_partitions_make_a_new_state_as_run_would_and_must_match_an_existing_one(tmp_path, redis_url, redis_server):
+    from rulecrm.errors import StateError
+    from rulecrm.state.partitioned import PartitionedState
+
+    state = tmp_path / "new-state"
+    result = publish([order(n) for n in range(20)], to=redis_url, state=state, partitions=PARTITIONS)
+    assert result.sent == 20 and PartitionedState.open(str(state)).partitions == PARTITIONS
+    for stream, count in result.streams.items():
+        k = int(stream.rsplit(":", 1)[1])
+        assert count == sum(1 for n in range(20) if shard(json.loads(order(n))["customer_id"]) == k)
+    with pytest.raises(StateError, match="has 4 partitions, not 8"):
+        publish([order(0)], to=redis_url, state=state, partitions=8)
+    state_file = tmp_path / "one.db"
+    state_file.write_bytes(b"")
+    with pytest.raises(PublishError, match="leave out --partitions"):
+        publish([order(0)], to=redis_url, state=state_file, partitions=2)
+    assert sum(redis_server.client.xlen(f"rulecrm:events:{k}") for k in range(PARTITIONS)) == 20
+
+
 def test_addresses():
     address = parse_address("redis://:secret@10.0.0.5:6380/2?prefix=tea&group=runners&consumer=a&socket_timeout=3")
     assert (address.prefix, address.group, address.consumer) == ("tea", "runners", "a")
@@ -97,3 +116,8 @@ def test_the_command(tmp_path, redis_url, redis_server):
     done = subprocess.run([sys.executable, "-m", "rulecrm", "publish", "--to", "redis://127.0.0.1:1/0", "--state",
                            str(state), str(events)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "error:" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    done = subprocess.run([sys.executable, "-m", "rulecrm", "publish", "--to", redis_url, "--state",
+                           str(tmp_path / "made"), "--partitions", "8", str(events)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "made for 4 partitions, the state for 8" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
