@@ -174,3 +174,23 @@ def test_a_lost_server_is_reported_and_reading_goes_on_when_it_is_back(tmp_path,
     finally:
         runner.close()
     assert json.loads(json.dumps(sorted(_ids(shard_paths(state))))) == sorted(f"o-{n}" for n in range(20))
+
+
+def test_a_redis_restarted_without_its_data_is_read_again_from_the_stored_positions(tmp_path, redis_url, redis_server):
+    """The streams and groups are gone (a server restarted without persistence): the groups are made
+    again at each shard's stored position, and what is published afterwards is read."""
+    rules, state, _sends = make_shop(tmp_path)
+    publish([order(n) for n in range(30)], to=redis_url, state=state)
+    messages = []
+    runner = start_runner(rules, state, redis_url, messages=messages)
+    try:
+        runner.run(once=True)
+        redis_server.client.flushall()
+        assert runner.step() == 0 and any("NOGROUP" in str(m) for m in messages)
+        publish([order(n) for n in range(30, 60)], to=redis_url, state=state)
+        runner.run(once=True)
+        assert runner.stats["applied"] == 60 and runner.stats["duplicates"] == 0
+    finally:
+        runner.close()
+    ids = _ids(shard_paths(state))
+    assert len(ids) == 60 and set(ids.values()) == {1}
