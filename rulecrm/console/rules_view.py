@@ -5,6 +5,7 @@ import os
 
 import attrs
 
+from rulecrm.cli.check import CheckReport
 from rulecrm.plugins import check_rules_with
 from rulecrm.rulefile.loader import rule_files
 from rulecrm.rulefile.model import RuleSet
@@ -25,18 +26,11 @@ class RuleFile:
 
 
 @attrs.frozen
-class Checked:
-    ruleset: RuleSet | None  # None when the rules have errors
-    diagnostics: tuple
-    files: tuple  # RuleFile
+class Checked(CheckReport):
+    """`check`'s report (its counts of errors and warnings), with the rule set and the files' lines."""
 
-    @property
-    def errors(self) -> int:
-        return sum(d.is_error for d in self.diagnostics)
-
-    @property
-    def warnings(self) -> int:
-        return len(self.diagnostics) - self.errors
+    ruleset: RuleSet | None = attrs.field(kw_only=True)  # None when the rules have errors
+    files: tuple = attrs.field(kw_only=True)  # RuleFile
 
 
 def check(rules_path: str, manager) -> Checked:
@@ -58,4 +52,4 @@ def check(rules_path: str, manager) -> Checked:
     elsewhere = [d for d in diagnostics if os.path.abspath(d.path) not in known]  # about the directory itself
     if elsewhere:
         files.append(RuleFile(rules_path, (), tuple(elsewhere)))
-    return Checked(ruleset, tuple(diagnostics), tuple(files))
+    return Checked(tuple(diagnostics), ruleset=ruleset, files=tuple(files))
