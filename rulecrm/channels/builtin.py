@@ -29,11 +29,16 @@ class ConsoleChannel:
 
 
 class JsonlChannel:
-    """Appends one JSON object per message to the file named by the `path` setting."""
+    """Appends one JSON object per message to the file named by the `path` setting.
+
+    The file stays open from the first send until the channel closes (a reload or the end of the run),
+    and each line is flushed as it is written: a reader tailing the file sees every message at once.
+    """
 
     def __init__(self, config):
         self.path = config.get("path") or f"{config.name}.jsonl"
         self._lock = threading.Lock()
+        self._handle = None
 
     def send(self, message) -> Delivery:
         record = {
@@ -41,12 +46,19 @@ class JsonlChannel:
             "customer_id": message.customer_id, "rule": message.rule, "kind": message.kind,
             "subject": message.subject, "text": message.text,
         }
-        with self._lock, open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._handle is None:
+                self._handle = open(self.path, "a", encoding="utf-8")
+            self._handle.write(line)
+            self._handle.flush()
         return Delivery(DELIVERED)
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
 
 
 class MemoryChannel:

@@ -142,21 +142,19 @@ class Dispatcher:
         return attrs.evolve(action, channel=name, address=address)
 
     # -- delivering ---------------------------------------------------------------------
-    def due(self, limit: int = 500, *, skip=frozenset(), channels_full=()) -> list[dict]:
-        """Committed actions ready for an attempt: every `queued`, and `failed` whose retry time came
-        (keys in `skip`, such as those in flight, and actions of `channels_full` are passed over)."""
-        rows = []
-        for row in self.store.iter_actions(status=QUEUED, skip_keys=skip, channels_except=channels_full):
-            rows.append(row)
-            if len(rows) >= limit:
-                return rows
+    def _waiting(self, *, skip=frozenset(), channels_full=()):
+        """(customer_id, channel, stored text) of the committed actions ready for an attempt, in the
+        order `start_due` takes them: every `queued`, then `failed` whose retry time came (keys in
+        `skip`, such as those in flight, and actions of `channels_full` are passed over). Undecoded,
+        and read lazily: a pump stops reading once it can hand no more."""
+        for customer_id, channel, _next, text in self.store.iter_waiting_actions(
+                QUEUED, skip_keys=skip, channels_except=channels_full):
+            yield customer_id, channel, text
         now = self.clock()
-        for row in self.store.iter_actions(status=FAILED, skip_keys=skip, channels_except=channels_full):
-            if row.get("next_attempt", 0) <= now:
-                rows.append(row)
-                if len(rows) >= limit:
-                    break
-        return rows
+        for customer_id, channel, next_attempt, text in self.store.iter_waiting_actions(
+                FAILED, skip_keys=skip, channels_except=channels_full):
+            if (next_attempt or 0) <= now:
+                yield customer_id, channel, text
 
     def next_retry(self) -> float | None:
         """The epoch time of the earliest scheduled retry, or None."""
@@ -181,20 +179,23 @@ class Dispatcher:
         # passed over, at every pump) and a slow channel's backlog leaves the others' actions in reach.
         room = {name: HANDED_PER_SLOT * self.channels.concurrency(name) - handed
                 for name, handed in self._lanes.handed.items()}
+        full = {name for name, left in room.items() if left <= 0}  # read by the store page by page
         lanes: dict[tuple, list[dict]] = {}
-        full = [name for name, left in room.items() if left <= 0]
-        for row in self.due(limit, skip=self._lanes.keys_in_flight, channels_full=full):
-            channel = row.get("channel") or ""
-            lane = (channel, row.get("customer_id"))
-            if self._lanes.busy(lane):
-                continue
+        read = 0
+        for customer_id, channel, text in self._waiting(skip=self._lanes.keys_in_flight, channels_full=full):
+            read += 1
+            if read > limit:
+                break
+            lane = (channel, customer_id)
             if lane not in lanes:  # a lane goes whole (its order), so only a new one needs room
-                left = room.get(channel, HANDED_PER_SLOT * self.channels.concurrency(channel))
-                if left <= 0:
+                if channel in full or self._lanes.busy(lane):
                     continue
-                room[channel] = left - 1
+                left = room.get(channel, HANDED_PER_SLOT * self.channels.concurrency(channel)) - 1
+                room[channel] = left
+                if left <= 0:
+                    full.add(channel)  # the next page of waiting actions leaves this channel out
                 lanes[lane] = []
-            lanes[lane].append(row)
+            lanes[lane].append(self.store.action_from_text(text))
         for lane, rows in lanes.items():
             self._lanes.submit(lane[0], self.channels.concurrency(lane[0]), lane, rows)
         return sum(len(rows) for rows in lanes.values())

@@ -1,14 +1,12 @@
 """The `http` source: a loopback receiver of POSTed JSONL that answers only once the events are committed."""
 
+import asyncio
 import json
 import queue
-import re
 import socket
-import sys
 import threading
 from collections import OrderedDict
 from datetime import timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import attrs
 
@@ -16,30 +14,32 @@ from rulecrm.events import Event, content_digest, fingerprint, id_conflict
 from rulecrm.listen_address import parse_listen_address
 from rulecrm.masking import mask_personal
 from rulecrm.sources.contract import Item, SourceContext, SourceError, _undecodable, parse_line
+from rulecrm.sources.http_wire import BadFraming, Connection, Wire, body_reader, describe_drop, encode_answer, read_head
 from rulecrm.sources.reader import Rejected
 
 MAX_BODY = 16 * 1024 * 1024  # bytes accepted in one POST
 ANSWER_TIMEOUT = 30.0  # seconds a POST waits for its events to be committed
+READ_TIMEOUT = 30.0  # seconds the server waits on a silent client
+# The kernel's queue of connections not accepted yet. With the default of a few, clients beyond it
+# lost their SYN and retried a second later (a recurring 1 s stall under load).
+BACKLOG = 1024
 
 
 class _Request:
-    """One POST waiting for the runner: its parsed lines, and an event set once they are committed."""
+    """One POST waiting for the runner: its parsed lines, and a future that says once they are committed."""
 
-    def __init__(self, items):
+    def __init__(self, items, answered: asyncio.Future):
         self.items = items
-        self.done = threading.Event()
-        self.ok = False
+        self.answered = answered  # True: committed; False: not applied (the client sends again)
         self.state = "queued"  # -> "taken" by poll, or "withdrawn" when the client's wait ran out first
         self.not_applied: dict[int, str] = {}  # id(event) -> error, for events the runner could not apply
 
 
-class _BadFraming(Exception):
-    """A request whose body cannot be read: answered `status` with the reason, then the connection closes."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+def _resolve(requests, ok: bool) -> None:
+    """On the wire's thread: answer the waiting requests."""
+    for request in requests:
+        if not request.answered.done():
+            request.answered.set_result(ok)
 
 
 class HttpSource:
@@ -51,6 +51,7 @@ class HttpSource:
     Content-Length or chunked (at most MAX_BODY bytes either way); bad framing is answered 400 (411
     without a length, 413 too large) with the reason, and nothing of it is applied. A non-loopback
     host needs `allow_remote` (`rulecrm run --allow-remote`): the endpoint has no authentication.
+    Connections are served by one asyncio thread (`rulecrm.sources.http_wire`).
     """
 
     def __init__(self, arg: str, context: SourceContext):
@@ -66,43 +67,51 @@ class HttpSource:
         self._lock = threading.Lock()
         self._closing = False
         try:
-            server_class = _IPv6Server if ":" in host else _Server
-            self.server = server_class((host, int(port)), _handler(self))
-        except (OSError, OverflowError) as exc:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, int(port)), family=family, backlog=BACKLOG)
+        except (OSError, OverflowError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise SourceError(f"http source: cannot listen on {host}:{port}: {reason}") from None
-        self.server.source = self
-        self.server.daemon_threads = True
-        bound_host, bound_port = self.server.server_address[:2]
+        self.server_address = sock.getsockname()[:2]
+        bound_host, bound_port = self.server_address
         self.name = f"http:{bound_host}:{bound_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True)
+        self._wire = Wire(sock, self._serve, self.name)
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return self._wire.connections
 
     def open(self, store) -> None:
-        self._thread.start()
-        host, port = self.server.server_address[:2]
+        self._wire.start()
+        host, port = self.server_address
         shown = f"[{host}]" if ":" in host else host
         self._context.on_message(f"listening on http://{shown}:{port}/events")
 
     def submit(self, body: bytes) -> _Request | None:
-        """Called by the HTTP threads: queue the body's parsed lines and return the request to wait on."""
+        """On the wire's thread: queue the body's parsed lines and return the request to wait on."""
         if self._closing:
             return None
         items = [(line_no, item) for line_no, item in _body_items(body, self._context.default_tz, self._occurrence)]
-        request = _Request(items)
+        request = _Request(items, self._wire.loop.create_future())
         self._queue.put(request)
         return request
 
-    def wait(self, request: _Request, timeout: float | None = None) -> bool:
+    async def wait(self, request: _Request) -> bool:
         """Wait for the request's events to be committed; False when they were not (the client sends again)."""
-        timeout = ANSWER_TIMEOUT if timeout is None else timeout
-        if request.done.wait(timeout):
-            return request.ok
-        with self._lock:
-            if request.state == "queued":  # never taken: withdrawn, so a 503 is the truth
-                request.state = "withdrawn"
-                return False
-        # taken by the runner and being applied: its commit is near
-        return request.done.wait(timeout) and request.ok
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                return await asyncio.shield(request.answered)
+        except TimeoutError:
+            with self._lock:
+                if request.state == "queued":  # never taken: withdrawn, so a 503 is the truth
+                    request.state = "withdrawn"
+                    return False
+        try:  # taken by the runner and being applied: its commit is near
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                return await request.answered
+        except TimeoutError:
+            return False
 
     def _occurrence(self, event) -> int:
         digest = content_digest(event)
@@ -139,39 +148,89 @@ class HttpSource:
                         request.not_applied[id(item)] = problem
 
     def committed(self) -> None:
-        for request in self._taken:
-            request.ok = True
-            request.done.set()
-        self._taken = []
+        taken, self._taken = self._taken, []
+        if taken:
+            self._wire.call(_resolve, taken, True)  # one wake-up of the wire's thread for the whole step
 
     def close(self) -> None:
         self._closing = True
-        if self._thread.is_alive():  # shutdown() would wait forever for a server never started
-            self.server.shutdown()
-        self.server.server_close()
-        while True:  # whatever was never taken is answered 503: the client sends it again
-            try:
-                self._queue.get_nowait().done.set()
-            except queue.Empty:
-                break
-        for request in self._taken:
-            request.done.set()
+        taken, self._taken = self._taken, []
+
+        def answer_the_rest():  # whatever was not committed is answered 503: the client sends it again
+            while True:
+                try:
+                    _resolve([self._queue.get_nowait()], False)
+                except queue.Empty:
+                    break
+            _resolve(taken, False)
+
+        self._wire.stop(answer_the_rest)
 
     def client_dropped(self, client, reason: str) -> None:
         host, port = client[:2] if isinstance(client, tuple) else (client, "?")
         self._context.on_message(f"{self.name}: client {host}:{port} dropped: {reason}")
 
+    # -- one connection, on the wire's thread --------------------------------------------------
+    async def _serve(self, connection: Connection) -> None:
+        outcome = "; nothing of it was applied"  # what became of the events, said if the client drops
+        try:
+            while True:
+                connection.idle = True
+                async with asyncio.timeout(READ_TIMEOUT):
+                    head = await read_head(connection.reader)
+                if head is None:
+                    return
+                connection.idle = False
+                outcome = "; nothing of it was applied"
+                if head.path.split("?", 1)[0].rstrip("/") != "/events":  # the body is not read
+                    return await connection.send(encode_answer(404, {"error": "POST events to /events"}, close=True))
+                read = body_reader(head, MAX_BODY)
+                if head.get("expect").lower() == "100-continue" and head.version >= (1, 1):
+                    await connection.send(b"HTTP/1.1 100 Continue\r\n\r\n")  # the framing is acceptable
+                try:
+                    async with asyncio.timeout(READ_TIMEOUT):
+                        body = await read(connection.reader)
+                except TimeoutError:
+                    self.client_dropped(connection.client, f"its body did not arrive within {READ_TIMEOUT:g} s")
+                    error = f"the body did not arrive within {READ_TIMEOUT:g} s"
+                    try:
+                        await connection.send(encode_answer(408, {"error": error}, close=True))
+                    except OSError:
+                        pass  # already reported as dropped
+                    return
+                request = self.submit(body)
+                if request is None or not await self.wait(request):
+                    outcome = "; its events were not applied"
+                    error = "the runner is stopping or busy; send again (events with an id are applied once)"
+                    return await connection.send(encode_answer(503, {"error": error}, close=True))
+                outcome = "; its events were committed"
+                keep_alive = head.keep_alive and not self._closing
+                status, payload = _answer(request)
+                await connection.send(encode_answer(status, payload, close=not keep_alive))
+                if not keep_alive:
+                    return
+        except BadFraming as bad:
+            try:
+                await connection.send(encode_answer(bad.status, {"error": bad.reason}, close=True))
+            except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+                self.client_dropped(connection.client, describe_drop(exc, READ_TIMEOUT) + outcome)
+        except Exception as exc:  # noqa: BLE001 - a request never prints a traceback: one line instead
+            self.client_dropped(connection.client, describe_drop(exc, READ_TIMEOUT) + outcome)
 
-class _Server(ThreadingHTTPServer):
-    source: HttpSource
-    # socketserver's default backlog is 5: with more clients connecting at once the kernel drops their
-    # SYNs, and each dropped client retries only a second later (the recurring 1 s stall of B6)
-    request_queue_size = 1024
 
-    def handle_error(self, request, client_address):
-        # the handler catches what it expects; anything else is one line, never a traceback
-        exc = sys.exc_info()[1]
-        self.source.client_dropped(client_address, _describe(exc))
+def _answer(request: _Request) -> tuple[int, dict]:
+    """The status and JSON of a committed request: 202, or 400 with the lines that were not applied."""
+    rejected = [(n, item.error) for n, item in request.items if isinstance(item, Rejected)]
+    rejected += [(n, request.not_applied[id(item)]) for n, item in request.items if id(item) in request.not_applied]
+    rejected.sort()
+    counts = {"accepted": len(request.items) - len(rejected), "rejected": len(rejected)}
+    if not rejected:
+        return 202, counts
+    payload = {**counts, "errors": [{"line": n, "error": mask_personal(error)}
+                                    for n, error in rejected[:MAX_ERRORS_SHOWN]]}
+    if len(rejected) > MAX_ERRORS_SHOWN:
+        payload["errors_not_shown"] = len(rejected) - MAX_ERRORS_SHOWN
+    return 400, payload
 
 
 def _not_applied(store, event: Event) -> str | None:
@@ -196,172 +255,8 @@ def _recorded_text(store, event: Event) -> str | None:
     return lookup(event) if lookup is not None else store.event_text(event.id)
 
 
-class _IPv6Server(_Server):
-    address_family = socket.AF_INET6
-
-
 NOT_APPLIED = "not applied: the runner could not process it; it is kept in the dead-letter store"
 MAX_ERRORS_SHOWN = 100  # per-line errors in one answer; every rejected line is in the dead-letter store
-READ_TIMEOUT = 30.0  # seconds the server waits on a silent client
-_CHUNK_LINE = 1024  # longest chunk-size or trailer line accepted
-_TRAILER_LINES = 100
-
-
-def _describe(exc) -> str:
-    if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
-        return "it closed the connection before the answer"
-    if isinstance(exc, TimeoutError):
-        return f"silent for {READ_TIMEOUT:g} s"
-    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
-
-
-def _handler(source: HttpSource):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "rulecrm"
-        protocol_version = "HTTP/1.1"  # keep-alive, and `Expect: 100-continue` is answered
-        default_request_version = "HTTP/1.0"  # a malformed request line still gets a status line
-        timeout = READ_TIMEOUT
-
-        def handle_one_request(self):
-            self.outcome = "; nothing of it was applied"  # what became of its events, said if the client drops
-            try:
-                super().handle_one_request()
-            except Exception as exc:  # noqa: BLE001 - a request never prints a traceback: one line instead
-                self.close_connection = True
-                source.client_dropped(self.client_address, _describe(exc) + self.outcome)
-
-        def handle_expect_100(self):
-            return True  # sent by do_POST once the framing is known to be acceptable
-
-        def do_POST(self):
-            if self.path.split("?", 1)[0].rstrip("/") != "/events":
-                self.close_connection = True  # the body is not read
-                return self._answer(404, {"error": "POST events to /events"})
-            try:
-                read = self._framing()
-                if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
-                    self.send_response_only(100)
-                    self.end_headers()
-                    self.wfile.flush()
-                body = read()
-            except _BadFraming as bad:
-                self.close_connection = True
-                return self._answer(bad.status, {"error": bad.reason})
-            except TimeoutError:
-                self.close_connection = True
-                source.client_dropped(self.client_address, f"its body did not arrive within {READ_TIMEOUT:g} s")
-                try:
-                    self._answer(408, {"error": f"the body did not arrive within {READ_TIMEOUT:g} s"})
-                except OSError:
-                    pass  # already reported as dropped
-                return
-            request = source.submit(body)
-            if request is None or not source.wait(request):
-                self.outcome = "; its events were not applied"
-                self.close_connection = True
-                return self._answer(503, {"error": "the runner is stopping or busy; send again "
-                                                   "(events with an id are applied once)"})
-            self._answer_committed(request)
-
-        def _framing(self):
-            """Check the framing headers; return the function that reads the body."""
-            encodings = [v.strip().lower() for v in self.headers.get_all("Transfer-Encoding", []) for v in v.split(",")]
-            lengths = self.headers.get_all("Content-Length", [])
-            if encodings:
-                if lengths:
-                    raise _BadFraming(400, "both Transfer-Encoding and Content-Length are given; send one")
-                if encodings != ["chunked"]:
-                    raise _BadFraming(501, f"Transfer-Encoding {', '.join(encodings)} is not supported; "
-                                           "send the body as it is, with a Content-Length or chunked")
-                return lambda: _read_chunked(self.rfile, MAX_BODY)
-            if not lengths:
-                raise _BadFraming(411, "Content-Length is required (or Transfer-Encoding: chunked)")
-            values = {v.strip() for v in lengths}
-            if len(values) != 1:
-                raise _BadFraming(400, "Content-Length is given several times with different values")
-            value = values.pop()
-            if not re.fullmatch(r"[0-9]+", value):
-                raise _BadFraming(400, f"Content-Length must be a number of bytes, found {value[:40]!r}")
-            if len(value) > 12 or int(value) > MAX_BODY:
-                raise _BadFraming(413, f"body larger than {MAX_BODY} bytes; send smaller batches")
-            return lambda: _read_exactly(self.rfile, int(value))
-
-        def _answer_committed(self, request):
-            self.outcome = "; its events were committed"
-            rejected = [(n, item.error) for n, item in request.items if isinstance(item, Rejected)]
-            rejected += [(n, request.not_applied[id(item)]) for n, item in request.items
-                         if id(item) in request.not_applied]
-            rejected.sort()
-            counts = {"accepted": len(request.items) - len(rejected), "rejected": len(rejected)}
-            if not rejected:
-                return self._answer(202, counts)
-            payload = {**counts, "errors": [{"line": n, "error": mask_personal(error)}
-                                            for n, error in rejected[:MAX_ERRORS_SHOWN]]}
-            if len(rejected) > MAX_ERRORS_SHOWN:
-                payload["errors_not_shown"] = len(rejected) - MAX_ERRORS_SHOWN
-            return self._answer(400, payload)
-
-        def _answer(self, status, payload):
-            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection or source._closing:
-                self.close_connection = True
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def send_error(self, code, message=None, explain=None):
-            # http.server's own refusals (bad request line, headers too long, unknown method) in JSON too
-            short, long = self.responses.get(code, ("error", ""))
-            self.close_connection = True
-            self._answer(code, {"error": message or long or short})
-
-        def log_message(self, format, *args):  # requests are not logged: bodies carry customer data
-            pass
-
-    return Handler
-
-
-def _read_exactly(stream, length: int) -> bytes:
-    body = stream.read(length)
-    if len(body) < length:
-        raise _BadFraming(400, f"the body ended after {len(body)} of the {length} bytes Content-Length announced")
-    return body
-
-
-def _read_chunked(stream, limit: int) -> bytes:
-    """A `Transfer-Encoding: chunked` body, decoded; at most `limit` bytes."""
-    body = bytearray()
-    while True:
-        line = stream.readline(_CHUNK_LINE + 1)
-        if not line.endswith(b"\n"):
-            if len(line) > _CHUNK_LINE:
-                raise _BadFraming(400, "chunked body: a chunk-size line is too long")
-            raise _BadFraming(400, "chunked body: the body ended before its last (zero-size) chunk")
-        size_text = line.split(b";", 1)[0].strip()
-        if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_text):
-            shown = size_text[:20].decode("ascii", "backslashreplace")
-            raise _BadFraming(400, f"chunked body: bad chunk size {shown!r}")
-        size = int(size_text, 16)
-        if size == 0:
-            break
-        if len(body) + size > limit:
-            raise _BadFraming(413, f"body larger than {limit} bytes; send smaller batches")
-        data = stream.read(size)
-        if len(data) < size:
-            raise _BadFraming(400, f"chunked body: a chunk ended after {len(data)} of its {size} bytes")
-        body += data
-        if stream.readline(3) not in (b"\r\n", b"\n"):
-            raise _BadFraming(400, "chunked body: a chunk's data is not followed by CRLF")
-    for _ in range(_TRAILER_LINES):
-        line = stream.readline(_CHUNK_LINE + 1)
-        if line in (b"\r\n", b"\n"):
-            return bytes(body)
-        if not line.endswith(b"\n"):
-            raise _BadFraming(400, "chunked body: the trailer section is not ended by an empty line")
-    raise _BadFraming(400, "chunked body: too many trailer lines")
 
 
 def _body_items(body: bytes, default_tz, occurrence) -> list[Item]:

@@ -31,6 +31,7 @@ DELIVERS = "delivers"  # meta key: this state's actions go to channels (`run`, `
 LAST_RELOAD = "last_reload"  # meta key: the rules a runner last loaded or refused, and their diagnostics
 FORMAT = "rulecrm-state"
 _PAGE = 1000  # rows fetched per query by the iterators (keyset pagination)
+_WAITING_PAGE = 64  # the dispatcher's reads of waiting actions: it stops once its channels are full
 # `PRAGMA quick_check` reads every page (about 0.15 s for a 190 MB state on a warm cache): states
 # larger than this are checked by their header and schema only when opened.
 QUICK_CHECK_LIMIT = 1 << 30
@@ -740,11 +741,8 @@ class Store:
 
     def iter_actions(
         self, *, customer_id: str | None = None, status: str | None = None, reported: bool | None = None,
-        skip_keys: Collection[str] = (), channels_except: Collection[str] = (),
     ) -> Iterator[dict]:
-        """Actions in the order they were first written, optionally filtered; those whose key is in
-        `skip_keys` are passed over undecoded (the dispatcher's sends in flight, read at every step),
-        those of a channel in `channels_except` are not read."""
+        """Actions in the order they were first written, optionally filtered."""
         clauses, params = [], []
         for column, value in (("customer_id", customer_id), ("status", status)):
             if value is not None:
@@ -753,18 +751,40 @@ class Store:
         if reported is not None:
             clauses.append("reported = ?")
             params.append(int(reported))
-        if channels_except:
-            marks = ", ".join("?" * len(channels_except))
-            clauses.append(f"coalesce(json_extract(json, '$.channel'), '') NOT IN ({marks})")
-            params.extend(channels_except)
         where = (" AND ".join(clauses), tuple(params)) if clauses else None
-        if not skip_keys:
-            for (text,) in self._pages("SELECT json FROM actions", ("rowid",), where=where):
-                yield _loads(text)
-            return
-        for key, text in self._pages("SELECT key, json FROM actions", ("rowid",), where=where):
-            if key not in skip_keys:
-                yield _loads(text)
+        for (text,) in self._pages("SELECT json FROM actions", ("rowid",), where=where):
+            yield _loads(text)
+
+    def iter_waiting_actions(
+        self, status: str, *, skip_keys: Collection[str] = (), channels_except: Collection[str] = (),
+    ) -> Iterator[tuple[str | None, str, Any, str]]:
+        """(customer_id, channel, next_attempt, stored text) of the actions with `status`, in the order
+        they were first written, not decoded: the dispatcher reads these at every step and decodes only
+        the actions it hands to a channel (`action_from_text`). Keys in `skip_keys` (the sends in
+        flight) are passed over. Actions of a channel in `channels_except` are not read; the caller may
+        add to it while iterating, and the next page leaves that channel out too (small pages, so a
+        channel that filled up mid-way costs little)."""
+        after = 0
+        while True:
+            clauses, params = ["status = ?", "rowid > ?"], [status, after]
+            if channels_except:
+                clauses.append(f"coalesce(json_extract(json, '$.channel'), '') NOT IN "
+                               f"({', '.join('?' * len(channels_except))})")
+                params.extend(channels_except)
+            rows = self._db.execute(
+                "SELECT rowid, key, customer_id, coalesce(json_extract(json, '$.channel'), ''), "
+                f"json_extract(json, '$.next_attempt'), json FROM actions WHERE {' AND '.join(clauses)} "
+                f"ORDER BY rowid LIMIT {_WAITING_PAGE}", params).fetchall()
+            for _rowid, key, customer_id, channel, next_attempt, text in rows:
+                if key not in skip_keys:
+                    yield customer_id, channel, next_attempt, text
+            if len(rows) < _WAITING_PAGE:
+                return
+            after = rows[-1][0]
+
+    def action_from_text(self, text: str) -> dict:
+        """An action's stored text (from `iter_waiting_actions`) as the dict `iter_actions` yields."""
+        return _loads(text)
 
     def mark_reported(self, keys: Iterable[str]) -> None:
         """Flag actions as written to the output, so a later replay does not output them again."""

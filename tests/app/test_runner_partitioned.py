@@ -251,7 +251,7 @@ def test_the_http_source_answers_success_only_for_applied_events(tmp_path):
     parts = PartitionedState.create(state, PARTITIONS)
     home_customer, *others = _customers_in_distinct_shards(parts, PARTITIONS)
     runner, _ = _runner(rules, state, ["http:127.0.0.1:0"], WallClock(T0), poll_interval=0.005)
-    port = runner.sources[0].server.server_address[1]
+    port = runner.sources[0].server_address[1]
     answers = []
 
     def client():
