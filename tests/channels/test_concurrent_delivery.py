@@ -266,11 +266,31 @@ def test_a_backlog_stays_in_the_store_and_leaves_other_channels_in_reach(tmp_pat
     with Session.open(rules, tmp_path / "state.db", manager=manager, deliver=True) as session:
         session.apply([Input("test", n, Event.from_dict(e, default_tz=None)) for n, e in enumerate(events, 1)])
         dispatcher = session.dispatcher
+        store = session.store
+        read, decoded = [], []
+        waiting, from_text = store.iter_waiting_actions, store.action_from_text
+
+        def counting_waiting(*args, **kwargs):
+            for head in waiting(*args, **kwargs):
+                read.append(head)
+                yield head
+
+        def counting_from_text(text):
+            decoded.append(text)
+            return from_text(text)
+
+        store.iter_waiting_actions, store.action_from_text = counting_waiting, counting_from_text
         started = dispatcher.start_due()
         handed = dict(dispatcher._lanes.handed)
         assert handed == {"slow": HANDED_PER_SLOT * 2, "quick": 5}  # every quick one, though decided last
         assert started == HANDED_PER_SLOT * 2 + 5
+        # only the handed actions are decoded, and the backlog is read no further than the page in
+        # which the slow channel filled up: the next page leaves that channel out
+        assert len(decoded) == started
+        assert len(read) <= 64 + 5
+        read.clear()
         assert dispatcher.start_due() == 0  # nothing more while the slow channel's hand is full
+        assert read == []  # and the backlog of the full channel is not read at all
         release.set()
         session.drain()
         assert sum(1 for row in session.store.iter_actions(status="sent")) == 305

@@ -404,3 +404,23 @@ def test_cli_replay_dispatch_delivers_through_the_jsonl_channel(tmp_path):
         assert set(s for (s,) in db.execute("SELECT status FROM actions WHERE rule = 'thanks'")) == {"sent"}
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and len(sends.read_text().splitlines()) == 3
+
+
+def test_the_jsonl_channel_writes_each_message_whole_and_at_once(tmp_path):
+    """The file stays open between sends, so each line must be flushed as it is written: a reader
+    tailing the file sees every message before the channel closes. Closing lets go of the file."""
+    from rulecrm.channels.builtin import JsonlChannel
+
+    path = tmp_path / "sends.jsonl"
+    channel = JsonlChannel(ChannelConfig(name="out", type="jsonl", settings={"path": str(path)}))
+    for n in range(3):
+        message = Message(key=f"k-{n}", channel="out", address="a", customer_id="c-1", rule="r", kind="service",
+                          subject=None, text=f"hello {n}")
+        assert channel.send(message).status == DELIVERED
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["text"] for line in lines] == [f"hello {i}" for i in range(n + 1)]
+    channel.close()
+    path.unlink()  # closed: a later send opens the file again
+    channel.send(message)
+    assert json.loads(path.read_text(encoding="utf-8"))["key"] == "k-2"
+    channel.close()

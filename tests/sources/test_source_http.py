@@ -448,3 +448,37 @@ def test_expect_100_continue_is_answered_only_for_an_acceptable_body(live):
     assert final.startswith(b"HTTP/1.1 202 ") and final.endswith(b'{"accepted": 1, "rejected": 0}')
     assert refused[0] == 413  # the first answer, not a 100 Continue
     assert live.events() == ["e-1"]
+
+
+def serving_threads() -> int:
+    """Threads of this process other than the channels' send workers."""
+    return sum(1 for thread in threading.enumerate() if not thread.name.startswith("rulecrm-send-"))
+
+
+def test_connections_cost_no_thread_each(live):
+    """Every connection is served by the source's one asyncio thread: 100 clients kept alive at once
+    add no thread to the runner's process (one each would contend with the runner for the interpreter)."""
+    def client(lv):
+        before = serving_threads()
+        sockets = [socket.create_connection(("127.0.0.1", lv.port), timeout=20) for _ in range(100)]
+        try:
+            for n, sock in enumerate(sockets):
+                body = event(f"e-{n}", customer=f"c-{n}") + b"\n"
+                sock.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            answers = []
+            for sock in sockets:
+                received = b""
+                while not received.endswith(b"}"):
+                    chunk = sock.recv(65536)
+                    assert chunk, received
+                    received += chunk
+                answers.append(received.split(b" ", 2)[1])
+            return answers, lv.source.connections, serving_threads() - before
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    answers, connections, more_threads = live.serve(client)
+    assert answers == [b"202"] * 100 and connections == 100
+    assert more_threads == 0
+    assert len(live.events()) == 100
