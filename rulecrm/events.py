@@ -241,6 +241,9 @@ class Event:
     at: datetime = attrs.field()
     data: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
     id: str | None = None
+    # `to_json`'s text, made once: the engine stores it, and the http source compares it with the
+    # stored text to tell that the event was applied
+    _json: str | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
 
     @at.validator
     def _aware(self, attribute, value):
@@ -267,7 +270,10 @@ class Event:
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no extra whitespace, `at` as ISO 8601 with offset."""
-        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        if self._json is None:
+            text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            object.__setattr__(self, "_json", text)
+        return self._json
 
     @classmethod
     def from_stored(cls, obj: dict) -> Event:

@@ -116,6 +116,7 @@ class Dispatcher:
         self._lanes = Lanes(admit=self._admit, send=self._send, stop=self._stop)
         self._abandoned = False  # a stop gave up sends still in flight: their answers are never recorded
         self.channels = ChannelSet(ruleset, manager, env=env)
+        self._stored_channels: set[str] | None = None  # channels of waiting actions in the store, read on first use
         self.counts: Counter = Counter()  # final statuses reported
         self.attempts = 0
 
@@ -142,19 +143,24 @@ class Dispatcher:
         return attrs.evolve(action, channel=name, address=address)
 
     # -- delivering ---------------------------------------------------------------------
-    def _waiting(self, *, skip=frozenset(), channels_full=()):
-        """(customer_id, channel, stored text) of the committed actions ready for an attempt, in the
-        order `start_due` takes them: every `queued`, then `failed` whose retry time came (keys in
-        `skip`, such as those in flight, and actions of `channels_full` are passed over). Undecoded,
-        and read lazily: a pump stops reading once it can hand no more."""
-        for customer_id, channel, _next, text in self.store.iter_waiting_actions(
-                QUEUED, skip_keys=skip, channels_except=channels_full):
-            yield customer_id, channel, text
+    def _waiting(self, channel: str, *, skip=frozenset()):
+        """(customer_id, stored text) of `channel`'s committed actions ready for an attempt: every
+        `queued`, then `failed` whose retry time came (keys in `skip`, the sends in flight, are passed
+        over). Undecoded, and read lazily: a pump stops reading once the channel's hand is full."""
+        for customer_id, _next, text in self.store.iter_waiting_actions(QUEUED, channel, skip_keys=skip):
+            yield customer_id, text
         now = self.clock()
-        for customer_id, channel, next_attempt, text in self.store.iter_waiting_actions(
-                FAILED, skip_keys=skip, channels_except=channels_full):
+        for customer_id, next_attempt, text in self.store.iter_waiting_actions(FAILED, channel, skip_keys=skip):
             if (next_attempt or 0) <= now:
-                yield customer_id, channel, text
+                yield customer_id, text
+
+    def _channels_to_read(self) -> list[str]:
+        """The channels whose waiting actions a pump reads: those of the rules, and those that waiting
+        actions in the store named when the channels were last set up (a channel a reload removed)."""
+        if self._stored_channels is None:
+            self._stored_channels = self.store.waiting_channels(QUEUED) | self.store.waiting_channels(FAILED)
+        names = set(self.channels.type_of) | set(self.channels.declared) | self._stored_channels
+        return sorted(names)
 
     def next_retry(self) -> float | None:
         """The epoch time of the earliest scheduled retry, or None."""
@@ -179,23 +185,23 @@ class Dispatcher:
         # passed over, at every pump) and a slow channel's backlog leaves the others' actions in reach.
         room = {name: HANDED_PER_SLOT * self.channels.concurrency(name) - handed
                 for name, handed in self._lanes.handed.items()}
-        full = {name for name, left in room.items() if left <= 0}  # read by the store page by page
         lanes: dict[tuple, list[dict]] = {}
         read = 0
-        for customer_id, channel, text in self._waiting(skip=self._lanes.keys_in_flight, channels_full=full):
-            read += 1
-            if read > limit:
-                break
-            lane = (channel, customer_id)
-            if lane not in lanes:  # a lane goes whole (its order), so only a new one needs room
-                if channel in full or self._lanes.busy(lane):
-                    continue
-                left = room.get(channel, HANDED_PER_SLOT * self.channels.concurrency(channel)) - 1
-                room[channel] = left
-                if left <= 0:
-                    full.add(channel)  # the next page of waiting actions leaves this channel out
-                lanes[lane] = []
-            lanes[lane].append(self.store.action_from_text(text))
+        for channel in self._channels_to_read():
+            left = room.get(channel, HANDED_PER_SLOT * self.channels.concurrency(channel))
+            if left <= 0:
+                continue  # its backlog stays in the store, unread
+            for customer_id, text in self._waiting(channel, skip=self._lanes.keys_in_flight):
+                read += 1
+                lane = (channel, customer_id)
+                if lane not in lanes:  # a lane goes whole (its order), so only a new one needs room
+                    if left <= 0 or read > limit:
+                        break
+                    if self._lanes.busy(lane):
+                        continue
+                    left -= 1
+                    lanes[lane] = []
+                lanes[lane].append(self.store.action_from_text(text))
         for lane, rows in lanes.items():
             self._lanes.submit(lane[0], self.channels.concurrency(lane[0]), lane, rows)
         return sum(len(rows) for rows in lanes.values())
@@ -265,6 +271,7 @@ class Dispatcher:
         except Interrupted:
             pass
         old, self.channels = self.channels, channels
+        self._stored_channels = None  # read again: actions of a channel the reload removed
         secrets = old.all_secrets()
         for name, exc in old.close():
             self.on_warning(mask_secrets(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}", secrets))

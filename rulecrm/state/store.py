@@ -31,7 +31,8 @@ DELIVERS = "delivers"  # meta key: this state's actions go to channels (`run`, `
 LAST_RELOAD = "last_reload"  # meta key: the rules a runner last loaded or refused, and their diagnostics
 FORMAT = "rulecrm-state"
 _PAGE = 1000  # rows fetched per query by the iterators (keyset pagination)
-_WAITING_PAGE = 64  # the dispatcher's reads of waiting actions: it stops once its channels are full
+_WAITING_PAGE = 64  # the dispatcher's reads of waiting actions: it stops once a channel is full
+_CHANNEL_OF = "coalesce(json_extract(json, '$.channel'), '')"  # as in the index actions_waiting
 # `PRAGMA quick_check` reads every page (about 0.15 s for a 190 MB state on a warm cache): states
 # larger than this are checked by their header and schema only when opened.
 QUICK_CHECK_LIMIT = 1 << 30
@@ -82,6 +83,8 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_customer ON actions (customer_id);
 CREATE INDEX IF NOT EXISTS actions_status ON actions (status);
+-- the dispatcher reads the waiting actions of one channel at a time (`iter_waiting_actions`)
+CREATE INDEX IF NOT EXISTS actions_waiting ON actions (status, coalesce(json_extract(json, '$.channel'), ''));
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
@@ -756,31 +759,30 @@ class Store:
             yield _loads(text)
 
     def iter_waiting_actions(
-        self, status: str, *, skip_keys: Collection[str] = (), channels_except: Collection[str] = (),
-    ) -> Iterator[tuple[str | None, str, Any, str]]:
-        """(customer_id, channel, next_attempt, stored text) of the actions with `status`, in the order
+        self, status: str, channel: str, *, skip_keys: Collection[str] = (),
+    ) -> Iterator[tuple[str | None, Any, str]]:
+        """(customer_id, next_attempt, stored text) of `channel`'s actions with `status`, in the order
         they were first written, not decoded: the dispatcher reads these at every step and decodes only
-        the actions it hands to a channel (`action_from_text`). Keys in `skip_keys` (the sends in
-        flight) are passed over. Actions of a channel in `channels_except` are not read; the caller may
-        add to it while iterating, and the next page leaves that channel out too (small pages, so a
-        channel that filled up mid-way costs little)."""
+        the actions it hands over (`action_from_text`). Keys in `skip_keys` (the sends in flight) are
+        passed over. Read through the `actions_waiting` index a page at a time, so a caller that stops
+        early reads little, however long the backlog."""
         after = 0
         while True:
-            clauses, params = ["status = ?", "rowid > ?"], [status, after]
-            if channels_except:
-                clauses.append(f"coalesce(json_extract(json, '$.channel'), '') NOT IN "
-                               f"({', '.join('?' * len(channels_except))})")
-                params.extend(channels_except)
             rows = self._db.execute(
-                "SELECT rowid, key, customer_id, coalesce(json_extract(json, '$.channel'), ''), "
-                f"json_extract(json, '$.next_attempt'), json FROM actions WHERE {' AND '.join(clauses)} "
-                f"ORDER BY rowid LIMIT {_WAITING_PAGE}", params).fetchall()
-            for _rowid, key, customer_id, channel, next_attempt, text in rows:
+                "SELECT rowid, key, customer_id, json_extract(json, '$.next_attempt'), json FROM actions "
+                f"WHERE status = ? AND {_CHANNEL_OF} = ? AND rowid > ? ORDER BY rowid LIMIT {_WAITING_PAGE}",
+                (status, channel, after)).fetchall()
+            for _rowid, key, customer_id, next_attempt, text in rows:
                 if key not in skip_keys:
-                    yield customer_id, channel, next_attempt, text
+                    yield customer_id, next_attempt, text
             if len(rows) < _WAITING_PAGE:
                 return
             after = rows[-1][0]
+
+    def waiting_channels(self, status: str) -> set[str]:
+        """The channels ('' for none) of the actions with `status` (read once at start and at each reload)."""
+        return {row[0] for row in self._db.execute(
+            f"SELECT DISTINCT {_CHANNEL_OF} FROM actions WHERE status = ?", (status,))}
 
     def action_from_text(self, text: str) -> dict:
         """An action's stored text (from `iter_waiting_actions`) as the dict `iter_actions` yields."""

@@ -284,10 +284,10 @@ def test_a_backlog_stays_in_the_store_and_leaves_other_channels_in_reach(tmp_pat
         handed = dict(dispatcher._lanes.handed)
         assert handed == {"slow": HANDED_PER_SLOT * 2, "quick": 5}  # every quick one, though decided last
         assert started == HANDED_PER_SLOT * 2 + 5
-        # only the handed actions are decoded, and the backlog is read no further than the page in
-        # which the slow channel filled up: the next page leaves that channel out
+        # only the handed actions are decoded, and the backlog is read no further than the action at
+        # which the slow channel filled up
         assert len(decoded) == started
-        assert len(read) <= 64 + 5
+        assert len(read) == HANDED_PER_SLOT * 2 + 1 + 5
         read.clear()
         assert dispatcher.start_due() == 0  # nothing more while the slow channel's hand is full
         assert read == []  # and the backlog of the full channel is not read at all

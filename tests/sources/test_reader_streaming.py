@@ -149,7 +149,8 @@ def recording(cls, instances):
 
 
 def test_run_files_keep_every_field_of_an_event():
-    assert [field.name for field in attrs.fields(Event)] == ["type", "customer_id", "at", "data", "id"], \
+    # the fields an event is made of (a cache such as the JSON text is not one of them)
+    assert [field.name for field in attrs.fields(Event) if field.init] == ["type", "customer_id", "at", "data", "id"], \
         "a new Event field must be written to run files: see reader._encode_block"
     lmt = datetime(1900, 1, 1, 12, tzinfo=ZoneInfo("Asia/Shanghai"))  # local mean time: +08:05:43
     ats = [T0, T0.astimezone(timezone(timedelta(hours=-3, minutes=-30))), fixed_offset(lmt),
