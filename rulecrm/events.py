@@ -271,7 +271,8 @@ class Event:
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no extra whitespace, `at` as ISO 8601 with offset."""
         if self._json is None:
-            text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False)
             object.__setattr__(self, "_json", text)
         return self._json
 

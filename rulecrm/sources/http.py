@@ -14,7 +14,16 @@ from rulecrm.events import Event, content_digest, fingerprint, id_conflict
 from rulecrm.listen_address import parse_listen_address
 from rulecrm.masking import mask_personal
 from rulecrm.sources.contract import Item, SourceContext, SourceError, _undecodable, parse_line
-from rulecrm.sources.http_wire import BadFraming, Connection, Wire, body_reader, describe_drop, encode_answer, read_head
+from rulecrm.sources.http_wire import (
+    BadFraming,
+    Connection,
+    Wire,
+    body_reader,
+    describe_drop,
+    encode_answer,
+    read_head,
+    within,
+)
 from rulecrm.sources.reader import Rejected
 
 MAX_BODY = 16 * 1024 * 1024  # bytes accepted in one POST
@@ -100,17 +109,15 @@ class HttpSource:
     async def wait(self, request: _Request) -> bool:
         """Wait for the request's events to be committed; False when they were not (the client sends again)."""
         try:
-            async with asyncio.timeout(ANSWER_TIMEOUT):
-                return await asyncio.shield(request.answered)
-        except TimeoutError:
+            return await within(ANSWER_TIMEOUT, asyncio.shield(request.answered))
+        except asyncio.TimeoutError:
             with self._lock:
                 if request.state == "queued":  # never taken: withdrawn, so a 503 is the truth
                     request.state = "withdrawn"
                     return False
         try:  # taken by the runner and being applied: its commit is near
-            async with asyncio.timeout(ANSWER_TIMEOUT):
-                return await request.answered
-        except TimeoutError:
+            return await within(ANSWER_TIMEOUT, request.answered)
+        except asyncio.TimeoutError:
             return False
 
     def _occurrence(self, event) -> int:
@@ -176,8 +183,7 @@ class HttpSource:
         try:
             while True:
                 connection.idle = True
-                async with asyncio.timeout(READ_TIMEOUT):
-                    head = await read_head(connection.reader)
+                head = await within(READ_TIMEOUT, read_head(connection.reader))
                 if head is None:
                     return
                 connection.idle = False
@@ -188,9 +194,8 @@ class HttpSource:
                 if head.get("expect").lower() == "100-continue" and head.version >= (1, 1):
                     await connection.send(b"HTTP/1.1 100 Continue\r\n\r\n")  # the framing is acceptable
                 try:
-                    async with asyncio.timeout(READ_TIMEOUT):
-                        body = await read(connection.reader)
-                except TimeoutError:
+                    body = await within(READ_TIMEOUT, read(connection.reader))
+                except asyncio.TimeoutError:
                     self.client_dropped(connection.client, f"its body did not arrive within {READ_TIMEOUT:g} s")
                     error = f"the body did not arrive within {READ_TIMEOUT:g} s"
                     try:

@@ -216,10 +216,21 @@ _REASONS = {202: "Accepted", 400: "Bad Request", 404: "Not Found", 408: "Request
             505: "HTTP Version Not Supported"}
 
 
+async def within(seconds: float, awaitable):
+    """`awaitable`'s result, or asyncio.TimeoutError after `seconds`."""
+    if _TIMEOUT is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _TIMEOUT(seconds):  # no task of its own, unlike wait_for before 3.12
+        return await awaitable
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)
+
+
 def describe_drop(exc: BaseException | None, read_timeout: float) -> str:
     if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
         return "it closed the connection before the answer"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return f"silent for {read_timeout:g} s"
     return f"{type(exc).__name__}: {mask_personal(str(exc))}" if exc is not None else "unknown error"
 
@@ -235,7 +246,14 @@ class Connection:
         self.client = peer[:2] if isinstance(peer, tuple) else (str(peer), "?")
 
     async def send(self, data: bytes) -> None:
-        self.writer.write(data)
+        # A connection the client reset is closed by the loop: asyncio's writes to it are silently
+        # dropped and uvloop's raise RuntimeError. Either way the answer cannot be written.
+        if self.writer.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        try:
+            self.writer.write(data)
+        except RuntimeError:
+            raise ConnectionResetError("the client closed the connection") from None
         await self.writer.drain()
 
 
@@ -280,7 +298,11 @@ class Wire:
         self._stop.set()
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        try:
+            import uvloop  # libuv's loop: the same asyncio API at a fraction of the CPU per request
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
         self.loop = loop
         try:
             loop.run_until_complete(self._main())

@@ -482,3 +482,23 @@ def test_connections_cost_no_thread_each(live):
     assert answers == [b"202"] * 100 and connections == 100
     assert more_threads == 0
     assert len(live.events()) == 100
+
+
+def test_connections_run_on_uvloop_when_it_is_installed(live):
+    assert type(live.source._wire.loop).__module__.split(".")[0] == "uvloop"
+    assert live.serve(lambda lv: post(lv.port, event("e-1")))[:2] == (202, {"accepted": 1, "rejected": 0})
+
+
+def test_without_uvloop_the_source_runs_on_asyncios_own_loop(tmp_path, monkeypatch):
+    """uvloop is not installed on Windows: the same source then serves on asyncio's loop."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    live = Live(tmp_path)
+    try:
+        assert type(live.source._wire.loop).__module__.split(".")[0] == "asyncio"
+        answers = live.serve(lambda lv: [post(lv.port, event("e-1")), post(lv.port, b"{", "Content-Length: 9\r\n",
+                                                                            half_close=True)])
+    finally:
+        live.runner.close()
+    assert answers[0][:2] == (202, {"accepted": 1, "rejected": 0})
+    assert answers[1][0] == 400 and "the body ended after 1 of the 9 bytes" in answers[1][1]["error"]
+    assert live.events() == ["e-1"]
