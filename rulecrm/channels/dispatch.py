@@ -14,6 +14,7 @@ key whose row says `sent` is never handed to a channel again.
 """
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -117,6 +118,7 @@ class Dispatcher:
         self._abandoned = False  # a stop gave up sends still in flight: their answers are never recorded
         self.channels = ChannelSet(ruleset, manager, env=env)
         self._stored_channels: set[str] | None = None  # channels of waiting actions in the store, read on first use
+        self._next_retry_of: dict[str, float] = {}  # channel -> earliest retry time of its failed actions
         self.counts: Counter = Counter()  # final statuses reported
         self.attempts = 0
 
@@ -150,9 +152,18 @@ class Dispatcher:
         for customer_id, _next, text in self.store.iter_waiting_actions(QUEUED, channel, skip_keys=skip):
             yield customer_id, text
         now = self.clock()
+        if now < self._next_retry_of.get(channel, 0):
+            return  # none of its failed actions is due yet: not read again until one is
+        earliest = math.inf
         for customer_id, next_attempt, text in self.store.iter_waiting_actions(FAILED, channel, skip_keys=skip):
             if (next_attempt or 0) <= now:
+                earliest = 0
                 yield customer_id, text
+            else:
+                earliest = min(earliest, next_attempt)
+        # read to the end with nothing due: a channel that keeps failing costs a pump nothing until its
+        # earliest retry (an answer that fails an action of the channel forgets this)
+        self._next_retry_of[channel] = earliest
 
     def _channels_to_read(self) -> list[str]:
         """The channels whose waiting actions a pump reads: those of the rules, and those that waiting
@@ -272,6 +283,7 @@ class Dispatcher:
             pass
         old, self.channels = self.channels, channels
         self._stored_channels = None  # read again: actions of a channel the reload removed
+        self._next_retry_of.clear()
         secrets = old.all_secrets()
         for name, exc in old.close():
             self.on_warning(mask_secrets(f"channel {name!r} failed to close: {type(exc).__name__}: {exc}", secrets))
@@ -310,6 +322,9 @@ class Dispatcher:
         records = [(self._record(record, delivery), delivery) for record, delivery in answered]
         with self.store.transaction():
             self.store.put_actions([record for record, _delivery in records])
+        for record, _delivery in records:
+            if record["status"] == FAILED:
+                self._next_retry_of.pop(record.get("channel") or "", None)
         for record, delivery in records:
             if record["status"] in (SENT, DEAD):
                 self.counts[record["status"]] += 1

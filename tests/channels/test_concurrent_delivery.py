@@ -294,3 +294,68 @@ def test_a_backlog_stays_in_the_store_and_leaves_other_channels_in_reach(tmp_pat
         release.set()
         session.drain()
         assert sum(1 for row in session.store.iter_actions(status="sent")) == 305
+
+
+def test_failed_actions_are_not_read_again_until_one_is_due(tmp_path):
+    """A channel that keeps failing leaves failed actions with a later retry time; once a pump has
+    read them all and found none due, the next pumps skip them until the earliest retry time, and a
+    new failure of the channel makes the next pump read them again."""
+    from helpers import FakeTime
+
+    from rulecrm.app.session import Input, Session
+    from rulecrm.channels import RETRYABLE
+    from rulecrm.events import Event
+
+    class Down:
+        def __init__(self, config):
+            pass
+
+        def send(self, message):
+            return Delivery(RETRYABLE, code="503", detail="down")
+
+        def close(self):
+            pass
+
+    class Plugin:
+        @hookimpl
+        def rulecrm_channel_types(self):
+            return [ChannelType("down", Down, thread_safe=True)]
+
+    rules = write_rules(tmp_path, """
+        shop: {timezone: UTC}
+        channels:
+          out: {type: down}
+        rules:
+          - id: thanks
+            on: order.placed
+            notify: {to: customer, channel: out, kind: service, template: thanks}
+    """)
+    clock = FakeTime(1_000_000.0)
+    events = [ev("order.placed", f"c-{n}", "2026-03-01T10:00:00Z", id=f"o-{n}", sku="s") for n in range(20)]
+    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Plugin()])
+    with Session.open(rules, tmp_path / "state.db", manager=manager, deliver=True, clock=clock.clock,
+                      dispatch_options={"clock": clock.clock, "sleep": clock.sleep}) as session:
+        session.apply([Input("test", n, Event.from_dict(e, default_tz=None)) for n, e in enumerate(events, 1)])
+        dispatcher, store = session.dispatcher, session.store
+        dispatcher.dispatch()  # every action fails once and waits for its retry
+        failed = list(store.iter_actions(status="failed"))
+        assert len(failed) == 20
+        earliest = min(row["next_attempt"] for row in failed)
+        reads = []
+        waiting = store.iter_waiting_actions
+
+        def counting(status, channel, **kwargs):
+            if channel == "out":  # (the undeclared `console` channel is read too, and has nothing)
+                reads.append(status)
+            return waiting(status, channel, **kwargs)
+
+        store.iter_waiting_actions = counting
+        assert dispatcher.start_due() == 0 and reads == ["queued", "failed"]  # read once, none due
+        reads.clear()
+        assert dispatcher.start_due() == 0 and reads == ["queued"]  # not read again
+        reads.clear()
+        clock.now = earliest  # the earliest retry is due: read, and retried
+        assert dispatcher.start_due() == 1 and reads == ["queued", "failed"]
+        dispatcher.wait_in_flight()  # it fails again: the channel's failed actions are read again
+        reads.clear()
+        assert dispatcher.start_due() == 0 and reads == ["queued", "failed"]
