@@ -178,6 +178,16 @@ def test_tokens_are_settled_by_the_send_that_spent_them():
     assert limiter.delay("b", 2) == 0.0
 
 
+def channel_plugin(type_name: str, factory) -> object:
+    """A plugin providing one thread-safe channel type."""
+    class Plugin:
+        @hookimpl
+        def rulecrm_channel_types(self):
+            return [ChannelType(type_name, factory, thread_safe=True)]
+
+    return Plugin()
+
+
 def test_random_delays_keep_every_customers_order(tmp_path):
     """A channel answering after random delays, many customers with several messages each."""
     rng = random.Random(5)
@@ -195,11 +205,6 @@ def test_random_delays_keep_every_customers_order(tmp_path):
         def close(self):
             pass
 
-    class Plugin:
-        @hookimpl
-        def rulecrm_channel_types(self):
-            return [ChannelType("jittery", Jittery, thread_safe=True)]
-
     rules = write_rules(tmp_path, """
         shop: {timezone: UTC}
         channels:
@@ -210,7 +215,7 @@ def test_random_delays_keep_every_customers_order(tmp_path):
             notify: {to: customer, channel: j, kind: service, template: hi}
     """)
     events = write_events(tmp_path, orders(customers=20, per_customer=5))
-    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Plugin()])
+    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[channel_plugin("jittery", Jittery)])
     _actions, summary = dispatch_replay(rules, events, plugin_manager=manager)
     assert summary.undelivered == 0 and len(seen) == 100
     for c in range(20):
@@ -316,11 +321,6 @@ def test_failed_actions_are_not_read_again_until_one_is_due(tmp_path):
         def close(self):
             pass
 
-    class Plugin:
-        @hookimpl
-        def rulecrm_channel_types(self):
-            return [ChannelType("down", Down, thread_safe=True)]
-
     rules = write_rules(tmp_path, """
         shop: {timezone: UTC}
         channels:
@@ -332,7 +332,7 @@ def test_failed_actions_are_not_read_again_until_one_is_due(tmp_path):
     """)
     clock = FakeTime(1_000_000.0)
     events = [ev("order.placed", f"c-{n}", "2026-03-01T10:00:00Z", id=f"o-{n}", sku="s") for n in range(20)]
-    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Plugin()])
+    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[channel_plugin("down", Down)])
     with Session.open(rules, tmp_path / "state.db", manager=manager, deliver=True, clock=clock.clock,
                       dispatch_options={"clock": clock.clock, "sleep": clock.sleep}) as session:
         session.apply([Input("test", n, Event.from_dict(e, default_tz=None)) for n, e in enumerate(events, 1)])
