@@ -311,3 +311,31 @@ def test_an_empty_file_becomes_a_state(tmp_path):
     path.write_bytes(b"")
     with Store.open(str(path)) as store:
         assert store.get_meta("schema_version") == SCHEMA_VERSION
+
+
+def test_a_kept_state_indexes_waiting_actions_by_channel_and_a_scratch_store_does_not(tmp_path):
+    """The dispatcher reads each channel's waiting actions through `actions_waiting`; a replay without
+    --state never delivers, so its scratch store does not pay an index update per action for it."""
+    from rulecrm.state.scratch import ScratchStore
+
+    def indexes(store):
+        return {row[0] for row in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+    kept = Store.open(str(tmp_path / "state.db"))
+    scratch = ScratchStore.open_scratch()
+    try:
+        assert {"actions_waiting", "actions_status"} <= indexes(kept)
+        assert "actions_waiting" not in indexes(scratch) and "actions_status" in indexes(scratch)
+        with kept.transaction():
+            kept.put_actions([{"key": f"k-{n}", "customer_id": f"c-{n}", "status": "queued",
+                               "channel": "wecom" if n % 2 else "sms"} for n in range(6)])
+        plan = kept._db.execute(
+            "EXPLAIN QUERY PLAN SELECT key FROM actions WHERE status = 'queued' AND "
+            "coalesce(json_extract(json, '$.channel'), '') = 'sms' AND rowid > 0 ORDER BY rowid").fetchall()
+        assert "actions_waiting" in str(plan)
+        assert [customer for customer, _next, _text in kept.iter_waiting_actions("queued", "sms")] == \
+            ["c-0", "c-2", "c-4"]
+        assert kept.waiting_channels("queued") == {"sms", "wecom"}
+    finally:
+        kept.close()
+        scratch.close()
