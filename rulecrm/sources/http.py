@@ -183,7 +183,13 @@ class HttpSource:
         try:
             while True:
                 connection.idle = True
-                head = await within(READ_TIMEOUT, read_head(connection.reader))
+                try:  # a kept-alive client with nothing more to send is closed quietly, as http.server did
+                    first = await within(READ_TIMEOUT, connection.reader.read(1))
+                except asyncio.TimeoutError:
+                    return
+                if not first:
+                    return  # the client closed the connection
+                head = await within(READ_TIMEOUT, read_head(connection.reader, first))
                 if head is None:
                     return
                 connection.idle = False

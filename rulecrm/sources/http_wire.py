@@ -61,9 +61,10 @@ class Head:
         return "keep-alive" in tokens
 
 
-async def read_head(reader: asyncio.StreamReader) -> Head | None:
-    """The next request's line and headers; None when the client closed the connection between requests."""
-    line = await _line(reader, MAX_LINE, eof_ok=True)
+async def read_head(reader: asyncio.StreamReader, first: bytes = b"") -> Head | None:
+    """The next request's line and headers (`first`: its first bytes, already read); None when the
+    client closed the connection between requests."""
+    line = first if first.endswith(b"\n") else first + await _line(reader, MAX_LINE, eof_ok=True)
     if not line.strip():
         return None  # closed (or a bare newline, which http.server answers by closing too)
     text = line.decode("iso-8859-1").rstrip("\r\n")

@@ -502,3 +502,29 @@ def test_without_uvloop_the_source_runs_on_asyncios_own_loop(tmp_path, monkeypat
     assert answers[0][:2] == (202, {"accepted": 1, "rejected": 0})
     assert answers[1][0] == 400 and "the body ended after 1 of the 9 bytes" in answers[1][1]["error"]
     assert live.events() == ["e-1"]
+
+
+def test_an_idle_kept_alive_connection_is_closed_quietly_and_a_silent_request_is_reported(tmp_path, monkeypatch):
+    """A client that keeps its connection open with nothing more to send is closed after READ_TIMEOUT
+    without a message; one that stops in the middle of its request's headers is reported dropped."""
+    monkeypatch.setattr(http_source, "READ_TIMEOUT", 0.3)
+    live = Live(tmp_path)
+
+    def client(lv):
+        body = event("e-1") + b"\n"
+        with socket.create_connection(("127.0.0.1", lv.port), timeout=20) as idle, \
+                socket.create_connection(("127.0.0.1", lv.port), timeout=20) as halfway:
+            idle.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            answer = idle.recv(65536)
+            halfway.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+            closed = [idle.recv(65536), halfway.recv(65536)]  # both wait until the server closes
+        return answer, closed
+
+    try:
+        answer, closed = live.serve(client)
+    finally:
+        live.runner.close()
+    assert answer.startswith(b"HTTP/1.1 202 ") and closed == [b"", b""]
+    dropped = [m for m in live.messages if "dropped" in m]
+    assert len(dropped) == 1 and dropped[0].endswith("silent for 0.3 s; nothing of it was applied")
+    assert live.events() == ["e-1"]
