@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -96,6 +96,15 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
+def _files_with(files: Iterable[StateFile], table: str) -> Iterator[tuple[StateFile, sqlite3.Connection]]:
+    """Each file that has `table`, with a read-only connection open while the caller reads it. A shard
+    being created has no tables yet: nothing is committed in it."""
+    for file in files:
+        with reading(file) as db:
+            if _has_table(db, table):
+                yield file, db
+
+
 def _like(text: str) -> str:
     """`text` as a LIKE pattern matching it anywhere, its own % and _ taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -154,34 +163,31 @@ def overview(state: StateFiles, period: Period) -> Overview:
     dead = events = customers = 0
     event_where, event_params = period.clause("datetime(at, 'unixepoch')")
     action_where, action_params = period.clause("due_at")
-    for file in state.files():
-        with reading(file) as db:
-            if not _has_table(db, "actions"):
-                continue  # a shard being created: nothing committed in it yet
-            for day, type_, count in db.execute(
-                    f"SELECT date(at, 'unixepoch'), type, count(*) FROM events WHERE {event_where} GROUP BY 1, 2",
-                    event_params):
-                events_per_day[day][type_] += count
-                events += count
-            for day, rule, status, count in db.execute(
-                    f"SELECT substr(due_at, 1, 10), rule, status, count(*) FROM actions WHERE {action_where} "
-                    "GROUP BY 1, 2, 3", action_params):
-                per_status[day][status] += count
-                per_rule[day][rule] += count
-                by_rule_status[rule][status] += count
-            for reason, rule, count in db.execute(
-                    f"SELECT json_extract(json, '$.reason'), rule, count(*) FROM actions WHERE status = 'suppressed' "
-                    f"AND json_extract(json, '$.reason') LIKE 'cap:%' AND {action_where} GROUP BY 1, 2",
-                    action_params):
-                caps[(reason, rule)] += count
-            for status, count in db.execute(
-                    "SELECT status, count(*) FROM actions WHERE status IN ('queued', 'failed', 'dead') GROUP BY 1"):
-                outbox[status] += count
-            for (text,) in db.execute("SELECT json FROM actions WHERE status IN ('failed', 'dead') "
-                                      "ORDER BY rowid DESC LIMIT 10"):
-                failures.append(orjson.loads(text))
-            dead += db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-            customers += db.execute("SELECT count(*) FROM profiles").fetchone()[0]
+    for _file, db in _files_with(state.files(), "actions"):
+        for day, type_, count in db.execute(
+                f"SELECT date(at, 'unixepoch'), type, count(*) FROM events WHERE {event_where} GROUP BY 1, 2",
+                event_params):
+            events_per_day[day][type_] += count
+            events += count
+        for day, rule, status, count in db.execute(
+                f"SELECT substr(due_at, 1, 10), rule, status, count(*) FROM actions WHERE {action_where} "
+                "GROUP BY 1, 2, 3", action_params):
+            per_status[day][status] += count
+            per_rule[day][rule] += count
+            by_rule_status[rule][status] += count
+        for reason, rule, count in db.execute(
+                f"SELECT json_extract(json, '$.reason'), rule, count(*) FROM actions WHERE status = 'suppressed' "
+                f"AND json_extract(json, '$.reason') LIKE 'cap:%' AND {action_where} GROUP BY 1, 2",
+                action_params):
+            caps[(reason, rule)] += count
+        for status, count in db.execute(
+                "SELECT status, count(*) FROM actions WHERE status IN ('queued', 'failed', 'dead') GROUP BY 1"):
+            outbox[status] += count
+        for (text,) in db.execute("SELECT json FROM actions WHERE status IN ('failed', 'dead') "
+                                  "ORDER BY rowid DESC LIMIT 10"):
+            failures.append(orjson.loads(text))
+        dead += db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        customers += db.execute("SELECT count(*) FROM profiles").fetchone()[0]
     failures.sort(key=lambda action: action.get("last_attempt_at") or "", reverse=True)
     return Overview(
         events_per_day=_sorted_days(events_per_day), actions_per_day_status=_sorted_days(per_status),
@@ -210,21 +216,18 @@ def search_customers(state: StateFiles, text: str) -> list[Found]:
     """Customers whose id or name contains `text` (ids that are exactly `text` first), at most SEARCH_LIMIT."""
     found: dict[str, str | None] = {}
     pattern = _like(text)
-    for file in state.files():
-        with reading(file) as db:
-            if not _has_table(db, "profiles"):
-                continue
-            rows = db.execute(
-                "SELECT customer_id, json_extract(json, '$.fields.name') FROM profiles WHERE customer_id LIKE ? "
-                "ESCAPE '\\' OR json_extract(json, '$.fields.name') LIKE ? ESCAPE '\\' ORDER BY customer_id LIMIT ?",
-                (pattern, pattern, SEARCH_LIMIT))
-            for customer_id, name in rows:
-                found[customer_id] = name
-            # a customer whose events changed no profile field has events but no stored profile
-            for (customer_id,) in db.execute(
-                    "SELECT DISTINCT customer_id FROM events WHERE customer_id LIKE ? ESCAPE '\\' "
-                    "ORDER BY customer_id LIMIT ?", (pattern, SEARCH_LIMIT)):
-                found.setdefault(customer_id, None)
+    for _file, db in _files_with(state.files(), "profiles"):
+        rows = db.execute(
+            "SELECT customer_id, json_extract(json, '$.fields.name') FROM profiles WHERE customer_id LIKE ? "
+            "ESCAPE '\\' OR json_extract(json, '$.fields.name') LIKE ? ESCAPE '\\' ORDER BY customer_id LIMIT ?",
+            (pattern, pattern, SEARCH_LIMIT))
+        for customer_id, name in rows:
+            found[customer_id] = name
+        # a customer whose events changed no profile field has events but no stored profile
+        for (customer_id,) in db.execute(
+                "SELECT DISTINCT customer_id FROM events WHERE customer_id LIKE ? ESCAPE '\\' "
+                "ORDER BY customer_id LIMIT ?", (pattern, SEARCH_LIMIT)):
+            found.setdefault(customer_id, None)
     ordered = sorted(found.items(), key=lambda item: (item[0] != text, item[0]))
     return [Found(customer_id, name) for customer_id, name in ordered[:SEARCH_LIMIT]]
 
@@ -284,14 +287,11 @@ def rule_counts(state: StateFiles, period: Period) -> dict[str, dict[str, int]]:
     """
     counts: dict = defaultdict(Counter)
     where, params = period.clause("due_at")
-    for file in state.files():
-        with reading(file) as db:
-            if not _has_table(db, "actions"):
-                continue
-            for rule, status, count in db.execute(
-                    f"SELECT rule, status, count(*) FROM actions WHERE {where} GROUP BY 1, 2", params):
-                what = "suppressed" if status == SUPPRESSED else "held" if status == HELD else "fired"
-                counts[rule][what] += count
+    for _file, db in _files_with(state.files(), "actions"):
+        for rule, status, count in db.execute(
+                f"SELECT rule, status, count(*) FROM actions WHERE {where} GROUP BY 1, 2", params):
+            what = "suppressed" if status == SUPPRESSED else "held" if status == HELD else "fired"
+            counts[rule][what] += count
     return {rule: {what: found[what] for what in ("fired", "suppressed", "held")} for rule, found in counts.items()}
 
 
@@ -334,19 +334,14 @@ def outbox_page(state: StateFiles, wanted: OutboxFilter, page: int) -> OutboxPag
     rules: set = set()
     channels: set = set()
     needed = page * PAGE_SIZE
-    for file in files:
-        if not os.path.exists(file.path):
-            continue
-        with reading(file) as db:
-            if not _has_table(db, "actions"):
-                continue
-            total += db.execute(f"SELECT count(*) FROM actions WHERE {where}", params).fetchone()[0]
-            for (text,) in db.execute(f"SELECT json FROM actions WHERE {where} ORDER BY due_at DESC, rowid DESC "
-                                      "LIMIT ?", (*params, needed)):
-                rows.append((file.shard, orjson.loads(text)))
-            rules.update(r for (r,) in db.execute("SELECT DISTINCT rule FROM actions") if r)
-            channels.update(c for (c,) in db.execute(
-                "SELECT DISTINCT json_extract(json, '$.channel') FROM actions") if c)
+    for file, db in _files_with((file for file in files if os.path.exists(file.path)), "actions"):
+        total += db.execute(f"SELECT count(*) FROM actions WHERE {where}", params).fetchone()[0]
+        for (text,) in db.execute(f"SELECT json FROM actions WHERE {where} ORDER BY due_at DESC, rowid DESC "
+                                  "LIMIT ?", (*params, needed)):
+            rows.append((file.shard, orjson.loads(text)))
+        rules.update(r for (r,) in db.execute("SELECT DISTINCT rule FROM actions") if r)
+        channels.update(c for (c,) in db.execute(
+            "SELECT DISTINCT json_extract(json, '$.channel') FROM actions") if c)
     rows.sort(key=lambda item: item[1].get("due_at") or "", reverse=True)
     pages = max(1, -(-total // PAGE_SIZE))
     return OutboxPage(rows[(page - 1) * PAGE_SIZE:needed], total, page, pages, sorted(rules), sorted(channels))
@@ -354,13 +349,10 @@ def outbox_page(state: StateFiles, wanted: OutboxFilter, page: int) -> OutboxPag
 
 def find_action(state: StateFiles, key: str) -> tuple[StateFile, dict] | None:
     """The file holding the action `key`, and the action."""
-    for file in state.files():
-        with reading(file) as db:
-            if not _has_table(db, "actions"):
-                continue
-            row = db.execute("SELECT json FROM actions WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                return file, orjson.loads(row[0])
+    for file, db in _files_with(state.files(), "actions"):
+        row = db.execute("SELECT json FROM actions WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return file, orjson.loads(row[0])
     return None
 
 
@@ -371,17 +363,14 @@ def dead_letters(state: StateFiles, page: int) -> tuple[list[dict], int]:
     """One page of dead letters (with `id` as the command line names it: N, or SHARD:N) and the total."""
     letters: list = []
     total = 0
-    for file in state.files():
-        with reading(file) as db:
-            if not _has_table(db, "dead_letters"):
-                continue
-            total += db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-            for id_, source, line_no, raw, error, at in db.execute(
-                    "SELECT id, source, line_no, raw, error, at FROM dead_letters ORDER BY source, line_no, id LIMIT ?",
-                    (page * PAGE_SIZE,)):
-                name = str(id_) if file.shard is None else f"{file.shard}:{id_}"
-                letters.append({"id": name, "shard": file.shard, "source": source, "line_no": line_no, "raw": raw,
-                                "error": error, "at": at})
+    for file, db in _files_with(state.files(), "dead_letters"):
+        total += db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        for id_, source, line_no, raw, error, at in db.execute(
+                "SELECT id, source, line_no, raw, error, at FROM dead_letters ORDER BY source, line_no, id LIMIT ?",
+                (page * PAGE_SIZE,)):
+            name = str(id_) if file.shard is None else f"{file.shard}:{id_}"
+            letters.append({"id": name, "shard": file.shard, "source": source, "line_no": line_no, "raw": raw,
+                            "error": error, "at": at})
     letters.sort(key=lambda item: (item["source"], item["line_no"], item["id"]))
     return letters[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], total
 
@@ -390,11 +379,8 @@ def last_reload(state: StateFiles) -> dict | None:
     """The rules a runner of this state last loaded or refused (the latest of the shards'), or None
     when no runner has run on it (a replay's state)."""
     records = []
-    for file in state.files():
-        with reading(file) as db:
-            if not _has_table(db, "meta"):
-                continue
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (LAST_RELOAD,)).fetchone()
+    for _file, db in _files_with(state.files(), "meta"):
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (LAST_RELOAD,)).fetchone()
         if row is not None:
             records.append(orjson.loads(row[0]))
     return max(records, key=lambda record: record.get("at") or "", default=None)
