@@ -92,19 +92,11 @@ def test_durable_unavailable_is_a_clear_error(monkeypatch):
         backends.get_backend("durable")
 
 
-def test_python_backend_does_not_import_durable_rules():
-    code = (
-        "import sys, rulecrm.backends, rulecrm.backends.python;"
-        "rulecrm.backends.get_backend('python');"
-        "assert not any(m.startswith(('durable', 'durable_rules_engine')) for m in sys.modules), sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_the_default_backend_does_not_import_durable_rules():
+@pytest.mark.parametrize("backend", ["'python'", "b.default_backend_name()"], ids=["python", "default"])
+def test_the_python_and_default_backends_do_not_import_durable_rules(backend):
     code = (
         "import sys, rulecrm.backends as b;"
-        "b.get_backend(b.default_backend_name());"
+        f"b.get_backend({backend});"
         "assert not any(m.startswith(('durable', 'durable_rules_engine')) for m in sys.modules), sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
