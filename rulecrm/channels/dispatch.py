@@ -322,10 +322,9 @@ class Dispatcher:
         records = [(self._record(record, delivery), delivery) for record, delivery in answered]
         with self.store.transaction():
             self.store.put_actions([record for record, _delivery in records])
-        for record, _delivery in records:
-            if record["status"] == FAILED:
-                self._next_retry_of.pop(record.get("channel") or "", None)
         for record, delivery in records:
+            if record["status"] == FAILED:  # a new retry time: the channel's failed actions are read again
+                self._next_retry_of.pop(record.get("channel") or "", None)
             if record["status"] in (SENT, DEAD):
                 self.counts[record["status"]] += 1
                 self.on_report(public(record))
