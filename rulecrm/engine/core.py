@@ -106,8 +106,16 @@ class Engine:
         return self.gates.zone(profile)
 
     def close(self) -> None:
-        """Release the matching backend (the store belongs to the caller)."""
+        """Release the matching backend and the caches (the store belongs to the caller).
+
+        The caches are emptied here rather than left to the collector: the engine's object graph has
+        reference cycles (callbacks back into the session), and while sessions are open the cyclic
+        collector runs rarely (`rulecrm.app.collector`), so a process that opens one session after
+        another (the partitions of an in-process replay) would otherwise keep every closed engine's
+        customers in memory."""
         self.backend.close()
+        self.profiles.clear()
+        self._timers.release()
 
     # -- state -------------------------------------------------------------------------
     def load(self) -> None:

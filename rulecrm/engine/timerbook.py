@@ -49,6 +49,12 @@ class TimerBook:
         self._horizon = None
         self._customers.clear()
 
+    def release(self) -> None:
+        """Forget what is held in memory (the engine closes); the store keeps every timer."""
+        self._window = TimerQueue()
+        self._horizon = None
+        self._customers.clear()
+
     def _load_customer(self, customer_id: str) -> dict:
         return {
             key: ((due, rule_index, seq), _unless(payload))

@@ -6,6 +6,7 @@ refilled again and again. The output must not change by one byte (docs/running.m
 """
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from rulecrm.app import session as session_module
 from rulecrm.app.replay import replay
 from rulecrm.app.session import Input, Session
 from rulecrm.engine import timerbook
+from rulecrm.engine.profile import Profile
 from rulecrm.sources.reader import read_events
 
 CDNOW_LINES = 4_000
@@ -103,3 +105,27 @@ def test_a_decision_is_taken_once_even_when_its_key_comes_back_after_a_flush(tmp
     apart = replayed(rules, events, until=until)
     assert apart == together
     assert together.count('"rule":"birthday"') == 1
+
+
+def test_sessions_one_after_another_keep_no_closed_sessions_customers(repo, cdnow_head):
+    """The partitions of an in-process replay are sessions opened one after another. A closed
+    session's customers must leave memory when it closes, not at the next full collection, which
+    runs rarely while sessions are open (`rulecrm.app.collector`)."""
+    rules = repo / "rules" / "cdnow"
+
+    def profiles_in_memory() -> int:
+        return sum(isinstance(item, Profile) for item in gc.get_objects())
+
+    before = profiles_in_memory()
+    was_enabled = gc.isenabled()
+    gc.disable()  # as while another session of the process is open: no cycle is collected
+    try:
+        for _partition in range(3):
+            with Session.open(rules, None, backend_name="python") as session:
+                lines = read_events(cdnow_head, default_tz=session.ruleset.shop.timezone)
+                session.apply([Input("cdnow", line_no, event) for line_no, event in itertools.islice(lines, 500)])
+                assert profiles_in_memory() - before > 100  # the session did hold its customers
+            assert profiles_in_memory() == before
+    finally:
+        if was_enabled:
+            gc.enable()
