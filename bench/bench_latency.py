@@ -68,10 +68,12 @@ def order(event_id: str, n: int, at: str) -> dict:
 
 
 def orders(rate: float, seconds: float, prefix: str) -> list[tuple[str, float, dict]]:
-    """(event id, scheduled instant, event) of a run, built before it starts: the producers' own work
-    while the run goes on is only sending, so the bench measures the runners rather than itself."""
+    """(event id, seconds after the run's start, event) of a run, built before it starts: the
+    producers' own work while the run goes on is only sending, so the bench measures the runners
+    rather than itself. The offsets are relative because building takes a while: a start instant
+    fixed before it would make the first events late and send them in one burst."""
     at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-    return [(f"{prefix}-{n}", due, order(f"{prefix}-{n}", n, at)) for n, due in schedule(rate, seconds)]
+    return [(f"{prefix}-{n}", n / rate, order(f"{prefix}-{n}", n, at)) for n in range(int(rate * seconds))]
 
 
 def write_rules(directory: Path, sends: Path) -> Path:
@@ -147,12 +149,6 @@ class Watcher(threading.Thread):
             handle.close()
 
 
-def schedule(rate: float, seconds: float):
-    """(event number, scheduled instant) pairs of a run, starting in 0.2 s."""
-    begin = time.time() + 0.2
-    return [(n, begin + n / rate) for n in range(int(rate * seconds))]
-
-
 def wait_until(due: float) -> None:
     wait = due - time.time()
     if wait > 0:
@@ -172,14 +168,17 @@ class HttpLoad:
         self.clients = clients
         self.runners = [Runner(work / "runner", work / "state.db", f"http:127.0.0.1:{port}", ready="listening on")]
 
-    def offer(self, rate: float, seconds: float, prefix: str) -> tuple[dict[str, float], int]:
+    def prepare(self, rate: float, seconds: float, prefix: str) -> list[tuple[str, float, bytes]]:
         planned = []
-        for event_id, due, event in orders(rate, seconds, prefix):
+        for event_id, offset, event in orders(rate, seconds, prefix):
             body = json.dumps(event).encode()
             request = (b"POST /events HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-ndjson\r\n"
                        b"Content-Length: %d\r\n\r\n%s" % (self.host.encode(), len(body), body))
-            planned.append((event_id, due, request))
-        return asyncio.run(self._offer(planned))
+            planned.append((event_id, offset, request))
+        return planned
+
+    def offer(self, planned, begin: float) -> tuple[dict[str, float], int]:
+        return asyncio.run(self._offer([(event_id, begin + offset, request) for event_id, offset, request in planned]))
 
     async def _offer(self, planned) -> tuple[dict[str, float], int]:
         plan = iter(planned)
@@ -260,18 +259,25 @@ class RedisLoad:
         self.runners = [Runner(work / f"runner-{index}", state, f"redis:{url}", shards=shards)
                         for index, shards in enumerate(groups)]
 
-    def offer(self, rate: float, seconds: float, prefix: str) -> tuple[dict[str, float], int]:
+    def prepare(self, rate: float, seconds: float, prefix: str) -> list[tuple[str, float, list[bytes]]]:
+        # each XADD packed before the run: while it goes on the producer only writes bytes and reads
+        # the replies, so the machine's CPU goes to the runners being measured
+        connection = self.client.connection_pool.get_connection()
+        try:
+            return [(event_id, offset, connection.pack_command(
+                        "XADD", f"rulecrm:events:{self.shard_of(event['customer_id'], PARTITIONS)}", "*",
+                        self.field, json.dumps(event).encode()))
+                    for event_id, offset, event in orders(rate, seconds, prefix)]
+        finally:
+            self.client.connection_pool.release(connection)
+
+    def offer(self, planned, begin: float) -> tuple[dict[str, float], int]:
         import redis
 
         started: dict[str, float] = {}
         failures = 0
         connection = self.client.connection_pool.get_connection()
-        # each XADD packed before the run: while it goes on the producer only writes bytes and reads
-        # the replies, so the machine's CPU goes to the runners being measured
-        plan = [(event_id, due, connection.pack_command(
-                    "XADD", f"rulecrm:events:{self.shard_of(event['customer_id'], PARTITIONS)}", "*",
-                    self.field, json.dumps(event).encode()))
-                for event_id, due, event in orders(rate, seconds, prefix)]
+        plan = [(event_id, begin + offset, command) for event_id, offset, command in planned]
         index = 0
         last_send = 0.0
         try:
@@ -313,13 +319,16 @@ class RedisLoad:
 
 
 def measure(load, watcher: Watcher, rate: float, seconds: float, prefix: str) -> dict:
-    began = time.time()
+    planned = load.prepare(rate, seconds, prefix)  # before the clocks start: the bench's own set-up
     cpu_before = sum(runner.cpu_seconds() for runner in load.runners)
     rest_before = load.rest_cpu_seconds()
-    started, failures = load.offer(rate, seconds, prefix)
+    began = time.time() + 0.05
+    started, failures = load.offer(planned, began)
     deadline = time.time() + 5
-    while time.time() < deadline and any(event_id not in watcher.seen for event_id in started):
+    waiting = [event_id for event_id in started if event_id not in watcher.seen]
+    while waiting and time.time() < deadline:
         time.sleep(0.01)
+        waiting = [event_id for event_id in waiting if event_id not in watcher.seen]
     cpu = sum(runner.cpu_seconds() for runner in load.runners) - cpu_before
     rest = load.rest_cpu_seconds() - rest_before
     latencies = sorted(watcher.seen[e] - t for e, t in started.items() if e in watcher.seen)
