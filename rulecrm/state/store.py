@@ -765,16 +765,25 @@ class Store:
         they were first written, not decoded: the dispatcher reads these at every step and decodes only
         the actions it hands over (`action_from_text`). Keys in `skip_keys` (the sends in flight) are
         passed over. Read through the `actions_waiting` index a page at a time, so a caller that stops
-        early reads little, however long the backlog."""
+        early reads little, however long the backlog.
+
+        The sends in flight are the oldest waiting actions, so they head every read: SQLite leaves
+        them out (a JSON list of their keys, made into a table once per read) rather than returning
+        each one's text and `next_attempt` for Python to drop, which cost a runner that had fallen
+        behind about a third of its time."""
+        skipping = ""
+        skip: tuple = ()
+        if skip_keys:
+            skipping = " AND key NOT IN (SELECT value FROM json_each(?))"
+            skip = (orjson.dumps(list(skip_keys)).decode(),)
         after = 0
         while True:
             rows = self._db.execute(
-                "SELECT rowid, key, customer_id, json_extract(json, '$.next_attempt'), json FROM actions "
-                f"WHERE status = ? AND {_CHANNEL_OF} = ? AND rowid > ? ORDER BY rowid LIMIT {_WAITING_PAGE}",
-                (status, channel, after)).fetchall()
-            for _rowid, key, customer_id, next_attempt, text in rows:
-                if key not in skip_keys:
-                    yield customer_id, next_attempt, text
+                "SELECT rowid, customer_id, json_extract(json, '$.next_attempt'), json FROM actions "
+                f"WHERE status = ? AND {_CHANNEL_OF} = ? AND rowid > ?{skipping} ORDER BY rowid LIMIT {_WAITING_PAGE}",
+                (status, channel, after, *skip)).fetchall()
+            for _rowid, customer_id, next_attempt, text in rows:
+                yield customer_id, next_attempt, text
             if len(rows) < _WAITING_PAGE:
                 return
             after = rows[-1][0]

@@ -339,3 +339,19 @@ def test_a_kept_state_indexes_waiting_actions_by_channel_and_a_scratch_store_doe
     finally:
         kept.close()
         scratch.close()
+
+
+def test_waiting_actions_pass_over_the_sends_in_flight_across_pages(tmp_path):
+    """The keys in flight head the queue and can fill more than a page: the read still returns every
+    other waiting action of the channel, in the order they were written, each once."""
+    from rulecrm.state import store as store_module
+
+    with Store.open(str(tmp_path / "state.db")) as store:
+        with store.transaction():
+            store.put_actions([{"key": f"k-{n}", "customer_id": f"c-{n}", "status": "queued", "channel": "sms",
+                                "next_attempt": None} for n in range(3 * store_module._WAITING_PAGE)])
+        in_flight = {f"k-{n}" for n in range(store_module._WAITING_PAGE + 5)} | {"k-100", "gone"}
+        got = [customer for customer, _next, _text in store.iter_waiting_actions("queued", "sms", skip_keys=in_flight)]
+        expected = [f"c-{n}" for n in range(3 * store_module._WAITING_PAGE) if f"k-{n}" not in in_flight]
+        assert got == expected
+        assert len(got) == 3 * store_module._WAITING_PAGE - store_module._WAITING_PAGE - 6
