@@ -152,18 +152,33 @@ class TimerBook:
     # -- the window ------------------------------------------------------------------------
     def _peek(self) -> Order | None:
         top = self._window.peek_order()
-        if top is None and self._horizon != _EVERYTHING:
+        while top is None and self._horizon != _EVERYTHING:  # a refill can find nothing still pending
             self._refill()
             top = self._window.peek_order()
         return top
 
     def _refill(self) -> None:
-        """Read the next timers after the horizon from the store (writing unwritten timer changes first)."""
-        self._changes.flush_timers(self._store)
-        rows = self._store.timers_after(self._horizon, self._window_size)
+        """Take the next timers after the horizon: the store's, seen through the changes not written yet.
+
+        The store is read as of the last flush. A timer put since replaces its row (it may now be due
+        earlier or later), and a timer deleted since (fired, dropped or replaced) hides it. Reading
+        through the changes rather than writing them first means a step writes each timer once,
+        however often the window runs dry: a timer made and fired, or rescheduled, within one step is
+        never written at all.
+        """
+        put, deleted = self._changes.timers_put, self._changes.timers_deleted
+        after = self._horizon
+        rows = self._store.timers_after(after, self._window_size)
+        # the store's rows say nothing of what comes after the last of them: the horizon stops there
+        horizon = (rows[-1][1], rows[-1][2], rows[-1][3]) if len(rows) == self._window_size else _EVERYTHING
         for row in rows:
-            self._window.push(Timer.from_row(row))
-        self._horizon = (rows[-1][1], rows[-1][2], rows[-1][3]) if len(rows) == self._window_size else _EVERYTHING
+            if row[0] not in put and row[0] not in deleted:
+                self._window.push(Timer.from_row(row))
+        for timer in put.values():  # unwritten timers in the new stretch (earlier ones are in the window)
+            order = timer.order
+            if (after is None or order > after) and order <= horizon:
+                self._window.push(timer)
+        self._horizon = horizon
 
     def _shrink_window(self) -> None:
         """Keep the first WINDOW timers in memory; the later ones are in `changes` or the store already."""

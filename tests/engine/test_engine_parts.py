@@ -192,6 +192,64 @@ def test_a_small_window_fires_many_timers_in_exactly_the_order_of_one_big_queue(
     assert fired > 50
 
 
+@pytest.mark.parametrize("seed", [3, 11, 29])
+def test_a_window_read_through_unwritten_changes_fires_in_the_order_of_one_big_queue(store, seed):
+    """The window is refilled from the store as of the last flush, seen through the changes made
+    since: a timer fired, dropped or rescheduled after its row was written must not come back at
+    its old place, and a new one must not be missed. Flushes come at random, so the store holds
+    stale rows for many keys whenever the window runs dry."""
+    rng = random.Random(seed)
+    changes = Changes()
+    book = book_on(store, changes, window=3)
+    reference = {}  # key -> (due epoch, rule index, creation number, customer): one big queue
+
+    def schedule(key):
+        customer = reference[key][3] if key in reference else f"c{rng.randrange(9)}"
+        due, rule_index = T0 + timedelta(minutes=rng.randrange(150)), rng.randrange(3)
+        book.schedule(key, due, rule_index, customer, {"type": TimerKind.STAGE})
+        reference[key] = (due.timestamp(), rule_index, book.seq, customer)
+
+    fired = flushes = 0
+    with store.transaction():
+        for n in range(40):
+            schedule(f"t{n}")
+        changes.flush_timers(store)
+        for _ in range(600):
+            move = rng.random()
+            if move < 0.35:
+                timer = book.pop_due(float("inf"), inclusive=True)
+                expected = min(reference, key=lambda k: reference[k][:3]) if reference else None
+                assert (timer.key if timer else None) == expected
+                reference.pop(expected, None)
+                fired += timer is not None
+            elif move < 0.75:
+                schedule(f"t{rng.randrange(90)}")
+            elif move < 0.9 and reference:
+                key = rng.choice(sorted(reference))
+                book.drop(reference.pop(key)[3], key)
+            else:
+                changes.flush_timers(store)
+                flushes += 1
+    assert fired > 100 and flushes > 30
+
+
+def test_a_refill_goes_on_past_a_whole_page_of_rows_that_the_changes_hide(store):
+    """Every row of the first page read from the store was fired or dropped since it was written:
+    the next pending timer is still found, not taken for the end of the timers."""
+    changes = Changes()
+    book = book_on(store, changes, window=3)
+    for n in range(8):
+        book.schedule(f"t{n}", T0 + timedelta(minutes=n), 0, "c1", {"type": TimerKind.STAGE})
+    with store.transaction():
+        changes.flush_timers(store)
+        book.load()  # a fresh window: every timer is read back from the store
+        for n in range(6):
+            book.drop("c1", f"t{n}")
+        assert book.next_due() == (T0 + timedelta(minutes=6)).timestamp()
+        assert [book.pop_due(float("inf"), inclusive=True).key for _ in range(2)] == ["t6", "t7"]
+        assert book.pop_due(float("inf"), inclusive=True) is None
+
+
 def test_customers_timers_leave_memory_after_a_flush_and_come_back_from_the_store(store):
     changes = Changes()
     book = book_on(store, changes, cache_capacity=2)
