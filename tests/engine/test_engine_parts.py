@@ -159,78 +159,71 @@ def test_timers_fire_in_due_then_rule_then_creation_order(store):
     assert fired == ["rule1-first", "rule1-second", "rule2", "late"]
 
 
+class OneBigQueue:
+    """The reference for the timer window: every pending timer in one queue, (due, rule order,
+    creation order); `move()` schedules, replaces, drops or fires at random on the book and here."""
+
+    def __init__(self, book, rng):
+        self.book, self.rng = book, rng
+        self.timers = {}  # key -> (due epoch, rule index, creation number, customer)
+        self.fired = 0
+
+    def schedule(self, key):
+        rng = self.rng
+        customer = self.timers[key][3] if key in self.timers else f"c{rng.randrange(9)}"
+        due, rule_index = T0 + timedelta(minutes=rng.randrange(150)), rng.randrange(3)
+        self.book.schedule(key, due, rule_index, customer, {"type": TimerKind.STAGE})
+        self.timers[key] = (due.timestamp(), rule_index, self.book.seq, customer)
+
+    def move(self, *, fire: float, schedule: float) -> None:
+        """Fire with probability `fire`, else schedule up to `schedule`, else drop a timer."""
+        move = self.rng.random()
+        if move < fire:
+            timer = self.book.pop_due(float("inf"), inclusive=True)
+            expected = min(self.timers, key=lambda k: self.timers[k][:3]) if self.timers else None
+            assert (timer.key if timer else None) == expected
+            self.timers.pop(expected, None)
+            self.fired += timer is not None
+        elif move < schedule:
+            self.schedule(f"t{self.rng.randrange(90)}")
+        elif self.timers:
+            key = self.rng.choice(sorted(self.timers))
+            self.book.drop(self.timers.pop(key)[3], key)
+
+
 def test_a_small_window_fires_many_timers_in_exactly_the_order_of_one_big_queue(store):
     """Timers are read from the store a window at a time; scheduling, replacing and dropping while
     the window is partly read must not change the firing order (due, rule order, creation order)."""
-    rng = random.Random(7)
-    book = book_on(store, window=5)
-    reference = {}  # key -> (due epoch, rule index, creation number, customer): one big queue
-
-    def schedule(key):
-        customer = reference[key][3] if key in reference else f"c{rng.randrange(9)}"
-        due, rule_index = T0 + timedelta(minutes=rng.randrange(150)), rng.randrange(3)
-        book.schedule(key, due, rule_index, customer, {"type": TimerKind.STAGE})
-        reference[key] = (due.timestamp(), rule_index, book.seq, customer)
-
-    fired = 0
+    queue = OneBigQueue(book_on(store, window=5), random.Random(7))
     with store.transaction():
         for n in range(60):
-            schedule(f"t{n}")
+            queue.schedule(f"t{n}")
         for _ in range(300):
-            move = rng.random()
-            if move < 0.4:
-                timer = book.pop_due(float("inf"), inclusive=True)
-                expected = min(reference, key=lambda k: reference[k][:3]) if reference else None
-                assert (timer.key if timer else None) == expected
-                reference.pop(expected, None)
-                fired += timer is not None
-            elif move < 0.8:
-                schedule(f"t{rng.randrange(90)}")
-            elif reference:
-                key = rng.choice(sorted(reference))
-                book.drop(reference.pop(key)[3], key)
-    assert fired > 50
+            queue.move(fire=0.4, schedule=0.8)
+    assert queue.fired > 50
 
 
-@pytest.mark.parametrize("seed", [3, 11, 29])
+@pytest.mark.parametrize("seed", range(1, 9))
 def test_a_window_read_through_unwritten_changes_fires_in_the_order_of_one_big_queue(store, seed):
     """The window is refilled from the store as of the last flush, seen through the changes made
     since: a timer fired, dropped or rescheduled after its row was written must not come back at
     its old place, and a new one must not be missed. Flushes come at random, so the store holds
     stale rows for many keys whenever the window runs dry."""
-    rng = random.Random(seed)
     changes = Changes()
-    book = book_on(store, changes, window=3)
-    reference = {}  # key -> (due epoch, rule index, creation number, customer): one big queue
-
-    def schedule(key):
-        customer = reference[key][3] if key in reference else f"c{rng.randrange(9)}"
-        due, rule_index = T0 + timedelta(minutes=rng.randrange(150)), rng.randrange(3)
-        book.schedule(key, due, rule_index, customer, {"type": TimerKind.STAGE})
-        reference[key] = (due.timestamp(), rule_index, book.seq, customer)
-
-    fired = flushes = 0
+    rng = random.Random(seed)
+    queue = OneBigQueue(book_on(store, changes, window=3), rng)
+    flushes = 0
     with store.transaction():
         for n in range(40):
-            schedule(f"t{n}")
+            queue.schedule(f"t{n}")
         changes.flush_timers(store)
         for _ in range(600):
-            move = rng.random()
-            if move < 0.35:
-                timer = book.pop_due(float("inf"), inclusive=True)
-                expected = min(reference, key=lambda k: reference[k][:3]) if reference else None
-                assert (timer.key if timer else None) == expected
-                reference.pop(expected, None)
-                fired += timer is not None
-            elif move < 0.75:
-                schedule(f"t{rng.randrange(90)}")
-            elif move < 0.9 and reference:
-                key = rng.choice(sorted(reference))
-                book.drop(reference.pop(key)[3], key)
-            else:
+            if rng.random() < 0.1:
                 changes.flush_timers(store)
                 flushes += 1
-    assert fired > 100 and flushes > 30
+            else:
+                queue.move(fire=0.39, schedule=0.83)
+    assert queue.fired > 100 and flushes > 30
 
 
 def test_a_refill_goes_on_past_a_whole_page_of_rows_that_the_changes_hide(store):
