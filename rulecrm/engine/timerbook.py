@@ -45,12 +45,10 @@ class TimerBook:
     def load(self) -> None:
         """Start from the store: its creation counter; timers are read when first needed."""
         self.seq = self._store.get_meta("seq", 0)
-        self._window = TimerQueue()
-        self._horizon = None
-        self._customers.clear()
+        self.release()
 
     def release(self) -> None:
-        """Forget what is held in memory (the engine closes); the store keeps every timer."""
+        """Forget what is held in memory (at load, and when the engine closes); the store keeps every timer."""
         self._window = TimerQueue()
         self._horizon = None
         self._customers.clear()

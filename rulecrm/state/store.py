@@ -769,8 +769,8 @@ class Store:
 
         The sends in flight are the oldest waiting actions, so they head every read: SQLite leaves
         them out (a JSON list of their keys, made into a table once per read) rather than returning
-        each one's text and `next_attempt` for Python to drop, which cost a runner that had fallen
-        behind about a third of its time."""
+        each one's text and `next_attempt` for Python to drop, which took about half of the main
+        thread of a runner that had fallen behind."""
         skipping = ""
         skip: tuple = ()
         if skip_keys:
