@@ -1,24 +1,28 @@
 """When CPython's cyclic garbage collector runs while sessions are open.
 
 The engine's caches keep tens of thousands of customers' profiles and timers in memory
-(`rulecrm.engine.cache`). CPython's automatic collector walks all of them again each time enough
-new objects have survived, and the caches' churn makes that happen constantly: it was 21% of the CPU
-time of a replay of a million customers, and it found almost nothing, since nothing the engine keeps
-forms reference cycles (those come from rare paths, such as an exception kept with its traceback).
-Each of those full collections also stops the process for as long as it takes (40 to 130 ms in a live
-runner), which was most of its 99th-percentile latency.
+(`rulecrm.engine.cache`). CPython's automatic *full* collections walk all of them again each time
+enough objects have survived into the oldest generation, and the caches' churn makes that happen
+constantly: it was 21% of the CPU time of a replay of a million customers, and it found almost
+nothing, since nothing the engine keeps forms reference cycles. Each full collection also stops the
+process for as long as it takes (40 to 130 ms in a live runner), which was most of its
+99th-percentile latency.
 
-So while any session is open, automatic collection is off, and `after_step()` (shared by every
-session of the process) runs:
+Young collections are another matter: they walk only objects made since the last one, and that is
+where cyclic garbage is. Some libraries make a great deal of it (durable-rules leaves hundreds of
+objects in cycles per fact asserted: about 4 million per replay step of the CDNOW file), so young
+collections must keep running *during* a step, not only between steps: gathered up at a step's
+end, that garbage took 22% of a replay's time and hundreds of megabytes.
 
-* a young collection (generations 0 and 1) once YOUNG_AFTER container objects more were made than
-  freed: it walks only recent objects, which is where cycles left by a step are, so it takes a few
-  milliseconds;
-* a full collection once the process has used both FULL_EVERY seconds of CPU time and COST_RATIO
-  times as much CPU time as the last full one took, since that one: at most about 1/COST_RATIO of
-  the run, and rarely enough that a live runner's latency does not see it.
+So while any session is open, CPython's automatic collection stays on for the young generations
+(their thresholds are left as they are) and never starts a full one (the oldest generation's
+threshold is raised out of reach). `after_step()` (shared by every session of the process) runs a
+full collection once the process has used both FULL_EVERY seconds of CPU time and COST_RATIO times
+as much CPU time as the last full one took, since that one: at most about 1/COST_RATIO of the run,
+and rarely enough that a live runner's latency does not see it.
 
-The collector's previous setting comes back when the last session closes.
+The collector's previous setting comes back when the last session closes. A program that turned
+the collector off itself keeps it off.
 """
 from __future__ import annotations
 
@@ -29,22 +33,25 @@ import time
 COST_RATIO = 20  # CPU time between full collections, as a multiple of the last one's cost
 MIN_COST = 0.05  # seconds: assumed cost before the first full collection
 FULL_EVERY = 120.0  # seconds of CPU time at least between full collections
-YOUNG_AFTER = 20_000  # container objects made (net) since the last collection that start a young one
+NO_AUTOMATIC_FULL = 1 << 30  # the oldest generation's threshold while sessions are open: never reached
 
 _lock = threading.Lock()
 _open_sessions = 0
 _was_enabled = False
+_previous_thresholds: tuple[int, ...] = ()
 _shared: BudgetedCollector | None = None
 
 
 def pause_automatic() -> BudgetedCollector:
-    """A session opens: automatic collection is off until every open session has closed. Returns the
-    process's collector, whose `after_step()` the session calls after each step."""
-    global _open_sessions, _was_enabled, _shared
+    """A session opens: automatic full collections are off until every open session has closed (young
+    ones go on). Returns the process's collector, whose `after_step()` the session calls after each step."""
+    global _open_sessions, _was_enabled, _previous_thresholds, _shared
     with _lock:
         if _open_sessions == 0:
             _was_enabled = gc.isenabled()
-            gc.disable()
+            _previous_thresholds = gc.get_threshold()
+            young, middle = _previous_thresholds[:2]
+            gc.set_threshold(young, middle, NO_AUTOMATIC_FULL)
             _shared = BudgetedCollector()
         _open_sessions += 1
         assert _shared is not None
@@ -60,31 +67,24 @@ def resume_automatic() -> None:
         _open_sessions -= 1
         if _open_sessions == 0:
             _shared = None
-            if _was_enabled:
-                gc.enable()
+            gc.set_threshold(*_previous_thresholds)
 
 
 class BudgetedCollector:
-    """Young collections by allocations, full ones paced by CPU time and their cost (see the module's text)."""
+    """Full collections paced by CPU time and their cost (see the module's text)."""
 
-    def __init__(self, *, ratio: float | None = None, every: float | None = None, young_after: int | None = None,
-                 clock=time.process_time) -> None:
+    def __init__(self, *, ratio: float | None = None, every: float | None = None, clock=time.process_time) -> None:
         self._ratio = COST_RATIO if ratio is None else ratio
         self._every = FULL_EVERY if every is None else every
-        self._young_after = YOUNG_AFTER if young_after is None else young_after
         self._clock = clock
         self._last_cost = MIN_COST
         self._last_end = clock()
         self.collections = 0
-        self.young_collections = 0
 
     def after_step(self) -> bool:
-        """Collect what the budget allows now; True when a full collection ran."""
+        """Run a full collection if the budget allows one now; True when it ran."""
         if not _was_enabled:
             return False  # the program had turned the collector off itself: leave it off
-        if gc.get_count()[0] >= self._young_after:
-            gc.collect(1)
-            self.young_collections += 1
         now = self._clock()
         if now - self._last_end < max(self._ratio * self._last_cost, self._every):
             return False
