@@ -5,8 +5,6 @@ import bisect
 import re
 from typing import Any
 
-import attrs
-
 from rulecrm.errors import ExpressionError
 from rulecrm.timeutil import DURATION_SYNTAX, parse_duration, within_limit
 
@@ -23,6 +21,9 @@ _IDENT = re.compile(r"[^\W\d]\w*")
 _WORD_CHAR = re.compile(r"\w")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",", ".")
 _OPERATOR = re.compile("|".join(map(re.escape, _OPERATORS)))  # tried in that order: `<=` before `<`
+# The common tokens in one match, whitespace before them included: a word or an operator. Numbers,
+# strings, the end and stray characters take the slower paths of `Lexer.next`.
+_WORD_OR_OPERATOR = re.compile(r"\s*(?:(?P<word>[^\W\d]\w*)|(?P<op>" + _OPERATOR.pattern + "))?")
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t"}
 _CHAR_HINTS = {
     "=": "use '==' to compare",
@@ -36,17 +37,25 @@ _CHAR_HINTS = {
 }
 
 
-@attrs.frozen
 class Token:
-    """kind: number, duration, string, name, keyword, op, char (not part of the language) or end."""
+    """kind: number, duration, string, name, keyword, op, char (not part of the language) or end.
 
-    kind: str
-    value: Any
-    text: str
-    start: int
-    end: int
-    line: int
-    column: int
+    A plain slotted class rather than an attrs one: `check` of a large rule set makes tens of
+    thousands of tokens, and a frozen class sets each field through `object.__setattr__`."""
+
+    __slots__ = ("kind", "value", "text", "start", "end", "line", "column")
+
+    def __init__(self, kind: str, value: Any, text: str, start: int, end: int, line: int, column: int) -> None:
+        self.kind = kind
+        self.value = value
+        self.text = text
+        self.start = start
+        self.end = end
+        self.line = line
+        self.column = column
+
+    def __repr__(self) -> str:
+        return f"Token({self.kind!r}, {self.value!r}, at {self.line}:{self.column})"
 
     def describe(self) -> str:
         if self.kind == "end":
@@ -63,6 +72,7 @@ class Lexer:
         self._line = line
         self._column = column
         self._newlines = [i for i, c in enumerate(text) if c == "\n"] if "\n" in text else []
+        self._one_line = not self._newlines  # positions are then (line, column + offset), no look-up
 
     def position(self, offset: int) -> tuple[int, int]:
         """The absolute (line, column) of a character offset in the text."""
@@ -76,10 +86,16 @@ class Lexer:
         return ExpressionError(message, line=line, column=column, **details)
 
     def next(self) -> Token:
-        text, pos = self.text, self.pos
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+        text = self.text
+        match = _WORD_OR_OPERATOR.match(text, self.pos)
+        pos = match.start(match.lastindex) if match.lastindex else match.end()
         self.pos = pos
+        word = match.group("word")
+        if word is not None:
+            return self._token("keyword" if word in KEYWORDS else "name", word, pos, match.end())
+        op = match.group("op")
+        if op is not None:
+            return self._token("op", op, pos, match.end())
         if pos >= len(text):
             return self._token("end", None, pos, pos)
         char = text[pos]
@@ -87,18 +103,13 @@ class Lexer:
             return self._number(pos)
         if char in "\"'":
             return self._string(pos)
-        match = _IDENT.match(text, pos)
-        if match:
-            word = match.group()
-            return self._token("keyword" if word in KEYWORDS else "name", word, pos, match.end())
-        match = _OPERATOR.match(text, pos)
-        if match:
-            return self._token("op", match.group(), pos, match.end())
         return self._token("char", char, pos, pos + 1)
 
     def _token(self, kind: str, value: Any, start: int, end: int) -> Token:
-        line, column = self.position(start)
         self.pos = end
+        if self._one_line:  # as most expressions are
+            return Token(kind, value, self.text[start:end], start, end, self._line, self._column + start)
+        line, column = self.position(start)
         return Token(kind, value, self.text[start:end], start, end, line, column)
 
     def _number(self, start: int) -> Token:
