@@ -6,7 +6,9 @@ from types import MappingProxyType
 
 import attrs
 
+from rulecrm.expr.ast import Call, Name
 from rulecrm.expr.compiler import compile_condition, compile_expression
+from rulecrm.expr.parser import children
 
 
 @attrs.frozen
@@ -15,6 +17,7 @@ class CompiledRules:
 
     rules_by_id: Mapping[str, object]
     profile_rules: tuple  # rules without `on`: evaluated against the profile after each change
+    profile_reads: frozenset[str] | None  # the `customer.<field>`s they read; None: anything (a function call)
     event_rule_types: frozenset[str]  # event types some rule is `on`
     birthday_rules: tuple
     products: Mapping[str, object]  # sku -> Product
@@ -33,6 +36,7 @@ class CompiledRules:
         return cls(
             rules_by_id=_frozen({rule.id: rule for rule in rules}),
             profile_rules=tuple(rule for rule in rules if rule.on is None),
+            profile_reads=profile_fields_read(rule for rule in rules if rule.on is None),
             event_rule_types=frozenset(rule.on for rule in rules if rule.on is not None),
             birthday_rules=tuple(rule for rule in rules if rule.on == "birthday"),
             products=_frozen(products),
@@ -49,6 +53,27 @@ class CompiledRules:
                 for n, step in enumerate(r.escalate.steps, 1)
             }),
         )
+
+
+def profile_fields_read(rules) -> frozenset[str] | None:
+    """The first field of every `customer.<field>...` the rules' conditions (`when`, `untag`) read.
+
+    None when they may read anything: a function call (a plugin's function may not depend on its
+    arguments alone, e.g. the clock) or the customer as a whole.
+    """
+    fields: set[str] = set()
+    stack = [tree for rule in rules for tree in (rule.when, rule.untag)
+             if tree is not None and not isinstance(tree, bool)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            return None
+        if isinstance(node, Name) and node.root == "customer":
+            if not node.path:
+                return None
+            fields.add(node.path[0])
+        stack.extend(children(node))
+    return frozenset(fields)
 
 
 def _frozen(mapping: dict) -> Mapping:

@@ -37,6 +37,7 @@ APPLIED, DUPLICATE, CONFLICT = Outcome.APPLIED, Outcome.DUPLICATE, Outcome.CONFL
 MAX_PROFILE_PASSES = 8  # tag rules that feed each other settle within this many passes, or stop
 DEFAULT_BIRTHDAY_AT = time(9, 0)
 STAGE_TIMER_ORDER = -1  # lifecycle transitions fire before rule timers due at the same instant
+STAGE = frozenset({"stage"})  # what a lifecycle transition changes in `Profile.mapping()`
 
 
 class Engine:
@@ -247,7 +248,9 @@ class Engine:
         ):
             self._schedule_birthdays(profile, event.at)
         stage_event = self._update_stage(profile, event.at, event.id)
-        if changed or stage_event:
+        if stage_event:
+            changed = changed | STAGE
+        if changed and self._profile_rules_may_change(profile, changed):
             self._run_profile_rules(profile, event.id, event.at)
         self._run_event_rules(profile, event)
         if stage_event:
@@ -291,10 +294,23 @@ class Engine:
         return product.cycle
 
     # -- rules -------------------------------------------------------------------------
+    def _profile_rules_may_change(self, profile, changed: frozenset[str]) -> bool:
+        """Whether evaluating the profile rules now could change anything, after `changed` fields changed.
+
+        At the end of a settled evaluation every profile rule is at a fixpoint: each tag rule's tag is
+        as its condition says, and `true_rules` holds exactly the notify rules that hold. It stays one
+        while nothing the rules read changes (a tag added by an event rule re-evaluates them anyway),
+        so evaluating again would only repeat the same matches: as a Rete network, only the rules whose
+        inputs changed are worth a look.
+        """
+        reads = self.rules.profile_reads
+        return not profile.settled or reads is None or not reads.isdisjoint(changed)
+
     def _run_profile_rules(self, profile, trigger: str, at: datetime) -> None:
         profile_rules = self.rules.profile_rules
         if not profile_rules:
             return
+        profile.settled = False  # until this evaluation reaches its fixpoint
         for _ in range(MAX_PROFILE_PASSES):
             ctx = self._context(profile)
             holding = {rule.id for rule in self.backend.match(None, ctx)}
@@ -312,6 +328,7 @@ class Engine:
                         profile.true_rules.discard(rule.id)
                         self._touch(profile)
             if not tags_changed:
+                profile.settled = True
                 return
         self.stats["profile_rules_unsettled"] += 1
 
@@ -443,7 +460,8 @@ class Engine:
         trigger = f"lifecycle@{timer.due.isoformat()}"
         stage_event = self._update_stage(profile, timer.due, trigger)
         if stage_event:
-            self._run_profile_rules(profile, trigger, timer.due)
+            if self._profile_rules_may_change(profile, STAGE):
+                self._run_profile_rules(profile, trigger, timer.due)
             self._run_event_rules(profile, stage_event)
 
     def _fire_birthday(self, timer: Timer) -> None:

@@ -11,6 +11,12 @@ _PROFILE_KEYS = ("name", "phone", "email", "wecom_id", "owner", "birthday", "tim
 _TIMESTAMP_KEYS = ("first_order_at", "last_order_at", "last_delivered_at", "first_seen_at")
 
 
+NOTHING: frozenset[str] = frozenset()
+ORDER_FIELDS = frozenset({
+    "order_count", "total_spent", "first_order_at", "last_order_at", "last_order", "sku", "category",
+})
+
+
 def _new_per_key() -> dict[str, Any]:
     return {"order_count": 0, "total_spent": 0.0, "last_order_at": None, "last_order": None}
 
@@ -22,7 +28,7 @@ class Profile:
         "id", "fields", "attributes", "order_count", "total_spent", "refund_count",
         "first_order_at", "last_order_at", "last_order", "last_delivered_at", "first_seen_at",
         "by_sku", "by_category", "tags", "stage", "opted_out", "is_contact",
-        "open_reviews", "open_complaints", "order_times", "sends", "true_rules", "_mapping",
+        "open_reviews", "open_complaints", "order_times", "sends", "true_rules", "settled", "_mapping",
     )
 
     def __init__(self, customer_id: str):
@@ -48,6 +54,9 @@ class Profile:
         self.order_times: dict[str, list[float]] = {}  # sku -> epoch of each order (learn_cycle skus only)
         self.sends: list[tuple[int, str, str | None]] = []  # (epoch µs, kind, channel), pruned to the caps horizon
         self.true_rules: set[str] = set()  # profile rules whose condition held at the last evaluation
+        # In memory only: the profile rules reached a fixpoint at their last evaluation and nothing they
+        # read has changed since (see Engine._run_profile_rules); a profile read from the store is not.
+        self.settled = False
         self._mapping: dict | None = None
 
     # -- reading -------------------------------------------------------------------------
@@ -85,12 +94,13 @@ class Profile:
         return self._mapping
 
     # -- built-in effects of events -------------------------------------------------------
-    def apply(self, event, *, learn_skus=frozenset()) -> bool:
-        """Apply a built-in event type's effect; True when the profile changed."""
+    def apply(self, event, *, learn_skus=frozenset()) -> frozenset[str]:
+        """Apply a built-in event type's effect; returns the fields of `mapping()` it changed (empty: none)."""
         if self.first_seen_at is None:
+            # not reported: a new profile's rules are evaluated at its first change anyway (`settled`)
             self.first_seen_at = event.at
         handler = _EFFECTS.get(event.type)
-        changed = handler(self, event, learn_skus) if handler else False
+        changed = handler(self, event, learn_skus) if handler else NOTHING
         if changed:
             self._mapping = None
         return changed
@@ -151,18 +161,24 @@ def _number(value) -> float | None:
     return None
 
 
+# Each effect returns the fields of `Profile.mapping()` it may have changed: the engine re-evaluates
+# the profile rules only when they read one of them.
 def _upserted(profile, event, _learn):
+    changed = set()
     for key, value in event.data.items():
         if key in _PROFILE_KEYS:
             if value is None:
                 profile.fields.pop(key, None)
             else:
                 profile.fields[key] = value
+            changed.add(key)
         elif key == "attributes" and isinstance(value, dict):
             profile.attributes.update(value)
+            changed.add("attributes")
         else:
             profile.attributes[key] = value
-    return True
+            changed.add("attributes")
+    return frozenset(changed) or _UPSERTED_NOTHING
 
 
 def _contact_added(profile, event, _learn):
@@ -170,12 +186,12 @@ def _contact_added(profile, event, _learn):
     for key in ("wecom_id", "owner", "source"):
         if isinstance(event.data.get(key), str):
             profile.fields[key] = event.data[key]
-    return True
+    return _CONTACT_ADDED
 
 
 def _contact_removed(profile, event, _learn):
     profile.is_contact = False
-    return True
+    return _CONTACT
 
 
 def _order_placed(profile, event, learn_skus):
@@ -197,35 +213,45 @@ def _order_placed(profile, event, learn_skus):
     sku = data.get("sku")
     if sku in learn_skus:
         profile.order_times.setdefault(sku, []).append(event.at.timestamp())
-    return True
+    return ORDER_FIELDS
 
 
 def _order_delivered(profile, event, _learn):
     profile.last_delivered_at = event.at
-    return True
+    return _DELIVERED
 
 
 def _order_refunded(profile, event, _learn):
     profile.refund_count += 1
     profile.total_spent -= _number(event.data.get("amount")) or 0
-    return True
+    return _REFUNDED
 
 
 def _id_set_effect(attr, field, add):
+    changed = frozenset({attr})  # `mapping()` shows the set's size under the same name
+
     def effect(profile, event, _learn):
         key = event.data.get(field)
         if not isinstance(key, str):
-            return False
+            return NOTHING
         (getattr(profile, attr).add if add else getattr(profile, attr).discard)(key)
-        return True
+        return changed
     return effect
 
 
 def _opted(value):
     def effect(profile, event, _learn):
         profile.opted_out = value
-        return True
+        return _OPTED
     return effect
+
+
+_UPSERTED_NOTHING = frozenset({"attributes"})  # an upsert with no data still counts as a change, as it always has
+_CONTACT = frozenset({"is_contact"})
+_CONTACT_ADDED = frozenset({"is_contact", "wecom_id", "owner", "source"})
+_DELIVERED = frozenset({"last_delivered_at"})
+_REFUNDED = frozenset({"refund_count", "total_spent"})
+_OPTED = frozenset({"opted_out"})
 
 
 _EFFECTS = {

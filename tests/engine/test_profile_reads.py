@@ -1,0 +1,95 @@
+"""Profile rules are evaluated again only when a field they read changed (or the profile is not settled)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from helpers import ev, write_rules
+
+from rulecrm.engine.compiled import profile_fields_read
+from rulecrm.expr.parser import parse_expression
+from rulecrm.testing.harness import Shop
+
+pytestmark = pytest.mark.parametrize("backend", ["python", "durable"])
+
+STAGE_AND_ORDERS = """
+lifecycle: {dormant_after: 30d, churned_after: 90d}
+rules:
+  - id: lapsed
+    when: customer.stage == "dormant"
+    tag: lapsed
+    untag: true
+  - id: regular
+    when: customer.order_count >= 2
+    tag: regular
+  - id: reviewer
+    when: customer.open_reviews > 0
+    notify: {to: customer, channel: console, kind: service, template: "thanks for the review"}
+"""
+
+ORDERS_ONLY = """
+lifecycle: {dormant_after: 30d, churned_after: 90d}
+rules:
+  - id: regular
+    when: customer.order_count >= 2
+    tag: regular
+"""
+
+
+class Rule:
+    def __init__(self, when, untag=False):
+        self.when = parse_expression(when) if when else None
+        self.untag = parse_expression(untag) if isinstance(untag, str) else untag
+
+
+def test_the_fields_read_are_the_first_step_after_customer(backend):
+    rules = [Rule('customer.sku["tea"].order_count > 1 and "vip" in customer.tags'),
+             Rule("customer.total_spent > 5", untag="customer.refund_count > 2"), Rule(None, untag=True)]
+    assert profile_fields_read(rules) == {"sku", "tags", "total_spent", "refund_count"}
+
+
+def test_a_function_call_may_read_anything(backend):
+    assert profile_fields_read([Rule("customer.order_count > 1"), Rule("weekday(customer.last_order_at) == 1")]) is None
+
+
+def test_rules_on_the_stage_and_on_open_reviews_still_see_their_changes(tmp_path, backend):
+    with Shop(write_rules(tmp_path, STAGE_AND_ORDERS), backend=backend) as shop:
+        actions = shop.run([
+            ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=10),
+            ev("order.placed", "c1", "2026-01-02T10:00:00Z", id="o2", amount=10),
+            ev("review.created", "c1", "2026-01-03T10:00:00Z", id="r1", review_id="r1", rating=5),
+            ev("order.placed", "c1", "2026-03-01T10:00:00Z", id="o3", amount=10),
+        ])
+    tags = [(a["kind"], a["to"], a["due_at"][:10]) for a in actions if a["kind"] in ("tag", "untag")]
+    assert tags == [
+        ("tag", "regular", "2026-01-02"), ("tag", "lapsed", "2026-02-01"), ("untag", "lapsed", "2026-03-01"),
+    ]
+    assert [(a["rule"], a["due_at"][:10]) for a in actions if a["kind"] == "notify"] == [("reviewer", "2026-01-03")]
+
+
+def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tmp_path, backend):
+    with Shop(write_rules(tmp_path, ORDERS_ONLY), backend=backend) as shop:
+        evaluations = []
+        backend_of = shop._engine.backend
+        match = backend_of.match
+
+        def counting(trigger, ctx):
+            if trigger is None:
+                evaluations.append(ctx.customer["order_count"])
+            return match(trigger, ctx)
+
+        backend_of.match = counting
+        shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=10))
+        assert evaluations == [1]
+        shop.add(ev("customer.upserted", "c1", "2026-01-01T11:00:00Z", id="u1", name="Ann"),
+                 ev("chat.received", "c1", "2026-01-01T12:00:00Z", id="m1", text="hi"))
+        shop.advance(shop.now + timedelta(days=31))  # the stage changes to dormant
+        assert evaluations == [1]  # nothing the rule reads changed
+        shop.add(ev("order.placed", "c1", "2026-03-01T10:00:00Z", id="o2", amount=10))
+        assert evaluations == [1, 2, 2]  # the order (two passes: the tag it adds is a change too)
+        shop.restart()  # a profile read back from the store is evaluated at its next change
+        backend_of = shop._engine.backend
+        match = backend_of.match
+        backend_of.match = counting
+        shop.add(ev("customer.upserted", "c1", "2026-03-02T10:00:00Z", id="u2", name="Ann"))
+        assert evaluations == [1, 2, 2, 2]
