@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from typing import Any
@@ -319,6 +320,11 @@ class Event:
         return cls(type=type_, customer_id=customer_id, at=at, data=data, id=event_id)
 
 
+_UNDECIDED = object()
+_ORJSON_EXACT = 2.0**63
+_KEY_END = re.compile(r'"\s*:')
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a valid JSON number; use a finite number or null")
 
@@ -332,8 +338,49 @@ def _unique_keys(pairs):
     return obj
 
 
+def _count_keys(value) -> int:
+    """The keys of every object in a decoded value; -1 when it holds a float as large as 2^63, which is
+    how orjson reads an integer past 64 bits (the standard decoder keeps it exact)."""
+    if isinstance(value, dict):
+        items = value.values()
+        total = len(value)
+    elif isinstance(value, list):
+        items = value
+        total = 0
+    else:
+        return -1 if isinstance(value, float) and not -_ORJSON_EXACT < value < _ORJSON_EXACT else 0
+    for item in items:
+        if isinstance(item, (dict, list, float)):
+            found = _count_keys(item)
+            if found < 0:
+                return -1
+            total += found
+    return total
+
+
+def _decode_without_duplicates(line: str):
+    """The line's JSON through orjson, or _UNDECIDED when the standard decoder must judge it.
+
+    orjson keeps the last of duplicate keys silently, so its result is taken only when the text
+    cannot hold any: every key ends with a quote and a colon (whitespace between), so a text with
+    no more such ends than orjson's result has keys has no key twice. Anything orjson refuses
+    (NaN, integers past 64 bits, lone surrogates) also goes to the standard decoder, for its
+    checks and messages.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return _UNDECIDED
+    if _count_keys(obj) != len(_KEY_END.findall(line)):
+        return _UNDECIDED  # a duplicate key, a value holding a quote and a colon, or a huge integer
+    return obj
+
+
 def parse_event_line(line: str, *, default_tz) -> Event:
     """One JSONL line to an Event; raises EventError (not JSON, wrong shape, bad field)."""
+    obj = _decode_without_duplicates(line)
+    if obj is not _UNDECIDED:
+        return Event.from_dict(obj, default_tz=default_tz)
     try:
         obj = json.loads(line, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:

@@ -1,6 +1,9 @@
 """The store of a replay without --state: a temporary file that keeps only what the run reads back."""
 from __future__ import annotations
 
+import functools
+import json
+
 from rulecrm.engine.enums import Status
 from rulecrm.state.store import Store
 
@@ -32,7 +35,26 @@ class ScratchStore(Store):
 
     def put_outbox(self, actions) -> None:
         # a decision is taken once, ever: every key is kept, the whole action only while it is held
-        self.put_actions(
-            action.to_dict() if action.status == _HELD else {"key": action.key, "status": str(action.status)}
-            for action in actions
-        )
+        held, decided = [], []
+        for action in actions:
+            (held if action.status == _HELD else decided).append(action)
+        if held:
+            self.put_actions(action.to_dict() for action in held)
+        if decided:
+            self.put_decided_keys((action.key, str(action.status)) for action in decided)
+
+    def put_decided_keys(self, keys_and_statuses) -> None:
+        """Insert or replace actions by key with their status alone: no JSON encoded per action (its text
+        is the status, the same for every action of that status)."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO actions (key, status, json) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "customer_id = NULL, rule = NULL, status = excluded.status, due_at = NULL, sent_at = NULL, "
+                "reported = 0, json = excluded.json",
+                ((key, status, _status_text(status)) for key, status in keys_and_statuses),
+            )
+
+
+@functools.cache
+def _status_text(status: str) -> str:
+    return json.dumps({"status": status, "reported": False})

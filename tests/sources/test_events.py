@@ -6,7 +6,10 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from rulecrm import events
 from rulecrm.errors import EventError
 from rulecrm.events import Event, content_digest, parse_event_line, synthetic_id
 
@@ -183,3 +186,45 @@ def test_synthetic_ids_are_deterministic_and_depend_on_content_and_occurrence():
     assert synthetic_id(parse(base(id="given")), 1) == synthetic_id(event, 1)  # the id is not content
     with pytest.raises(ValueError):
         synthetic_id(event, 0)
+
+
+# -- the orjson fast path of parse_event_line ------------------------------------------------
+
+@pytest.mark.parametrize("line, fragment", [
+    ('{"type": "x", "customer_id": "c", "at": "2026-01-01", "data": {"a": 1, "a" : 2}}', "duplicate key 'a'"),
+    ('{"type": "x", "customer_id": "c", "at": "2026-01-01", "data": {"a": 1,\t"a"\n:2}}', "duplicate key 'a'"),
+    ('{"type": "x", "customer_id": "c", "at": "2026-01-01", "data": [{"b": 1}, {"b": 2, "b": 3}]}',
+     "duplicate key 'b'"),
+    ('{"type": "x", "customer_id": "c", "at": "2026-01-01", "data": {"n": 12345678901234567890123}}', "n"),
+])
+def test_the_fast_decoder_leaves_duplicates_and_huge_integers_to_the_checks(line, fragment):
+    with pytest.raises(EventError, match=fragment):
+        parse_event_line(line, default_tz=timezone.utc)
+
+
+def test_a_value_with_a_quote_and_a_colon_is_read_whole():
+    line = '{"type": "chat.received", "customer_id": "c", "at": "2026-01-01", "data": {"text": "he said \\":\\" twice"}}'
+    assert parse_event_line(line, default_tz=timezone.utc).data == {"text": 'he said ":" twice'}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(value=JSON_VALUES, duplicate=st.booleans(), spaced=st.booleans())
+def test_the_fast_decoder_agrees_with_the_standard_one(value, duplicate, spaced):
+    """Whatever orjson's result, it is taken only when it equals what the checked standard decoder gives."""
+    text = json.dumps({"v": value}, ensure_ascii=False, separators=(", ", " : ") if spaced else (",", ":"))
+    if duplicate:
+        text = text[:-1] + ', "v": 0}'
+    try:
+        expected = json.loads(text, object_pairs_hook=events._unique_keys, parse_constant=events._reject_constant)
+    except ValueError:
+        expected = events._UNDECIDED  # the standard decoder refuses it: the fast path must not take it
+    fast = events._decode_without_duplicates(text)
+    if fast is not events._UNDECIDED:
+        assert fast == expected and json.dumps(fast) == json.dumps(expected)
