@@ -203,7 +203,8 @@ def test_the_fast_decoder_leaves_duplicates_and_huge_integers_to_the_checks(line
 
 
 def test_a_value_with_a_quote_and_a_colon_is_read_whole():
-    line = '{"type": "chat.received", "customer_id": "c", "at": "2026-01-01", "data": {"text": "he said \\":\\" twice"}}'
+    line = ('{"type": "chat.received", "customer_id": "c", "at": "2026-01-01", '
+            '"data": {"text": "he said \\":\\" twice"}}')
     assert parse_event_line(line, default_tz=timezone.utc).data == {"text": 'he said ":" twice'}
 
 
