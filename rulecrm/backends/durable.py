@@ -151,6 +151,11 @@ class DurableBackend(MatchingBackend):
         matched: set[int] = set()
         unsure: set[int] = set()
         for rs in rulesets:
+            if not rs.slot_rules:
+                # every rule here is decided in Python (no condition, or none durable can take): durable
+                # would only fire the catch-all, so the round trip is skipped
+                matched.update(rs.always)
+                continue
             message = {"id": next(self._ids), "sid": sid, "t": TAG}
             self._fill(rs, ctx, message, unsure)
             for slot in self._evaluate(rs, message, sid):

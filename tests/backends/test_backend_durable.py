@@ -264,3 +264,19 @@ def test_only_the_durable_module_imports_durable_rules():
         if pattern.search(path.read_text(encoding="utf-8")) and path.name != "durable.py"
     ]
     assert offenders == []
+
+
+def test_rules_decided_in_python_alone_make_no_round_trip(backends, monkeypatch):
+    """A trigger whose rules have no condition durable can take never calls into durable-rules."""
+    durable, python = backends([
+        rule(0), rule(1, "event.amount * 2 > 10"), rule(2, "event.rating <= 2", on="review"),
+    ])
+    asserted = []
+    assert_fact = durable._host.assert_fact
+    monkeypatch.setattr(durable._host, "assert_fact", lambda *args: asserted.append(args) or assert_fact(*args))
+    contexts = [ctx({"amount": 9}), ctx({"amount": 1}), ctx({"sku": "coffee"})]
+    assert_same(durable, python, contexts)
+    assert ids(durable.match("order.placed", contexts[0])) == ["r0", "r1"]
+    assert asserted == []
+    assert ids(durable.match("review", ctx({"rating": 1}))) == ["r2"]
+    assert len(asserted) == 1  # the rule durable can take still goes through it
