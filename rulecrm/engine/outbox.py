@@ -76,8 +76,8 @@ class Outbox:
         tz = self._tz
         # A queued action is reported with its channel's answer; any other is reported now, once per status.
         report = status is not Status.QUEUED and action.reported_status != status
-        action = attrs.evolve(
-            action, status=status, reason=reason, sent_at=sent_at.astimezone(tz) if sent_at is not None else None,
+        action = action.given(
+            status=status, reason=reason, sent_at=sent_at.astimezone(tz) if sent_at is not None else None,
             due_at=action.due_at.astimezone(tz), reported_status=status if report else action.reported_status,
         )
         self._changes.actions[action.key] = action

@@ -396,3 +396,10 @@ def test_the_engine_tells_when_its_next_timer_is_due_and_closes_its_backend(rule
     engine.backend.close = lambda: closed.append(True)
     engine.close()
     assert closed == [True]
+
+
+def test_an_action_given_a_status_keeps_every_other_field():
+    """`Action.given` spells out attrs.evolve for speed: a field added to Action and forgotten there fails here."""
+    action = Action(**{field.name: f"value of {field.name}" for field in attrs.fields(Action)})
+    changes = {"status": Status.SENT, "reason": "why", "sent_at": "then", "due_at": "when", "reported_status": None}
+    assert action.given(**changes) == attrs.evolve(action, **changes)
