@@ -67,6 +67,10 @@ class Engine:
                               on_action=on_action or (lambda action: None), waits_for_channel=waits_for_channel,
                               on_status=on_status)
         self._on_timer_fired = on_timer_fired
+        # The id of the event being applied: it was recorded just now, for the first time, so no action
+        # it triggers can have been decided before this application (those are still in `changes`),
+        # and looking its keys up in the store can be skipped (see _seen).
+        self._fresh_trigger: str | None = None
         self._fire = {
             TimerKind.AFTER: self._fire_delayed,
             TimerKind.ESCALATE: self._fire_escalation,
@@ -168,7 +172,11 @@ class Engine:
         if self.now is None or event.at > self.now:
             self.now = event.at
         self.stats["events"] += 1
-        self._apply(event)
+        self._fresh_trigger = event.id
+        try:
+            self._apply(event)
+        finally:
+            self._fresh_trigger = None
         self.profile(event.customer_id).release()
         self._bound_memory()
         return APPLIED
@@ -510,7 +518,7 @@ class Engine:
                 customer_id=profile.id, kind="stage", to=new, due_at=at, rule_index=STAGE_TIMER_ORDER,
                 trigger=trigger, message=f"{old} -> {new}",
             )
-            if not self._outbox.seen(action.key):
+            if not self._seen(action.key, trigger):
                 self._outbox.finish(action, profile, Status.SENT, sent_at=at)
             stage_event = Event(
                 type="stage.changed", customer_id=profile.id, at=at,
@@ -525,12 +533,16 @@ class Engine:
         return stage_event
 
     # -- actions -----------------------------------------------------------------------
+    def _seen(self, key: str, trigger: str) -> bool:
+        """Whether the action `key` (made by `trigger`) was decided before: a decision is taken once."""
+        return self._outbox.seen(key, in_store=trigger != self._fresh_trigger)
+
     def _set_tag(self, rule, profile, tag: str, add: bool, trigger: str, at: datetime) -> None:
         (profile.tags.add if add else profile.tags.discard)(tag)
         self._touch(profile)
         kind = "tag" if add else "untag"
         key = action_key(rule.id, profile.id, trigger, kind)
-        if self._outbox.seen(key):
+        if self._seen(key, trigger):
             return
         action = Action(
             key=key, rule=rule.id, customer_id=profile.id, kind=kind, to=tag, due_at=at,
@@ -540,7 +552,7 @@ class Engine:
 
     def _notify(self, rule, notify, profile, ctx, trigger, due, *, kind="notify", step=None, late_by=None):
         key = action_key(rule.id, profile.id, trigger, f"step{step}" if step else None)
-        if self._outbox.seen(key):
+        if self._seen(key, trigger):
             return
         route = self.router.route(notify, profile)
         action = Action(

@@ -57,10 +57,16 @@ class Outbox:
         held.extend(action for action in pending.values() if action.status is Status.DEFERRED)
         return sorted(held, key=lambda a: (a.due_at, a.rule_index, a.key))
 
-    def seen(self, key: str) -> bool:
-        """Whether an action with this key was decided before (a decision is taken once, ever)."""
+    def seen(self, key: str, *, in_store: bool = True) -> bool:
+        """Whether an action with this key was decided before (a decision is taken once, ever).
+
+        `in_store=False`: the caller knows the key cannot be in the store (its trigger is an event
+        applied for the first time right now), so only the unwritten changes are looked at.
+        """
         if key in self._changes.actions:
             return True
+        if not in_store:
+            return False
         if not self._store_has_actions:
             self._store_has_actions = bool(self._changes.actions_written)
             if not self._store_has_actions:

@@ -1,4 +1,8 @@
-"""Profile rules are evaluated again only when a field they read changed (or the profile is not settled)."""
+"""Work the engine skips because it cannot change the outcome.
+
+Profile rules are evaluated again only when a field they read changed (or the profile is not
+settled); the keys of actions triggered by an event applied for the first time are not looked up
+in the store."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -93,3 +97,31 @@ def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tm
         backend_of.match = counting
         shop.add(ev("customer.upserted", "c1", "2026-03-02T10:00:00Z", id="u2", name="Ann"))
         assert evaluations == [1, 2, 2, 2]
+
+
+THANKS_AND_REMINDER = """
+rules:
+  - id: thanks
+    on: order.placed
+    notify: {to: customer, channel: console, kind: service, template: "thanks"}
+  - id: remind
+    on: order.placed
+    after: 1d
+    notify: {to: customer, channel: console, kind: service, template: "more?"}
+"""
+
+
+def test_keys_of_a_first_application_are_not_looked_up_in_the_store(tmp_path, backend):
+    with Shop(write_rules(tmp_path, THANKS_AND_REMINDER), backend=backend) as shop:
+        looked_up = []
+        store = shop._session.store
+        has_action = store.has_action
+        store.has_action = lambda key: looked_up.append(key.split("|")[0]) or has_action(key)
+        shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1"))
+        shop.add(ev("order.placed", "c2", "2026-01-01T11:00:00Z", id="o2"))  # the store holds actions now
+        shop.advance(shop.now + timedelta(days=2))
+        actions = shop.actions
+    assert sorted(a["key"] for a in actions if a["kind"] == "notify") == [
+        "remind|c1|o1", "remind|c2|o2", "thanks|c1|o1", "thanks|c2|o2"]
+    assert "thanks" not in looked_up  # decided while o1 and o2 were applied for the first time
+    assert looked_up.count("remind") == 2  # a timer's trigger was applied before: its key may be stored
