@@ -58,6 +58,8 @@ def check_text(value: str, path: str) -> None:
     """A string the store and every channel can carry: valid Unicode (no lone surrogates), no NUL."""
     if "\x00" in value:
         raise EventError(f"{path}: text must not contain the NUL character (\\u0000)", field=path)
+    if value.isascii():
+        return  # no surrogate is ASCII: most text needs no encoding to tell
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -90,10 +92,24 @@ def _check_values(value: Any, path: str) -> None:
                 raise EventError(f"{top}: nested deeper than {MAX_DEPTH} levels; flatten the data", field=top)
             if isinstance(value, dict):
                 for key, item in value.items():
-                    check_text(key, f"{path} key")
-                    stack.append((item, f"{path}.{key}", depth + 1, top if depth else f"{path}.{key}"))
+                    if not _plain(key):
+                        check_text(key, f"{path} key")
+                    if not _plain(item):  # only what may fail gets its path built
+                        stack.append((item, f"{path}.{key}", depth + 1, top if depth else f"{path}.{key}"))
             else:
-                stack.extend((item, f"{path}[{index}]", depth + 1, top) for index, item in enumerate(value))
+                stack.extend((item, f"{path}[{index}]", depth + 1, top) for index, item in enumerate(value)
+                             if not _plain(item))
+
+
+def _plain(value: Any) -> bool:
+    """A scalar that passes every check of `_check_values` as it is: the usual case, told cheaply."""
+    if isinstance(value, str):
+        return "\x00" not in value and value.isascii()
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return -MAX_NUMBER <= value <= MAX_NUMBER  # false for NaN and infinities too
+    return False
 
 
 def check_instant(value: datetime, path: str) -> None:

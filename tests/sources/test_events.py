@@ -229,3 +229,16 @@ def test_the_fast_decoder_agrees_with_the_standard_one(value, duplicate, spaced)
     fast = events._decode_without_duplicates(text)
     if fast is not events._UNDECIDED:
         assert fast == expected and json.dumps(fast) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"text": "a\x00b"}, "data.text: text must not contain the NUL character"),
+    ({"items": ["ok", "bad\x00"]}, r"data.items\[1\]: text must not contain the NUL"),
+    ({"k\x00": 1}, "data key: text must not contain the NUL"),
+    ({"note": {"deep": "\ud800"}}, "data.note.deep: text is not valid Unicode"),
+    ({"\udc00": 1}, "data key: text is not valid Unicode"),
+    ({"n": [1, 2**60]}, r"data.n\[1\]: number out of range"),
+])
+def test_every_string_and_number_inside_data_is_checked(data, fragment):
+    with pytest.raises(EventError, match=fragment):
+        Event.from_dict(base(data=data), default_tz=SHANGHAI)
