@@ -356,21 +356,19 @@ def _unique_keys(pairs):
 
 def _count_keys(value) -> int:
     """The keys of every object in a decoded value; -1 when it holds a float as large as 2^63, which is
-    how orjson reads an integer past 64 bits (the standard decoder keeps it exact)."""
-    if isinstance(value, dict):
-        items = value.values()
-        total = len(value)
-    elif isinstance(value, list):
-        items = value
-        total = 0
-    else:
-        return -1 if isinstance(value, float) and not -_ORJSON_EXACT < value < _ORJSON_EXACT else 0
-    for item in items:
-        if isinstance(item, (dict, list, float)):
-            found = _count_keys(item)
-            if found < 0:
-                return -1
-            total += found
+    how orjson reads an integer past 64 bits (the standard decoder keeps it exact). Iterative: orjson
+    accepts nesting deeper than Python's recursion limit."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not -_ORJSON_EXACT < item < _ORJSON_EXACT:
+            return -1
     return total
 
 

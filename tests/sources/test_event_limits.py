@@ -44,6 +44,8 @@ def refused(text):
     (line(at="1900-01-01T00:00:00+14:00"), "at", "outside the supported range"),
     (line(at="2200-01-01T00:00:00Z"), "at", "outside the supported range"),
     (line({"a": json.loads("[" * 33 + "1" + "]" * 33)}), "data.a", "nested deeper"),
+    # deeper than Python's recursion limit, within what the fast JSON decoder accepts
+    (line().replace('"data": {}', '"data": {"a": ' + "[" * 1020 + "]" * 1020 + "}"), "data.a", "nested deeper"),
     (upsert(birthday="1990-02-29"), "data.birthday", "does not exist"),
     (upsert(birthday="2031-01-01"), "data.birthday", "not a possible birthday"),
     (upsert(birthday="1850-06-01"), "data.birthday", "not a possible birthday"),
