@@ -242,3 +242,21 @@ def test_the_fast_decoder_agrees_with_the_standard_one(value, duplicate, spaced)
 def test_every_string_and_number_inside_data_is_checked(data, fragment):
     with pytest.raises(EventError, match=fragment):
         Event.from_dict(base(data=data), default_tz=SHANGHAI)
+
+
+@given(text=st.text(max_size=200))
+def test_any_line_is_an_event_or_an_event_error(text):
+    """Whatever the text, parsing ends in an Event or an EventError: never another exception."""
+    try:
+        parse_event_line(text, default_tz=timezone.utc)
+    except EventError:
+        pass
+
+
+@pytest.mark.parametrize("depth", [33, 500, 990, 1000, 1020, 1023, 1024, 1025, 3000])
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ('{"k": ', "}")])
+def test_nesting_past_the_recursion_limit_is_an_event_error(depth, opening, closing):
+    line = ('{"type": "x", "customer_id": "c", "at": "2026-01-01", "data": {"a": '
+            + opening * depth + "1" + closing * depth + "}}")
+    with pytest.raises(EventError, match="nested deeper|not valid JSON"):
+        parse_event_line(line, default_tz=timezone.utc)
