@@ -11,12 +11,6 @@ _PROFILE_KEYS = ("name", "phone", "email", "wecom_id", "owner", "birthday", "tim
 _TIMESTAMP_KEYS = ("first_order_at", "last_order_at", "last_delivered_at", "first_seen_at")
 
 
-NOTHING: frozenset[str] = frozenset()
-ORDER_FIELDS = frozenset({
-    "order_count", "total_spent", "first_order_at", "last_order_at", "last_order", "sku", "category",
-})
-
-
 def _new_per_key() -> dict[str, Any]:
     return {"order_count": 0, "total_spent": 0.0, "last_order_at": None, "last_order": None}
 
@@ -100,7 +94,7 @@ class Profile:
             # not reported: a new profile's rules are evaluated at its first change anyway (`settled`)
             self.first_seen_at = event.at
         handler = _EFFECTS.get(event.type)
-        changed = handler(self, event, learn_skus) if handler else NOTHING
+        changed = handler(self, event, learn_skus) if handler else _NOTHING
         if changed:
             self._mapping = None
         return changed
@@ -213,7 +207,7 @@ def _order_placed(profile, event, learn_skus):
     sku = data.get("sku")
     if sku in learn_skus:
         profile.order_times.setdefault(sku, []).append(event.at.timestamp())
-    return ORDER_FIELDS
+    return _ORDER_PLACED
 
 
 def _order_delivered(profile, event, _learn):
@@ -233,7 +227,7 @@ def _id_set_effect(attr, field, add):
     def effect(profile, event, _learn):
         key = event.data.get(field)
         if not isinstance(key, str):
-            return NOTHING
+            return _NOTHING
         (getattr(profile, attr).add if add else getattr(profile, attr).discard)(key)
         return changed
     return effect
@@ -246,6 +240,10 @@ def _opted(value):
     return effect
 
 
+_NOTHING: frozenset[str] = frozenset()
+_ORDER_PLACED = frozenset({
+    "order_count", "total_spent", "first_order_at", "last_order_at", "last_order", "sku", "category",
+})
 _UPSERTED_NOTHING = frozenset({"attributes"})  # an upsert with no data still counts as a change, as it always has
 _CONTACT = frozenset({"is_contact"})
 _CONTACT_ADDED = frozenset({"is_contact", "wecom_id", "owner", "source"})

@@ -17,7 +17,6 @@ MAX_NUMBER_TEXT = "a number within ±9007199254740991 (2^53 - 1)"
 
 _DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
-_IDENT = re.compile(r"[^\W\d]\w*")
 _WORD_CHAR = re.compile(r"\w")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",", ".")
 _OPERATOR = re.compile("|".join(map(re.escape, _OPERATORS)))  # tried in that order: `<=` before `<`
@@ -72,7 +71,9 @@ class Lexer:
         self._line = line
         self._column = column
         self._newlines = [i for i, c in enumerate(text) if c == "\n"] if "\n" in text else []
-        self._one_line = not self._newlines  # positions are then (line, column + offset), no look-up
+        # positions are then (line, column + offset), no look-up; a subclass that places characters
+        # itself (templates inside YAML) overrides `position`, and every token goes through it
+        self._one_line = not self._newlines and type(self).position is Lexer.position
 
     def position(self, offset: int) -> tuple[int, int]:
         """The absolute (line, column) of a character offset in the text."""

@@ -261,7 +261,6 @@ class _Lexer(Lexer):
         super().__init__("")
         self.text = text
         self._locate = locate
-        self._one_line = False  # every position comes from `locate`
 
     def position(self, offset: int) -> tuple[int, int]:
         return self._locate(offset)

@@ -14,7 +14,7 @@ from rulecrm.engine.compiled import profile_fields_read
 from rulecrm.expr.parser import parse_expression
 from rulecrm.testing.harness import Shop
 
-pytestmark = pytest.mark.parametrize("backend", ["python", "durable"])
+BOTH_BACKENDS = pytest.mark.parametrize("backend", ["python", "durable"])
 
 STAGE_AND_ORDERS = """
 lifecycle: {dormant_after: 30d, churned_after: 90d}
@@ -46,16 +46,17 @@ class Rule:
         self.untag = parse_expression(untag) if isinstance(untag, str) else untag
 
 
-def test_the_fields_read_are_the_first_step_after_customer(backend):
+def test_the_fields_read_are_the_first_step_after_customer():
     rules = [Rule('customer.sku["tea"].order_count > 1 and "vip" in customer.tags'),
              Rule("customer.total_spent > 5", untag="customer.refund_count > 2"), Rule(None, untag=True)]
     assert profile_fields_read(rules) == {"sku", "tags", "total_spent", "refund_count"}
 
 
-def test_a_function_call_may_read_anything(backend):
+def test_a_function_call_may_read_anything():
     assert profile_fields_read([Rule("customer.order_count > 1"), Rule("weekday(customer.last_order_at) == 1")]) is None
 
 
+@BOTH_BACKENDS
 def test_rules_on_the_stage_and_on_open_reviews_still_see_their_changes(tmp_path, backend):
     with Shop(write_rules(tmp_path, STAGE_AND_ORDERS), backend=backend) as shop:
         actions = shop.run([
@@ -71,6 +72,7 @@ def test_rules_on_the_stage_and_on_open_reviews_still_see_their_changes(tmp_path
     assert [(a["rule"], a["due_at"][:10]) for a in actions if a["kind"] == "notify"] == [("reviewer", "2026-01-03")]
 
 
+@BOTH_BACKENDS
 def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tmp_path, backend):
     with Shop(write_rules(tmp_path, ORDERS_ONLY), backend=backend) as shop:
         evaluations = []
@@ -111,6 +113,7 @@ rules:
 """
 
 
+@BOTH_BACKENDS
 def test_keys_of_a_first_application_are_not_looked_up_in_the_store(tmp_path, backend):
     with Shop(write_rules(tmp_path, THANKS_AND_REMINDER), backend=backend) as shop:
         looked_up = []
