@@ -72,19 +72,24 @@ def test_rules_on_the_stage_and_on_open_reviews_still_see_their_changes(tmp_path
     assert [(a["rule"], a["due_at"][:10]) for a in actions if a["kind"] == "notify"] == [("reviewer", "2026-01-03")]
 
 
+def count_profile_matches(shop, evaluations: list) -> None:
+    """Note the customer's order count at each evaluation of the profile rules by the shop's engine."""
+    backend = shop._engine.backend
+    match = backend.match
+
+    def counting(trigger, ctx):
+        if trigger is None:
+            evaluations.append(ctx.customer["order_count"])
+        return match(trigger, ctx)
+
+    backend.match = counting
+
+
 @BOTH_BACKENDS
 def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tmp_path, backend):
     with Shop(write_rules(tmp_path, ORDERS_ONLY), backend=backend) as shop:
         evaluations = []
-        backend_of = shop._engine.backend
-        match = backend_of.match
-
-        def counting(trigger, ctx):
-            if trigger is None:
-                evaluations.append(ctx.customer["order_count"])
-            return match(trigger, ctx)
-
-        backend_of.match = counting
+        count_profile_matches(shop, evaluations)
         shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=10))
         assert evaluations == [1]
         shop.add(ev("customer.upserted", "c1", "2026-01-01T11:00:00Z", id="u1", name="Ann"),
@@ -94,9 +99,7 @@ def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tm
         shop.add(ev("order.placed", "c1", "2026-03-01T10:00:00Z", id="o2", amount=10))
         assert evaluations == [1, 2, 2]  # the order (two passes: the tag it adds is a change too)
         shop.restart()  # a profile read back from the store is evaluated at its next change
-        backend_of = shop._engine.backend
-        match = backend_of.match
-        backend_of.match = counting
+        count_profile_matches(shop, evaluations)  # the restarted engine has a backend of its own
         shop.add(ev("customer.upserted", "c1", "2026-03-02T10:00:00Z", id="u2", name="Ann"))
         assert evaluations == [1, 2, 2, 2]
 
