@@ -4,7 +4,8 @@ A lane is the due actions of one customer on one channel, in decision order. A l
 worker at a time, so a customer's messages on a channel start in the order they were decided; lanes
 of one channel run on up to its `concurrency` workers at once; channels never share workers, so
 a slow or failing channel cannot hold the others back. A channel also has `concurrency` send slots,
-each held from before a send until its answer is recorded.
+each held from before a send until its answer is recorded. A lane goes to an awake worker of its
+channel when there is one; lanes that wait WAKE_AFTER get workers of their own (`wake_for_waiting`).
 
 Workers only call the channel. Everything the store sees is written by the thread that owns the
 store (the dispatcher's), which takes the answers from `finished()`: SQLite connections are not
@@ -18,6 +19,7 @@ import collections
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -25,6 +27,7 @@ from rulecrm.app.stopping import Interrupted
 
 NOT_STARTED = object()  # the answer of a send that a stop kept from starting: record nothing
 SLOT_POLL = 0.1  # seconds: a worker waiting for a send slot looks at the stop flag this often
+WAKE_AFTER = 0.02  # seconds a lane may wait for the awake workers before another worker is woken for it
 
 
 class _Turns:
@@ -85,16 +88,44 @@ class _Pool:
         self._ready = threading.Condition()
         self._closed = False
         self._workers: list[threading.Thread] = []
+        self._awake = 0  # workers not waiting for a lane (a woken one counts from its wake-up call)
 
     def submit(self, lane: Hashable, rows: list[dict]) -> None:
         with self._ready:
-            self._waiting.append((lane, rows))
-            self._ready.notify()
-        if len(self._workers) < self.size:
+            self._waiting.append((lane, rows, time.monotonic()))
+            if self._awake:
+                return  # an awake worker takes it next; `wake_for_waiting` adds more if it waits long
+            self._wake(1)
+
+    @property
+    def has_waiting(self) -> bool:
+        return bool(self._waiting)
+
+    def wake_for_waiting(self, now: float) -> None:
+        """Wake (or start) a worker for each lane that has waited WAKE_AFTER seconds or more.
+
+        A lane goes to an awake worker when there is one, so a fast channel (a local file: its sends
+        take microseconds) runs on one worker without a thread switch per send. Lanes still waiting
+        a moment later mean the awake workers are busy in slow sends: then the channel gets up to
+        its `concurrency` workers at once."""
+        with self._ready:
+            waited = sum(1 for _lane, _rows, since in self._waiting if now - since >= WAKE_AFTER)
+            if waited:
+                self._wake(waited)
+
+    def _wake(self, count: int) -> None:
+        """(Holding `_ready`.) Wake up to `count` sleeping workers; start new ones for the rest, up to size."""
+        sleeping = len(self._workers) - self._awake
+        woken = min(count, sleeping)
+        if woken:
+            self._ready.notify(woken)
+            self._awake += woken  # counted now: a submit before they run must not wake them again
+        for _ in range(min(count - woken, self.size - len(self._workers))):
             # daemon: a channel call that hangs past a stop's grace must not keep the process alive
             worker = threading.Thread(target=self._work, name=f"rulecrm-send-{self._name}-{len(self._workers)}",
                                       daemon=True)
             self._workers.append(worker)
+            self._awake += 1
             worker.start()
 
     def close(self) -> None:
@@ -107,10 +138,11 @@ class _Pool:
         in submission order; a ticket is never held by a lane no worker has (that could wait forever)."""
         with self._ready:
             while not self._waiting and not self._closed:
-                self._ready.wait()
+                self._awake -= 1
+                self._ready.wait()  # a wake counts it awake again before it runs
             if not self._waiting:
                 return None
-            lane, rows = self._waiting.popleft()
+            lane, rows, _since = self._waiting.popleft()
             return lane, rows, self._turns.take()
 
     def _work(self) -> None:
@@ -198,10 +230,11 @@ class Lanes:
     def finished(self, timeout: float | None = 0.0) -> list[tuple[dict, Any, Callable[[], None]]]:
         """The answers that came in: (row, answer, recorded); waits up to `timeout` for the first (None:
         forever). Call `recorded()` once the answer is in the store: it gives the send's slot back."""
+        self._wake_for_waiting()
         answers = []
         try:
             if timeout is None or timeout > 0:
-                answers.append(self._answers.get(timeout=timeout))
+                answers.append(self._first_answer(timeout))
             while True:
                 answers.append(self._answers.get_nowait())
         except queue.Empty:
@@ -218,6 +251,27 @@ class Lanes:
                 del self._channel_of[lane]
             done.append((row, answer, pool.give_back_slot if pool is not None else _nothing))
         return done
+
+    def _first_answer(self, timeout: float | None):
+        """The next answer, waited for up to `timeout` (None: forever); lanes left waiting meanwhile
+        get their workers after WAKE_AFTER, not only at the owner's next call."""
+        if any(pool.has_waiting for pool in self._pools.values()):
+            first_wait = WAKE_AFTER if timeout is None else min(timeout, WAKE_AFTER)
+            try:
+                return self._answers.get(timeout=first_wait)
+            except queue.Empty:
+                self._wake_for_waiting()
+                if timeout is not None:
+                    timeout -= first_wait
+                    if timeout <= 0:
+                        raise
+        return self._answers.get(timeout=timeout)
+
+    def _wake_for_waiting(self) -> None:
+        now = time.monotonic()
+        for pool in self._pools.values():
+            if pool.has_waiting:
+                pool.wake_for_waiting(now)
 
     def close(self) -> None:
         """Let the workers end once their lanes are done (a worker in a hung call ends with the process)."""
