@@ -89,6 +89,8 @@ class _Pool:
         self._closed = False
         self._workers: list[threading.Thread] = []
         self._awake = 0  # workers not waiting for a lane (a woken one counts from its wake-up call)
+        self._slots_held = 0  # sends started and not yet recorded (under `_ready`)
+        self._sends_started: dict[int, float] = {}  # worker thread -> when its channel call began
 
     def submit(self, lane: Hashable, rows: list[dict]) -> None:
         with self._ready:
@@ -106,12 +108,15 @@ class _Pool:
 
         A lane goes to an awake worker when there is one, so a fast channel (a local file: its sends
         take microseconds) runs on one worker without a thread switch per send. Lanes still waiting
-        a moment later mean the awake workers are busy in slow sends: then the channel gets up to
-        its `concurrency` workers at once."""
+        while a send has taken WAKE_AFTER or more mean a slow channel: it gets a worker per waiting
+        lane, as many as it has free send slots. Lanes that wait for another reason (every slot
+        awaits its answer's recording, or the machine is busy) wake no one: a woken worker could
+        only wait too, and would take the processor from those that can go on."""
         with self._ready:
             waited = sum(1 for _lane, _rows, since in self._waiting if now - since >= WAKE_AFTER)
-            if waited:
-                self._wake(waited)
+            if not waited or not any(now - began >= WAKE_AFTER for began in list(self._sends_started.values())):
+                return
+            self._wake(min(waited, self.size - self._slots_held))
 
     def _wake(self, count: int) -> None:
         """(Holding `_ready`.) Wake up to `count` sleeping workers; start new ones for the rest, up to size."""
@@ -164,10 +169,14 @@ class _Pool:
         while not self._slots.acquire(timeout=SLOT_POLL):
             if self._stop():
                 return False
+        with self._ready:
+            self._slots_held += 1
         return True
 
     def give_back_slot(self) -> None:
         """The owner recorded an answer (or will record none): one more send may start."""
+        with self._ready:
+            self._slots_held -= 1
         self._slots.release()
 
     def _attempt(self, row: dict, ticket: int):
@@ -182,10 +191,14 @@ class _Pool:
                     return exc
         if admitted is NOT_STARTED:
             return NOT_STARTED
+        worker = threading.get_ident()
+        self._sends_started[worker] = time.monotonic()
         try:
             return self._send(row, admitted)
         except BaseException as exc:  # noqa: BLE001 - see above
             return exc
+        finally:
+            del self._sends_started[worker]
 
 
 class Lanes:
@@ -254,18 +267,19 @@ class Lanes:
 
     def _first_answer(self, timeout: float | None):
         """The next answer, waited for up to `timeout` (None: forever); lanes left waiting meanwhile
-        get their workers after WAKE_AFTER, not only at the owner's next call."""
-        if any(pool.has_waiting for pool in self._pools.values()):
-            first_wait = WAKE_AFTER if timeout is None else min(timeout, WAKE_AFTER)
+        are looked at every WAKE_AFTER, not only at the owner's next call."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while any(pool.has_waiting for pool in self._pools.values()):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise queue.Empty
+            wait = max(WAKE_AFTER, 0.001) if left is None else min(left, max(WAKE_AFTER, 0.001))
             try:
-                return self._answers.get(timeout=first_wait)
+                return self._answers.get(timeout=wait)
             except queue.Empty:
                 self._wake_for_waiting()
-                if timeout is not None:
-                    timeout -= first_wait
-                    if timeout <= 0:
-                        raise
-        return self._answers.get(timeout=timeout)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self._answers.get(timeout=left)
 
     def _wake_for_waiting(self) -> None:
         now = time.monotonic()

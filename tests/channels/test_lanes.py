@@ -89,3 +89,30 @@ def test_a_channel_never_has_more_workers_than_its_concurrency(monkeypatch, wake
     finally:
         lanes.close()
     assert 1 <= len(senders) <= CONCURRENCY
+
+
+def test_lanes_waiting_for_a_free_slot_wake_no_other_worker(monkeypatch):
+    """Every slot awaits its answer's recording: a woken worker could only wait for a slot too."""
+    monkeypatch.setattr(lanes_module, "WAKE_AFTER", 0.0)
+    senders = []
+
+    def send(row, admitted):
+        senders.append(threading.current_thread().name)
+        return "sent"
+
+    lanes = Lanes(admit=lambda row: None, send=send)
+    try:
+        for n in range(6):
+            lanes.submit("file", 2, ("file", f"c{n}"), [{"key": f"k{n}"}])
+        unrecorded = []
+        while len(unrecorded) < 2:  # both slots used; the answers are not recorded yet
+            unrecorded.extend(lanes.finished(timeout=5))
+        for _ in range(3):  # the owner looks again and again while 4 lanes wait for a slot
+            assert lanes.finished(timeout=0.05) == []
+        for _row, _answer, recorded in unrecorded:
+            recorded()
+        answers = run_all(lanes, 4)
+    finally:
+        lanes.close()
+    assert len(answers) == 4
+    assert len(set(senders)) == 1, f"only the awake worker sends; used {sorted(set(senders))}"
