@@ -90,7 +90,7 @@ class _Pool:
         self._workers: list[threading.Thread] = []
         self._awake = 0  # workers not waiting for a lane (a woken one counts from its wake-up call)
         self._slots_held = 0  # sends started and not yet recorded (under `_ready`)
-        self._sends_started: dict[int, float] = {}  # worker thread -> when its channel call began
+        self._sends_in_call = 0  # workers inside a channel call right now
 
     def submit(self, lane: Hashable, rows: list[dict]) -> None:
         with self._ready:
@@ -107,16 +107,18 @@ class _Pool:
         """Wake (or start) a worker for each lane that has waited WAKE_AFTER seconds or more.
 
         A lane goes to an awake worker when there is one, so a fast channel (a local file: its sends
-        take microseconds) runs on one worker without a thread switch per send. Lanes still waiting
-        while a send has taken WAKE_AFTER or more mean a slow channel: it gets a worker per waiting
-        lane, as many as it has free send slots. Lanes that wait for another reason (every slot
-        awaits its answer's recording, or the machine is busy) wake no one: a woken worker could
-        only wait too, and would take the processor from those that can go on."""
+        take microseconds) runs on one worker without a thread switch per send. Lanes that waited
+        WAKE_AFTER while a worker is in a channel call mean the channel's calls take time (10 ms
+        ones as much as 100 ms ones): it gets a worker per waiting lane, as many as it has free send
+        slots. Lanes that wait for another reason (every slot awaits its answer's recording, or the
+        machine is busy) wake no one: a woken worker could only wait too, and would take the
+        processor from those that can go on."""
         with self._ready:
-            waited = sum(1 for _lane, _rows, since in self._waiting if now - since >= WAKE_AFTER)
-            if not waited or not any(now - began >= WAKE_AFTER for began in list(self._sends_started.values())):
+            if not self._sends_in_call:
                 return
-            self._wake(min(waited, self.size - self._slots_held))
+            waited = sum(1 for _lane, _rows, since in self._waiting if now - since >= WAKE_AFTER)
+            if waited:
+                self._wake(min(waited, self.size - self._slots_held))
 
     def _wake(self, count: int) -> None:
         """(Holding `_ready`.) Wake up to `count` sleeping workers; start new ones for the rest, up to size."""
@@ -191,14 +193,15 @@ class _Pool:
                     return exc
         if admitted is NOT_STARTED:
             return NOT_STARTED
-        worker = threading.get_ident()
-        self._sends_started[worker] = time.monotonic()
+        with self._ready:
+            self._sends_in_call += 1
         try:
             return self._send(row, admitted)
         except BaseException as exc:  # noqa: BLE001 - see above
             return exc
         finally:
-            del self._sends_started[worker]
+            with self._ready:
+                self._sends_in_call -= 1
 
 
 class Lanes:
