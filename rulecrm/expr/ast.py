@@ -114,4 +114,35 @@ class Call:
     pos: Pos
 
 
+def moved(node, lines: int):
+    """The tree `lines` lines further down the file: what parsing the same one-line text there gives
+    (the rule reader reuses a repeated condition's tree instead of parsing it again)."""
+    pos = Pos(node.pos.line + lines, node.pos.column)
+    cls = type(node)
+    if cls is Name:
+        return Name(node.root, node.path, pos)
+    if cls is Literal:
+        value = node.value
+        if isinstance(value, tuple):  # a list literal: its items are Literals
+            value = tuple(moved(item, lines) if isinstance(item, Literal) else item for item in value)
+        return Literal(value, pos)
+    if cls is Compare or cls is Arith:
+        return cls(node.op, moved(node.left, lines), moved(node.right, lines), pos)
+    if cls is BoolOp:
+        return BoolOp(node.op, tuple(moved(operand, lines) for operand in node.operands), pos)
+    if cls is Not or cls is Neg:
+        return cls(moved(node.operand, lines), pos)
+    if cls is Membership:
+        return Membership(node.op, moved(node.item, lines), moved(node.container, lines), pos)
+    if cls is Contains:
+        return Contains(moved(node.container, lines), moved(node.item, lines), pos)
+    if cls is Matches:
+        at = node.pattern_pos
+        return Matches(moved(node.subject, lines), node.pattern, pos,
+                       None if at is None else Pos(at.line + lines, at.column))
+    if cls is Call:
+        return Call(node.name, tuple(moved(arg, lines) for arg in node.args), pos)
+    raise TypeError(f"not an expression node: {cls.__name__}")
+
+
 ZERO = timedelta(0)

@@ -12,7 +12,7 @@ from decimal import Decimal
 import attrs
 
 from rulecrm.errors import ExpressionError, TemplateError
-from rulecrm.expr.ast import Name, Pos
+from rulecrm.expr.ast import Name, Pos, moved
 from rulecrm.expr.checker import Issue, Scope, check_name, infer_type
 from rulecrm.expr.context import MISSING, EvalContext, resolve
 from rulecrm.expr.lexer import Lexer
@@ -60,6 +60,13 @@ class Template:
     @property
     def fields(self) -> tuple[Field, ...]:
         return tuple(part for part in self.parts if isinstance(part, Field))
+
+    def moved(self, lines: int) -> Template:
+        """The template `lines` lines further down the file (see `rulecrm.expr.ast.moved`)."""
+        return Template(self.text, tuple(
+            part if isinstance(part, str) else
+            Field(moved(part.name, lines), part.spec, tuple(Pos(at.line + lines, at.column) for at in part.spec_at))
+            for part in self.parts))
 
     def render(self, ctx: EvalContext, zone=None) -> str:
         """The message; timestamps are shown in `zone` (the customer's or the shop's), else as given."""

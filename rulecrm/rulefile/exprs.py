@@ -4,14 +4,14 @@ from __future__ import annotations
 import attrs
 
 from rulecrm.errors import ExpressionError
-from rulecrm.expr.ast import Arith, Literal, Name, Neg
+from rulecrm.expr.ast import Arith, Literal, Name, Neg, moved
 from rulecrm.expr.checker import Scope, check_expression
 from rulecrm.expr.lexer import Lexer
 from rulecrm.expr.parser import children, parse_expression
 from rulecrm.expr.templates import check_template, read_template
 from rulecrm.rulefile.fields import INVALID, type_error
 from rulecrm.rulefile.report import Report
-from rulecrm.rulefile.scalarpos import locator
+from rulecrm.rulefile.scalarpos import locator, one_line_start
 from rulecrm.rulefile.yamlpos import Scalar
 
 
@@ -72,12 +72,18 @@ def template(report: Report, node, *, label: str, scope: Scope, lines: list[str]
     source = _source_text(report, node, label, "a message template")
     if source is INVALID:
         return INVALID
-    locate = locator(node, lines)
-    if locate is None:  # a scalar we cannot match character by character: estimate as expressions do
-        where = place(node, lines)
-        count = Lexer(source, line=where.line, column=where.column).position
-        locate = lambda offset: where.fix(*count(offset))  # noqa: E731
-    parsed, errors = read_template(source, locate=locate)
+    start = one_line_start(node, lines)
+    if start is not None:  # the common case; its characters are consecutive columns
+        line, column = start
+        parsed, errors = _REPEATED.get(("template", source, column), line,
+                                       lambda: read_template(source, locate=locator(node, lines)))
+    else:
+        locate = locator(node, lines)
+        if locate is None:  # a scalar we cannot match character by character: estimate as expressions do
+            where = place(node, lines)
+            count = Lexer(source, line=where.line, column=where.column).position
+            locate = lambda offset: where.fix(*count(offset))  # noqa: E731
+        parsed, errors = read_template(source, locate=locate)
     for error in errors:
         report.error((error.line, error.column), error.message, expected=error.expected, found=error.found,
                      hint=error.hint)
@@ -94,7 +100,11 @@ def _parsed(report: Report, node, label: str, what: str, lines: list[str], parse
         return INVALID
     where = place(node, lines)
     try:
-        parsed = parse(source, line=where.line, column=where.column)
+        if "\n" in source:
+            parsed = parse(source, line=where.line, column=where.column)
+        else:  # one line: the tree of the same text in the same column elsewhere, moved here
+            parsed = _REPEATED.get((parse, source, where.column), where.line,
+                                   lambda: parse(source, line=where.line, column=where.column))
     except ExpressionError as exc:
         report.error(where.fix(exc.line, exc.column), exc.message, expected=exc.expected, found=exc.found,
                      hint=exc.hint)
@@ -106,6 +116,43 @@ def _parsed(report: Report, node, label: str, what: str, lines: list[str], parse
     for issue in issues:
         _report(report, where, issue)
     return INVALID if any(issue.is_error for issue in issues) else parsed
+
+
+class _Repeated:
+    """Trees of one-line expressions and templates already read, by text and column.
+
+    A rule file repeats its conditions and messages (a shop's reminders differ by product, not by
+    wording), and a tree read once only needs its lines moved to serve at another place: reading is
+    a pure function of the text and its (line, column). Only what read without an error is kept (an
+    error raises, or a template comes with its errors). Bounded: emptied when full.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._trees: dict = {}  # key -> (line it was read at, what reading gave)
+
+    def get(self, key, line: int, read):
+        found = self._trees.get(key)
+        if found is not None:
+            at, value = found
+            return value if at == line else _moved(value, line - at)
+        value = read()
+        if not (isinstance(value, tuple) and value[1]):  # a template read with errors is not kept
+            if len(self._trees) >= self.LIMIT:
+                self._trees.clear()
+            self._trees[key] = (line, value)
+        return value
+
+
+_REPEATED = _Repeated()
+
+
+def _moved(value, lines: int):
+    if isinstance(value, tuple):  # a template: (Template, no errors)
+        template, errors = value
+        return template.moved(lines), errors
+    return moved(value, lines)
 
 
 def cycle_names(tree) -> list[Name]:

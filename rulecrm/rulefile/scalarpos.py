@@ -53,6 +53,15 @@ def locator(node: Scalar, lines: list[str]) -> Locate | None:
     return locate
 
 
+def one_line_start(node: Scalar, lines: list[str]) -> tuple[int, int] | None:
+    """The 1-based (line, column) of a value written on one line as it is (no escape, no fold), whose
+    characters are therefore consecutive columns; None for any other scalar."""
+    start = _start(node, lines)
+    if start is None or not _written_as_is(node, lines, start):
+        return None
+    return start[0] + 1, start[1] + 1
+
+
 def _written_as_is(node: Scalar, lines: list[str], start) -> bool:
     """The common case: a value on one line, character for character as in the source (no escape,
     no doubled quote, no trailing blank), so its characters are consecutive columns."""
