@@ -170,6 +170,7 @@ class _Composer:
         self._root = None
         self._resolver = Resolver()
         self._implicit_tags: dict[tuple, str] = {}  # (text, implicit) -> tag: keys and values repeat in a file
+        self._untagged: dict[tuple, tuple] = {}  # (text, implicit, style) -> (value, kind) of untagged scalars
         self._constructor = SafeConstructor()
 
     def error(self, where, message, *, expected=None, found=None, hint=None):
@@ -210,9 +211,16 @@ class _Composer:
         return event.start_mark.line + 1, event.start_mark.column + 1
 
     def _scalar(self, event) -> Scalar:
-        line, column = self._position(event)
+        mark = event.start_mark
+        line, column = mark.line + 1, mark.column + 1
         style = event.style or None
         tag = event.tag
+        if tag is None or tag == "!":  # untagged, as nearly every scalar of a rule file is
+            key = (event.value, event.implicit, style)
+            read = self._untagged.get(key)
+            if read is None:
+                read = self._untagged[key] = self._read_untagged(event.value, event.implicit, style)
+            return Scalar(event.value, read[0], read[1], line, column, style)
         implicit_tag = self._implicit_tags.get((event.value, event.implicit))
         if implicit_tag is None:
             implicit_tag = self._resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
@@ -230,6 +238,13 @@ class _Composer:
                            hint="remove the tag or fix the value")
             value, kind = event.value, "string"
         return Scalar(event.value, value, kind, line, column, style)
+
+    def _read_untagged(self, text: str, implicit, style) -> tuple[Any, str]:
+        """(value, kind) of an untagged scalar: what its text resolves to. The values are immutable (a
+        string, number, boolean, null or timestamp), so a file's repeated keys and values share them."""
+        tag = self._resolver.resolve(yaml.ScalarNode, text, implicit)
+        value, kind = self._construct(tag, text, style)
+        return (text, "string") if kind is None else (value, kind)
 
     def _construct(self, tag: str, text: str, style) -> tuple[Any, str | None]:
         kind = _KINDS.get(tag)
