@@ -55,9 +55,10 @@ def main() -> None:
     """rulecrm: rules for private-domain customer operations."""
 
 
-def entry() -> None:
+def entry(*, started=None) -> None:
     """The console script: one plugin manager for the whole command line; plugins (rulecrm's own
-    commands among them) add their commands before the command line is parsed."""
+    commands among them) add their commands before the command line is parsed. `started()`, if
+    given, is called then, just before the command runs."""
     from rulecrm.plugins import PluginError, build_plugin_manager
 
     try:
@@ -66,4 +67,6 @@ def entry() -> None:
     except PluginError as exc:
         _echo_err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
+    if started is not None:
+        started()
     main(obj=context)
