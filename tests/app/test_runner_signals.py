@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import gc
 import json
 import os
 import random
@@ -293,16 +294,25 @@ def test_the_entry_point_catches_stop_signals_before_importing_the_command_line(
     from rulecrm.__main__ import main
 
     seen = {}
+
+    def entry(*, started):
+        seen.setdefault("handler", signal.getsignal(signal.SIGTERM))
+        started()  # the collector as it was, once the command line has started (tests/cli/test_startup_collection.py)
+
     command_line = types.ModuleType("rulecrm.cli")
-    command_line.entry = lambda: seen.setdefault("handler", signal.getsignal(signal.SIGTERM))
+    command_line.entry = entry
     monkeypatch.setitem(sys.modules, "rulecrm.cli", command_line)  # stands for the heavy imports
     monkeypatch.setattr(sys, "argv", ["rulecrm", "run", "--rules", "rules.yaml", "--state", "s.db"])
     before = signal.getsignal(signal.SIGTERM)
+    collecting = gc.isenabled()
     try:
         main()
         installed = rulecrm.app.stopping._current
         assert installed is not None and seen["handler"] == installed._handle
     finally:
+        gc.unfreeze()  # what main() froze: this test process goes on
+        if collecting:
+            gc.enable()
         if rulecrm.app.stopping._current is not None:
             rulecrm.app.stopping._current.keep = False
             rulecrm.app.stopping._current.release()
