@@ -29,20 +29,30 @@ def run_all(lanes: Lanes, expected: int, *, timeout: float = 10.0) -> list:
     return answers
 
 
+def noting_send(senders: list, then=None):
+    """A channel call that notes the worker it runs on, then calls `then()` (if given) before answering."""
+    def send(row, admitted):
+        senders.append(threading.current_thread().name)
+        if then is not None:
+            then()
+        return "sent"
+    return send
+
+
+def submit(lanes: Lanes, channel: str, concurrency: int, count: int) -> None:
+    """`count` lanes of one action each, one customer each."""
+    for n in range(count):
+        lanes.submit(channel, concurrency, (channel, f"c{n}"), [{"key": f"k{n}"}])
+
+
 def test_lanes_handed_while_a_worker_is_awake_go_to_that_worker(monkeypatch):
     monkeypatch.setattr(lanes_module, "WAKE_AFTER", 3600.0)  # never long enough to wake another
     release = threading.Event()
-    senders = []
-
-    def send(row, admitted):
-        senders.append(threading.current_thread().name)
-        release.wait(10)  # the first send holds its worker awake while the other lanes are handed
-        return "sent"
-
-    lanes = Lanes(admit=lambda row: None, send=send)
+    senders: list = []
+    # the first send holds its worker awake while the other lanes are handed
+    lanes = Lanes(admit=lambda row: None, send=noting_send(senders, lambda: release.wait(10)))
     try:
-        for n in range(10):
-            lanes.submit("file", CONCURRENCY, ("file", f"c{n}"), [{"key": f"k{n}"}])
+        submit(lanes, "file", CONCURRENCY, 10)
         release.set()
         answers = run_all(lanes, 10)
     finally:
@@ -54,56 +64,38 @@ def test_lanes_handed_while_a_worker_is_awake_go_to_that_worker(monkeypatch):
 def test_lanes_left_waiting_get_workers_up_to_the_concurrency(monkeypatch):
     monkeypatch.setattr(lanes_module, "WAKE_AFTER", 0.0)  # any lane still waiting gets a worker
     all_in_flight = threading.Barrier(CONCURRENCY, timeout=10)
-    senders = set()
-
-    def send(row, admitted):
-        senders.add(threading.current_thread().name)
-        all_in_flight.wait()  # passes only once CONCURRENCY sends run at the same time
-        return "sent"
-
-    lanes = Lanes(admit=lambda row: None, send=send)
+    senders: list = []
+    # passes only once CONCURRENCY sends run at the same time
+    lanes = Lanes(admit=lambda row: None, send=noting_send(senders, all_in_flight.wait))
     try:
-        for n in range(CONCURRENCY):
-            lanes.submit("hook", CONCURRENCY, ("hook", f"c{n}"), [{"key": f"k{n}"}])
+        submit(lanes, "hook", CONCURRENCY, CONCURRENCY)
         answers = run_all(lanes, CONCURRENCY)
     finally:
         lanes.close()
     assert all(answer == "sent" for _key, answer in answers), answers  # a broken barrier raises in send
-    assert len(senders) == CONCURRENCY
+    assert len(set(senders)) == CONCURRENCY
 
 
 @pytest.mark.parametrize("wake_after", [0.0, 3600.0])
 def test_a_channel_never_has_more_workers_than_its_concurrency(monkeypatch, wake_after):
     monkeypatch.setattr(lanes_module, "WAKE_AFTER", wake_after)
-    senders = set()
-
-    def send(row, admitted):
-        senders.add(threading.current_thread().name)
-        return "sent"
-
-    lanes = Lanes(admit=lambda row: None, send=send)
+    senders: list = []
+    lanes = Lanes(admit=lambda row: None, send=noting_send(senders))
     try:
-        for n in range(50):
-            lanes.submit("hook", CONCURRENCY, ("hook", f"c{n}"), [{"key": f"k{n}"}])
+        submit(lanes, "hook", CONCURRENCY, 50)
         run_all(lanes, 50)
     finally:
         lanes.close()
-    assert 1 <= len(senders) <= CONCURRENCY
+    assert 1 <= len(set(senders)) <= CONCURRENCY
 
 
 def test_lanes_waiting_for_a_free_slot_wake_no_other_worker(monkeypatch):
     """Every slot awaits its answer's recording: a woken worker could only wait for a slot too."""
     monkeypatch.setattr(lanes_module, "WAKE_AFTER", 0.0)
-    senders = []
-
-    def send(row, admitted):
-        senders.append(threading.current_thread().name)
-        return "sent"
-
-    lanes = Lanes(admit=lambda row: None, send=send)
+    senders: list = []
+    lanes = Lanes(admit=lambda row: None, send=noting_send(senders))
     try:
-        for n in range(6):
-            lanes.submit("file", 2, ("file", f"c{n}"), [{"key": f"k{n}"}])
+        submit(lanes, "file", 2, 6)
         unrecorded = []
         while len(unrecorded) < 2:  # both slots used; the answers are not recorded yet
             unrecorded.extend(lanes.finished(timeout=5))
