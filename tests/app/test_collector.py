@@ -37,7 +37,9 @@ def collector_enabled():
     was = gc.isenabled()
     gc.enable()
     yield
-    if not was:
+    if was:
+        gc.enable()  # a test that turned it off must not leave it off for the tests after it
+    else:
         gc.disable()
 
 
