@@ -11,6 +11,8 @@ from rulecrm.app.stopping import Interrupted
 
 WINDOW = 60.0  # seconds: limits are declared per minute
 STOP_POLL = 0.1  # with a `stop`, waits are cut in slices this long to look at it
+IN_PROGRESS_POLL = 0.05  # seconds between looks while only sends in progress hold the tokens needed
+_IN_PROGRESS = "sending"  # the second item of a token whose send has not ended (see `settle`)
 
 
 class RateLimiter:
@@ -35,7 +37,8 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._stop = stop
-        self._spent: dict[Hashable, deque] = {}  # bucket -> tokens in time order, each a one-item list [time]
+        # bucket -> tokens in time order: [time] once settled, [time taken, _IN_PROGRESS] while sending
+        self._spent: dict[Hashable, deque] = {}
         self._locks: dict[Hashable, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.waited = 0.0  # total seconds spent waiting (for reports and tests)
@@ -59,19 +62,34 @@ class RateLimiter:
         if spent is None:
             return 0.0
         now = self._clock()
-        while spent and spent[0][0] <= now - WINDOW:
+        # A token of a send still in progress (taken, not settled) has not started its minute: it
+        # counts from the send's end, whenever that is, so it never expires before it is settled.
+        while spent and spent[0][0] <= now - WINDOW and len(spent[0]) == 1:
             spent.popleft()
+        counted = spent  # in time order
+        if spent and spent[0][0] <= now - WINDOW:  # a send older than a minute is still in progress
+            counted = [token for token in spent if len(token) > 1 or token[0] > now - WINDOW]
         units = min(units, per_minute)
-        if len(spent) + units <= per_minute:
+        excess = len(counted) + units - per_minute
+        if excess <= 0:
             return 0.0
-        return spent[len(spent) + units - per_minute - 1][0] + WINDOW - now
+        for token in counted:  # the settled tokens, oldest first: the excess-th to expire frees enough
+            if len(token) == 1:
+                excess -= 1
+                if excess == 0:
+                    return token[0] + WINDOW - now
+        return IN_PROGRESS_POLL  # only sends still in progress hold the tokens needed: look again
 
     def acquire(self, bucket: Hashable, per_minute: int | None, units: int = 1) -> float:
-        """Wait until `units` sends are allowed, then spend the tokens; returns the seconds waited."""
-        return self.take(bucket, per_minute, units)[0]
+        """Wait until `units` sends are allowed, then spend the tokens, counted from now; returns the
+        seconds waited."""
+        waited, tokens = self.take(bucket, per_minute, units)
+        self.settle(bucket, tokens)
+        return waited
 
     def take(self, bucket: Hashable, per_minute: int | None, units: int) -> tuple[float, list]:
-        """Wait and spend like `acquire`; also returns the tokens spent (for `settle`)."""
+        """Wait and spend like `acquire`, for a send that starts now: its tokens count as in use until
+        `settle(bucket, tokens)` says when it ended. Returns the seconds waited and the tokens."""
         if not per_minute or per_minute < 1:
             return 0.0, []
         waited = 0.0
@@ -80,7 +98,7 @@ class RateLimiter:
                 wait = self._delay(bucket, per_minute, units)
                 if wait <= 0:
                     now = self._clock()
-                    tokens = [[now] for _ in range(min(units, per_minute))]
+                    tokens = [[now, _IN_PROGRESS] for _ in range(min(units, per_minute))]
                     self._spent.setdefault(bucket, deque()).extend(tokens)
                     self.waited += waited
                     return waited, tokens
@@ -105,6 +123,7 @@ class RateLimiter:
             now = self._clock()
             for token in tokens:
                 token[0] = now
+                del token[1:]  # settled: its minute runs from now
             spent = self._spent.get(bucket)
             if spent:
                 self._spent[bucket] = deque(sorted(spent, key=lambda token: token[0]))

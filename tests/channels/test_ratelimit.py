@@ -62,6 +62,19 @@ def test_a_tokens_minute_starts_when_the_send_finished():
     assert t.now == 1060.5  # a minute after the first send *finished*
 
 
+def test_a_send_still_in_progress_keeps_its_token_past_its_minute():
+    # Another worker must not take the token of a send that has not ended: the provider has not
+    # counted that message yet, and its minute will run from when it arrives.
+    t = FakeTime()
+    limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
+    _waited, tokens = limiter.take("robot", 1, 1)  # a send starts at 1000 ...
+    t.now += 90  # ... and is still in progress 90 s later
+    assert limiter.delay("robot", 1) > 0
+    limiter.settle("robot", tokens)  # it ends at 1090
+    assert limiter.delay("robot", 1) == 60.0
+    assert limiter.acquire("robot", 1) == 60.0 and t.now == 1150.0
+
+
 def test_a_send_of_several_provider_messages_takes_that_many_tokens():
     t = FakeTime()
     limiter = RateLimiter(clock=t.clock, sleep=t.sleep)
