@@ -75,8 +75,11 @@ def template(report: Report, node, *, label: str, scope: Scope, lines: list[str]
     start = one_line_start(node, lines)
     if start is not None:  # the common case; its characters are consecutive columns
         line, column = start
-        parsed, errors = _REPEATED.get(("template", source, column), line,
-                                       lambda: read_template(source, locate=locator(node, lines)))
+        parsed, errors = _TEMPLATES.moved_here((source, column), line), []
+        if parsed is None:
+            parsed, errors = read_template(source, locate=locator(node, lines))
+            if not errors:
+                _TEMPLATES.keep((source, column), line, parsed)
     else:
         locate = locator(node, lines)
         if locate is None:  # a scalar we cannot match character by character: estimate as expressions do
@@ -103,8 +106,11 @@ def _parsed(report: Report, node, label: str, what: str, lines: list[str], parse
         if "\n" in source:
             parsed = parse(source, line=where.line, column=where.column)
         else:  # one line: the tree of the same text in the same column elsewhere, moved here
-            parsed = _REPEATED.get((parse, source, where.column), where.line,
-                                   lambda: parse(source, line=where.line, column=where.column))
+            key = (parse, source, where.column)
+            parsed = _EXPRESSIONS.moved_here(key, where.line)
+            if parsed is None:
+                parsed = parse(source, line=where.line, column=where.column)  # an error raises: not kept
+                _EXPRESSIONS.keep(key, where.line, parsed)
     except ExpressionError as exc:
         report.error(where.fix(exc.line, exc.column), exc.message, expected=exc.expected, found=exc.found,
                      hint=exc.hint)
@@ -119,40 +125,36 @@ def _parsed(report: Report, node, label: str, what: str, lines: list[str], parse
 
 
 class _Repeated:
-    """Trees of one-line expressions and templates already read, by text and column.
+    """Trees of one-line expressions (or templates) already read, by text and column.
 
     A rule file repeats its conditions and messages (a shop's reminders differ by product, not by
     wording), and a tree read once only needs its lines moved to serve at another place: reading is
-    a pure function of the text and its (line, column). Only what read without an error is kept (an
-    error raises, or a template comes with its errors). Bounded: emptied when full.
+    a pure function of the text and its (line, column). Keep only what read without an error.
+    Bounded: emptied when full.
     """
 
     LIMIT = 4096
 
-    def __init__(self) -> None:
-        self._trees: dict = {}  # key -> (line it was read at, what reading gave)
+    def __init__(self, move) -> None:
+        self._move = move  # (tree, lines) -> the tree that many lines further down
+        self._trees: dict = {}  # key -> (line it was read at, tree)
 
-    def get(self, key, line: int, read):
+    def moved_here(self, key, line: int):
+        """The tree kept under `key`, moved to `line`; None when there is none."""
         found = self._trees.get(key)
-        if found is not None:
-            at, value = found
-            return value if at == line else _moved(value, line - at)
-        value = read()
-        if not (isinstance(value, tuple) and value[1]):  # a template read with errors is not kept
-            if len(self._trees) >= self.LIMIT:
-                self._trees.clear()
-            self._trees[key] = (line, value)
-        return value
+        if found is None:
+            return None
+        at, tree = found
+        return tree if at == line else self._move(tree, line - at)
+
+    def keep(self, key, line: int, tree) -> None:
+        if len(self._trees) >= self.LIMIT:
+            self._trees.clear()
+        self._trees[key] = (line, tree)
 
 
-_REPEATED = _Repeated()
-
-
-def _moved(value, lines: int):
-    if isinstance(value, tuple):  # a template: (Template, no errors)
-        template, errors = value
-        return template.moved(lines), errors
-    return moved(value, lines)
+_EXPRESSIONS = _Repeated(moved)
+_TEMPLATES = _Repeated(lambda template, lines: template.moved(lines))
 
 
 def cycle_names(tree) -> list[Name]:

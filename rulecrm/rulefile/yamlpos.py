@@ -169,7 +169,6 @@ class _Composer:
         self._open: set[int] = set()
         self._root = None
         self._resolver = Resolver()
-        self._implicit_tags: dict[tuple, str] = {}  # (text, implicit) -> tag: keys and values repeat in a file
         self._untagged: dict[tuple, tuple] = {}  # (text, implicit, style) -> (value, kind) of untagged scalars
         self._constructor = SafeConstructor()
 
@@ -221,21 +220,15 @@ class _Composer:
             if read is None:
                 read = self._untagged[key] = self._read_untagged(event.value, event.implicit, style)
             return Scalar(event.value, read[0], read[1], line, column, style)
-        implicit_tag = self._implicit_tags.get((event.value, event.implicit))
-        if implicit_tag is None:
-            implicit_tag = self._resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
-            self._implicit_tags[event.value, event.implicit] = implicit_tag
-        if tag is None or tag == "!":
-            tag = implicit_tag
-        elif tag not in _KINDS:
+        if tag not in _KINDS:
             self.error((line, column), f"unsupported YAML tag {tag!r}", expected="plain YAML values",
                        hint="remove the tag")
-            tag = implicit_tag
+            value, kind = self._read_untagged(event.value, event.implicit, style)
+            return Scalar(event.value, value, kind, line, column, style)
         value, kind = self._construct(tag, event.value, style)
         if kind is None:
-            if event.tag not in (None, "!") and event.tag == tag:
-                self.error((line, column), f"{event.value!r} cannot be read as {tag.rsplit(':', 1)[-1]}",
-                           hint="remove the tag or fix the value")
+            self.error((line, column), f"{event.value!r} cannot be read as {tag.rsplit(':', 1)[-1]}",
+                       hint="remove the tag or fix the value")
             value, kind = event.value, "string"
         return Scalar(event.value, value, kind, line, column, style)
 
