@@ -91,7 +91,7 @@ def test_a_channel_never_has_more_workers_than_its_concurrency(monkeypatch, wake
 
 def test_lanes_waiting_for_a_free_slot_wake_no_other_worker(monkeypatch):
     """Every slot awaits its answer's recording: a woken worker could only wait for a slot too."""
-    monkeypatch.setattr(lanes_module, "WAKE_AFTER", 0.0)
+    monkeypatch.setattr(lanes_module, "WAKE_AFTER", 3600.0)  # while the first two sends are made
     senders: list = []
     lanes = Lanes(admit=lambda row: None, send=noting_send(senders))
     try:
@@ -99,6 +99,7 @@ def test_lanes_waiting_for_a_free_slot_wake_no_other_worker(monkeypatch):
         unrecorded = []
         while len(unrecorded) < 2:  # both slots used; the answers are not recorded yet
             unrecorded.extend(lanes.finished(timeout=5))
+        monkeypatch.setattr(lanes_module, "WAKE_AFTER", 0.0)  # from now on any waiting lane counts
         for _ in range(3):  # the owner looks again and again while 4 lanes wait for a slot
             assert lanes.finished(timeout=0.05) == []
         for _row, _answer, recorded in unrecorded:

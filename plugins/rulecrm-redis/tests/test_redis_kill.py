@@ -18,7 +18,7 @@ from rulecrm_redis import publish
 from shop import PARTITIONS, make_shop, order, position, query, shard, shard_paths
 
 EVENTS = 2000
-CHUNK = 100
+CHUNK = 250  # large enough that a runner is still at work when the kill comes right after a chunk
 KILLS = 5
 
 
