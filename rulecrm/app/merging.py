@@ -44,13 +44,11 @@ class PartFile:
 
     # -- written by a partition task -----------------------------------------------------
 
-    def write(self, text: str) -> None:
-        """One action's JSON line as `ActionWriter` writes it (this object is its stream)."""
-        line = text.rstrip("\n")
+    def add(self, record: dict) -> None:
+        """One action's public dict, kept as the JSON line a replay writes (this is `ActionWriter`'s sink)."""
         self._seq += 1
-        customer_id = orjson.loads(line).get("customer_id") or ""
         self._db.execute("INSERT INTO actions (customer_id, seq, line) VALUES (?, ?, ?)",
-                         (customer_id, self._seq, line))
+                         (record.get("customer_id") or "", self._seq, orjson.dumps(record).decode()))
 
     def reject(self, line_no: int, error: str) -> None:
         """A line the partition did not apply, once per line (0: a timer, each time)."""

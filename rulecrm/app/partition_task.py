@@ -43,6 +43,7 @@ class PartitionJob:
     pieces_dir: str
     blocks: tuple[tuple[int, int], ...]  # (block index, lines before the block), in block order
     until: datetime | None = None  # --until: later events are not applied
+    scratch: bool = False  # the shard is temporary (no --state): written as a replay without --state writes
 
 
 @attrs.frozen
@@ -61,7 +62,7 @@ def apply_partition(job: PartitionJob, *, rules=None, stop=None) -> PartitionRes
     counts = Counter()
     last_at = None
     with PartFile(job.part_path) as part:
-        writer = ActionWriter(part)
+        writer = ActionWriter(sink=part.add)
         with _session(job, rules, writer, part) as session:
             # a re-reader: pieces already in time order are streamed without a sort
             items = read_event_lines(functools.partial(_piece_lines, job), default_tz=session.ruleset.shop.timezone)
@@ -79,7 +80,7 @@ def finish_partition(job: PartitionJob, until: datetime | None, *, rules=None, s
     if stop is not None and stop():
         raise Interrupted()
     with PartFile(job.part_path) as part:
-        writer = ActionWriter(part)
+        writer = ActionWriter(sink=part.add)
         with _session(job, rules, writer, part) as session, part.batch():
             session.advance(until, report_pending=True)
         part.finish()
@@ -92,6 +93,7 @@ def _session(job: PartitionJob, rules, writer: ActionWriter, part: PartFile) -> 
         job.rules, job.shard_path, ruleset=ruleset, manager=manager, backend_name=job.backend,
         on_decided=writer.write_all, on_report=writer,
         on_timer_set_aside=lambda key, error: part.reject(0, f"timer {key} set aside: {error}"),
+        scratch=job.scratch,
     )
 
 

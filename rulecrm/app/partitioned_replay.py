@@ -150,7 +150,8 @@ def replay_partitioned(
             local = {"rules": (manager, ruleset), "stop": stop} if tasks.in_process else {}
             pieces = os.path.join(work, "pieces")
             os.mkdir(pieces)
-            jobs = _split(tasks, events_path, partitioned, work, pieces, rules_path, backend, until)
+            jobs = _split(tasks, events_path, partitioned, work, pieces, rules_path, backend, until,
+                          scratch=state is None)
             applied = tasks.run(_named(apply_partition, **local), jobs, "replay partitions")
             shutil.rmtree(pieces)  # a copy of the input, read by now
             last_at = max((r.last_at for r in applied if r.last_at is not None), default=None)
@@ -172,8 +173,9 @@ def replay_partitioned(
 
 
 def _split(tasks: TaskRunner, events_path, partitioned: PartitionedState, work: str, pieces_dir: str, rules_path,
-           backend: str, until) -> list[PartitionJob]:
-    """Phase 1; the partitions' jobs, which know where their lines are."""
+           backend: str, until, *, scratch: bool) -> list[PartitionJob]:
+    """Phase 1; the partitions' jobs, which know where their lines are. `scratch`: the shards are
+    temporary, kept as a replay without --state keeps its store (`rulecrm.state.scratch`)."""
     path = os.path.abspath(events_path)
     blocks = plan_blocks(path, parallelism=tasks.parallelism)
     split = _named(split_block, path, partitions=partitioned.partitions, pieces_dir=pieces_dir)
@@ -185,7 +187,8 @@ def _split(tasks: TaskRunner, events_path, partitioned: PartitionedState, work: 
     return [
         PartitionJob(shard=shard, shard_path=os.path.abspath(partitioned.shard_path(shard)),
                      part_path=os.path.join(work, f"part-{shard:04d}.db"), rules=os.path.abspath(rules_path),
-                     backend=backend, source=str(events_path), pieces_dir=pieces_dir, blocks=tuple(placed), until=until)
+                     backend=backend, source=str(events_path), pieces_dir=pieces_dir, blocks=tuple(placed), until=until,
+                     scratch=scratch)
         for shard in range(partitioned.partitions)
     ]
 

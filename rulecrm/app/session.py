@@ -9,6 +9,7 @@ dead-letter store, and hands the decided actions on only once they are committed
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -116,12 +117,14 @@ class Session:
              on_report=None, on_warning=None, on_timer_set_aside=None, env=None,
              clock=time.time, stop=None, dispatch_options: dict | None = None, functions: dict | None = None,
              address_fields: dict | None = None, guarded: bool = True,
-             on_action: Callable | None = None, observer: StepObserver | None = None) -> Session:
+             on_action: Callable | None = None, observer: StepObserver | None = None,
+             scratch: bool = False) -> Session:
         """Load the rules at path `rules` (unless `ruleset` is what was loaded from there), open and lock
         the state, and build the rest. `record_rules`: remember the rules' path in the state.
 
         Without `state` the store is a scratch one (nothing to resume), unless `deliver`, which
-        needs an outbox to read back. `deliver`: actions wait for their channels (`queued`) and
+        needs an outbox to read back; `scratch` makes the file at `state` a scratch store too (the
+        temporary shard of a partitioned replay, which its replay removes). `deliver`: actions wait for their channels (`queued`) and
         `deliver()` hands them over; the state is marked as one whose actions are delivered.
         `on_decided(actions)` gets each committed batch's decided actions; `on_report(record)` each
         delivered one. `functions` and `address_fields` replace what the plugins provide; `guarded`
@@ -133,8 +136,8 @@ class Session:
         manager = manager or plugins.build_plugin_manager()
         ruleset = ruleset or plugins.load_rules_with(manager, rules)
         store: Store
-        if state is None and not deliver:
-            store = ScratchStore.open_scratch()
+        if (state is None or scratch) and not deliver:
+            store = ScratchStore.open_scratch(None if state is None else os.fspath(state))
         else:
             store = Store.open(state, lock=state is not None)
         dispatcher = session = None

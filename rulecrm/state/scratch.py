@@ -14,7 +14,7 @@ _NOT_READ = ("events_customer", "actions_customer", "actions_waiting")
 
 
 class ScratchStore(Store):
-    """A temporary store, removed when closed, for a run that can never be resumed or repeated.
+    """The store of a run that can never be resumed or repeated.
 
     Memory stays bounded because profiles and timers live here, as in a kept state. What nobody
     reads back is not written in full: an action keeps its key and status only, unless it is held
@@ -23,14 +23,15 @@ class ScratchStore(Store):
     """
 
     keeps_state = False
+    # each index costs a B-tree update per row, which at a million customers is a random page write
+    unindexed = _NOT_READ
 
     @classmethod
-    def open_scratch(cls) -> "ScratchStore":
-        store = cls.open(None)
+    def open_scratch(cls, path: str | None = None) -> "ScratchStore":
+        """A temporary file removed when closed; or, with `path`, a file whose owner removes it (the
+        temporary shards of a partitioned replay, opened again by the task that fires their timers)."""
+        store = cls.open(path)
         store._db.execute("PRAGMA synchronous = OFF")
-        # each index costs a B-tree update per row, which at a million customers is a random page write
-        for index in _NOT_READ:
-            store._db.execute(f"DROP INDEX IF EXISTS {index}")
         return store
 
     def put_outbox(self, actions) -> None:

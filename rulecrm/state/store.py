@@ -398,6 +398,7 @@ class Store:
     """
 
     keeps_state = True  # profiles, timers and actions written here can be read back
+    unindexed: tuple[str, ...] = ()  # indexes of the schema this kind of store does without
 
     def __init__(self, connection: sqlite3.Connection, path: str, *, temporary: bool = False):
         self._db = connection
@@ -466,13 +467,17 @@ class Store:
         self._db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
         with self.transaction():
             for statement in _SCHEMA.split(";"):
-                if statement.strip():
+                if statement.strip() and not self._unindexed(statement):
                     self._db.execute(statement)
             if self.get_meta("format") is None:
                 self.set_meta("format", FORMAT)
                 self.set_meta("schema_version", SCHEMA_VERSION)
         self._check_version()
         self._check_schema(all_tables=True)
+
+    def _unindexed(self, statement: str) -> bool:
+        """Whether `statement` creates an index this store does without (see `unindexed`)."""
+        return any(f"INDEX IF NOT EXISTS {index} ON" in statement for index in self.unindexed)
 
     def _check_version(self, *, unmarked_ok: bool = False) -> None:
         rows = {}

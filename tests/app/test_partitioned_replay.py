@@ -16,7 +16,7 @@ import pytest
 
 from bench.datasets import cdnow_events
 from rulecrm.app import splitting
-from rulecrm.app.partitioned_replay import WORK_PREFIX, PartitionFailed, replay_partitioned
+from rulecrm.app.partitioned_replay import WORK_PREFIX, InProcessTasks, PartitionFailed, replay_partitioned
 from rulecrm.app.replay import replay
 from rulecrm.app.splitting import plan_blocks, read_pieces, split_block
 from rulecrm.app.stopping import Interrupted
@@ -234,6 +234,41 @@ def test_another_number_of_partitions_or_a_state_file_is_refused(tmp_path):
     replay(TEA_SHOP, TEA_SHOP / "events.jsonl", state=str(plain), backend_name="python")
     with pytest.raises(UsageError, match="is a state file"):
         partitioned(TEA_SHOP, TEA_SHOP / "events.jsonl", 2, state=str(plain))
+
+
+class ShardLooker(InProcessTasks):
+    """Runs the phases in this process and, once the partitions are replayed, notes what their shards hold."""
+
+    def __init__(self):
+        super().__init__()
+        self.shards = []
+
+    def run(self, task, jobs, description):
+        results = super().run(task, jobs, description)
+        if description == "replay partitions":
+            for job in jobs:
+                with sqlite3.connect(job.shard_path) as db:
+                    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+                    events = [text for (text,) in db.execute("SELECT json FROM events")]
+                self.shards.append((indexes, events))
+        return results
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_temporary_shards_are_written_as_a_replay_without_state_writes_its_store(tmp_path, kept):
+    """Without --state nothing can be resumed: the shards keep events by fingerprint and skip the
+    indexes only explain and delivery read, as a single replay's scratch store does; a --state keeps all."""
+    events = TEA_SHOP / "events.jsonl"
+    expected = single(TEA_SHOP, events, until=TEA_UNTIL)
+    looker = ShardLooker()
+    out = io.StringIO()
+    replay_partitioned(TEA_SHOP, events, partitions=2, out=out, backend_name="python", until=TEA_UNTIL,
+                       tasks=looker, state=str(tmp_path / "state") if kept else None)
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == expected
+    assert len(looker.shards) == 2 and sum(len(events) for _indexes, events in looker.shards) == 17
+    for indexes, texts in looker.shards:
+        assert ("events_customer" in indexes) is kept and ("actions_customer" in indexes) is kept
+        assert all(text.startswith("{") is kept for text in texts)
 
 
 def test_a_failing_partition_fails_the_run_and_leaves_no_work_directory(tmp_path):
