@@ -124,8 +124,9 @@ class Session:
 
         Without `state` the store is a scratch one (nothing to resume), unless `deliver`, which
         needs an outbox to read back; `scratch` makes the file at `state` a scratch store too (the
-        temporary shard of a partitioned replay, which its replay removes). `deliver`: actions wait for their channels (`queued`) and
-        `deliver()` hands them over; the state is marked as one whose actions are delivered.
+        temporary shard of a partitioned replay, which its replay removes). `deliver`: actions wait
+        for their channels (`queued`) and `deliver()` hands them over; the state is marked as one
+        whose actions are delivered.
         `on_decided(actions)` gets each committed batch's decided actions; `on_report(record)` each
         delivered one. `functions` and `address_fields` replace what the plugins provide; `guarded`
         False (the testing kit) raises an engine failure instead of setting the item aside.
