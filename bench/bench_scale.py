@@ -1,13 +1,17 @@
 """Benches B3 and B8: memory and throughput of `rulecrm replay` as the shop grows.
 
     python -m bench.bench_scale [--sizes 10000,100000,1000000,3000000] [--events-per-customer 5]
-        [--backend python] [--seed 1] [--with-state] [--keep] [--json FILE]
+        [--backend python] [--seed 1] [--with-state] [--customers-per-partition K] [--keep] [--json FILE]
 
 For each size, bench/synthetic_shop.py writes a shop of that many customers (cached in
 $TMPDIR/rulecrm-bench/ by size, events per customer, seed and the generator's own text, so reruns
 are cheap), and `rulecrm replay --rules bench/synthetic-shop --events FILE --out /dev/null` replays
-it in a child process; with --with-state a second run keeps its state in a SQLite file. `--keep`
-keeps those state files and the replays' stderr (their directory is printed).
+it in a child process; with --with-state a second run keeps its state in a SQLite file. With
+`--customers-per-partition K`, each size of more than K customers is also replayed as
+`rulecrm replay --partitions N` in the command's own process (no Dask), N = ceil(customers / K): the
+way docs/running.md recommends for a shop that outgrows one profile cache. Its targets are judged
+against the smaller sizes' plain replay (a shop that fits one cache gains nothing from partitions).
+`--keep` keeps those state files and the replays' stderr (their directory is printed).
 
 Peak RSS is the child's own `ru_maxrss` as `os.wait4` returns it for that one process: exact and
 free of polling. `getrusage(RUSAGE_CHILDREN)` would give the largest child so far, hiding a smaller
@@ -47,6 +51,7 @@ SUMMARY = re.compile(r"replayed (\d+) events in ([0-9.]+)s")
 B3_SIZE, B3_BYTES_PER_CUSTOMER = 1_000_000, 1024
 B3_LARGER, B3_GROWTH = 3_000_000, 1.2
 B8_SMALL, B8_LARGE, B8_RATIO = 10_000, 1_000_000, 0.7
+PARTITIONED = "none, partitioned"  # the state label of the `--customers-per-partition` replays
 
 
 def shop_events(customers: int, events_per_customer: float, seed: int) -> Path:
@@ -71,12 +76,14 @@ def rulecrm_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rulecrm"]
 
 
-def measure_replay(events: Path, *, backend: str, state: Path | None, log: Path) -> dict:
+def measure_replay(events: Path, *, backend: str, state: Path | None, log: Path, partitions: int | None = None) -> dict:
     """One `rulecrm replay` in a child process: wall seconds, the replay's own seconds and events, peak RSS."""
     command = [*rulecrm_command(), "replay", "--rules", str(RULES), "--events", str(events),
                "--out", os.devnull, "--backend", backend]
     if state is not None:
         command += ["--state", str(state)]
+    if partitions is not None:
+        command += ["--partitions", str(partitions)]
     with open(log, "wb") as stderr:
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -107,18 +114,22 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in lines)
 
 
-def run(sizes, *, events_per_customer: float, backend: str, seed: int, with_state: bool, scratch: Path) -> list[dict]:
-    """Every size replayed without state (and with, if asked), smallest first."""
+def run(sizes, *, events_per_customer: float, backend: str, seed: int, with_state: bool, scratch: Path,
+        customers_per_partition: int | None = None) -> list[dict]:
+    """Every size replayed without state (and with, and in partitions, if asked), smallest first."""
     rows = []
     for customers in sorted(sizes):
         events = shop_events(customers, events_per_customer, seed)
-        variants = [None, scratch / f"state-{customers}.db"] if with_state else [None]
-        for state in variants:
-            label = "sqlite" if state else "none"
+        variants = [("none", None, None)]
+        if with_state:
+            variants.append(("sqlite", scratch / f"state-{customers}.db", None))
+        if customers_per_partition and customers > customers_per_partition:
+            variants.append((PARTITIONED, None, -(-customers // customers_per_partition)))
+        for label, state, partitions in variants:
             print(f"replaying {customers:,} customers (state: {label}) ...", file=sys.stderr, flush=True)
             log = scratch / f"replay-{customers}-{label}.log"
-            result = measure_replay(events, backend=backend, state=state, log=log)
-            result.update(customers=customers, state=label,
+            result = measure_replay(events, backend=backend, state=state, log=log, partitions=partitions)
+            result.update(customers=customers, state=label, partitions=partitions,
                           rss_bytes_per_customer=result["peak_rss_bytes"] / customers)
             rows.append(result)
     return rows
@@ -129,6 +140,8 @@ def verdicts(rows: list[dict]) -> list[dict]:
     found = []
     for state in sorted({row["state"] for row in rows}):
         by_size = {row["customers"]: row for row in rows if row["state"] == state}
+        if state == PARTITIONED:  # a size that fits one cache is replayed as it is
+            by_size = {row["customers"]: row for row in rows if row["state"] == "none"} | by_size
         if B3_SIZE in by_size:
             per_customer = by_size[B3_SIZE]["rss_bytes_per_customer"]
             found.append(_verdict("B3", state, per_customer <= B3_BYTES_PER_CUSTOMER,
@@ -161,11 +174,12 @@ def print_report(rows: list[dict], judged: list[dict], *, backend: str, events_p
     print(f"Machine: {machine()}\n")
     print(f"B3/B8: rulecrm replay --rules bench/synthetic-shop --backend {backend} --out /dev/null, "
           f"synthetic shops of ~{events_per_customer:g} events per customer.\n")
-    print("| customers | state | events | seconds | events/s | CPU seconds | events per CPU s | peak RSS MB "
-          "| RSS bytes per customer |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| customers | state | partitions | events | seconds | events/s | CPU seconds | events per CPU s "
+          "| peak RSS MB | RSS bytes per customer |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        print(f"| {row['customers']:,} | {row['state']} | {row['events']:,} | {row['seconds']:.1f} | "
+        print(f"| {row['customers']:,} | {row['state']} | {row.get('partitions') or ''} | {row['events']:,} | "
+              f"{row['seconds']:.1f} | "
               f"{row['events_per_s']:,.0f} | {row['cpu_seconds']:.1f} | {row['events_per_cpu_s']:,.0f} | "
               f"{row['peak_rss_bytes'] / 2**20:,.0f} | {row['rss_bytes_per_customer']:,.0f} |")
     print()
@@ -193,13 +207,15 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=["python", "durable"], default="python")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--with-state", action="store_true", help="also replay each size with --state (SQLite)")
+    parser.add_argument("--customers-per-partition", type=int, metavar="K",
+                        help="also replay each size of more than K customers with --partitions ceil(customers / K)")
     parser.add_argument("--keep", action="store_true", help="keep the state files and the replays' stderr")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="rulecrm-scale-"))
     try:
         rows = run(args.sizes, events_per_customer=args.events_per_customer, backend=args.backend, seed=args.seed,
-                   with_state=args.with_state, scratch=scratch)
+                   with_state=args.with_state, scratch=scratch, customers_per_partition=args.customers_per_partition)
     finally:
         if args.keep:
             print(f"state files and replay logs kept in {scratch}", file=sys.stderr)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bench.bench_scale import RULES, verdicts
+from bench.bench_scale import PARTITIONED, RULES, verdicts
 from bench.synthetic_shop import CATALOGUE, generate, main
 from rulecrm.app.replay import replay
 from rulecrm.events import parse_event_line
@@ -161,12 +161,22 @@ def test_the_command_line_writes_what_generate_writes(tmp_path):
     assert (tmp_path / "cli.jsonl").read_bytes() == (tmp_path / "api.jsonl").read_bytes()
 
 
+def row(customers, rss_mb, per_s, state="none"):
+    rss = rss_mb * 2**20
+    return {"customers": customers, "state": state, "peak_rss_bytes": rss, "events_per_s": per_s,
+            "events_per_cpu_s": per_s, "rss_bytes_per_customer": rss / customers}
+
+
 def test_scale_verdicts_judge_only_the_sizes_run():
-    def row(customers, rss_mb, per_s):
-        rss = rss_mb * 2**20
-        return {"customers": customers, "state": "none", "peak_rss_bytes": rss, "events_per_s": per_s,
-                "events_per_cpu_s": per_s, "rss_bytes_per_customer": rss / customers}
 
     assert verdicts([row(10_000, 150, 2_000), row(100_000, 500, 2_000)]) == []
     judged = verdicts([row(10_000, 150, 2_000), row(1_000_000, 900, 1_500), row(3_000_000, 1_200, 1_400)])
     assert [(v["target"], v["passed"]) for v in judged] == [("B3", True), ("B3", False), ("B8", True)]
+
+
+def test_partitioned_replays_are_judged_against_the_plain_replay_of_a_shop_that_fits_one_cache():
+    judged = verdicts([row(10_000, 150, 2_000), row(1_000_000, 900, 1_000),
+                       row(1_000_000, 400, 1_500, state=PARTITIONED)])
+    assert [(v["target"], v["state"], v["passed"]) for v in judged] == [
+        ("B3", "none", True), ("B8", "none", False), ("B3", PARTITIONED, True), ("B8", PARTITIONED, True)]
+    assert "1.5" not in judged[1]["text"] and "0.75x" in judged[3]["text"]
