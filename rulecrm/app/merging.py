@@ -41,14 +41,21 @@ class PartFile:
         self._db.execute("PRAGMA synchronous = OFF")
         self._db.executescript(_SCHEMA)
         self._seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM actions").fetchone()[0]
+        self._rows: list[tuple[str, int, str]] | None = None  # a batch's actions, inserted at its end
 
     # -- written by a partition task -----------------------------------------------------
 
     def add(self, record: dict) -> None:
         """One action's public dict, kept as the JSON line a replay writes (this is `ActionWriter`'s sink)."""
         self._seq += 1
-        self._db.execute("INSERT INTO actions (customer_id, seq, line) VALUES (?, ?, ?)",
-                         (record.get("customer_id") or "", self._seq, orjson.dumps(record).decode()))
+        row = (record.get("customer_id") or "", self._seq, orjson.dumps(record).decode())
+        if self._rows is not None:
+            self._rows.append(row)
+        else:
+            self._insert([row])
+
+    def _insert(self, rows) -> None:
+        self._db.executemany("INSERT INTO actions (customer_id, seq, line) VALUES (?, ?, ?)", rows)
 
     def reject(self, line_no: int, error: str) -> None:
         """A line the partition did not apply, once per line (0: a timer, each time)."""
@@ -57,13 +64,18 @@ class PartFile:
 
     @contextlib.contextmanager
     def batch(self):
-        """One transaction for the rows written inside (a row per transaction would sync the file each time)."""
+        """One transaction for the rows written inside (a row per transaction would sync the file each
+        time); the actions are inserted together at the end."""
         self._db.execute("BEGIN")
+        self._rows = []
         try:
             yield self
+            self._insert(self._rows)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._rows = None
         self._db.execute("COMMIT")
 
     def finish(self) -> None:
