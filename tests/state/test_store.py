@@ -355,3 +355,29 @@ def test_waiting_actions_pass_over_the_sends_in_flight_across_pages(tmp_path):
         expected = [f"c-{n}" for n in range(3 * store_module._WAITING_PAGE) if f"k-{n}" not in in_flight]
         assert got == expected
         assert len(got) == 3 * store_module._WAITING_PAGE - store_module._WAITING_PAGE - 6
+
+
+def test_a_scratch_shard_opened_again_is_not_read_page_by_page(tmp_path, monkeypatch):
+    """A partitioned replay reopens its temporary shards to fire their timers; they are its own files
+    of a moment before, so the structural check every kept state gets at open is skipped for them."""
+    from rulecrm.state.scratch import ScratchStore
+
+    statements = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        connection = connect(*args, **kwargs)
+        connection.set_trace_callback(statements.append)
+        return connection
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", traced)
+
+    def checks_at_reopen(open_store, path) -> bool:
+        open_store(str(path)).close()
+        assert path.exists()  # a named scratch file is its owner's to remove
+        statements.clear()
+        open_store(str(path)).close()
+        return any("quick_check" in statement for statement in statements)
+
+    assert checks_at_reopen(Store.open, tmp_path / "state.db")
+    assert not checks_at_reopen(ScratchStore.open_scratch, tmp_path / "shard.db")
