@@ -179,9 +179,9 @@ def print_report(rows: list[dict], judged: list[dict], *, backend: str, events_p
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(f"| {row['customers']:,} | {row['state']} | {row.get('partitions') or ''} | {row['events']:,} | "
-              f"{row['seconds']:.1f} | "
-              f"{row['events_per_s']:,.0f} | {row['cpu_seconds']:.1f} | {row['events_per_cpu_s']:,.0f} | "
-              f"{row['peak_rss_bytes'] / 2**20:,.0f} | {row['rss_bytes_per_customer']:,.0f} |")
+              f"{row['seconds']:.1f} | {row['events_per_s']:,.0f} | {row['cpu_seconds']:.1f} | "
+              f"{row['events_per_cpu_s']:,.0f} | {row['peak_rss_bytes'] / 2**20:,.0f} | "
+              f"{row['rss_bytes_per_customer']:,.0f} |")
     print()
     for verdict in judged:
         print(f"{verdict['target']} ({verdict['state']} state): {'pass' if verdict['passed'] else 'FAIL'}: "

@@ -210,8 +210,7 @@ class _Composer:
         return event.start_mark.line + 1, event.start_mark.column + 1
 
     def _scalar(self, event) -> Scalar:
-        mark = event.start_mark
-        line, column = mark.line + 1, mark.column + 1
+        line, column = self._position(event)
         style = event.style or None
         tag = event.tag
         if tag is None or tag == "!":  # untagged, as nearly every scalar of a rule file is
