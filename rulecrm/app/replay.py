@@ -16,7 +16,7 @@ from rulecrm.backends import default_backend_name
 from rulecrm.engine.core import APPLIED, DUPLICATE
 from rulecrm.sources.reader import Rejected, read_events
 
-BATCH = 20_000  # events per store transaction: bigger batches write each busy profile less often
+BATCH = 50_000  # events per store transaction: bigger batches write each busy profile (and timer) less often
 
 
 @attrs.define

@@ -181,9 +181,7 @@ class TimerBook:
     def _shrink_window(self) -> None:
         """Keep the first WINDOW timers in memory; the later ones are in `changes` or the store already."""
         kept = self._window.first(self._window_size)
-        self._window = TimerQueue()
-        for timer in kept:
-            self._window.push(timer)
+        self._window = TimerQueue.of_sorted(kept)
         self._horizon = kept[-1].order
 
 

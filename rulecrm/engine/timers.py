@@ -21,10 +21,12 @@ class Timer:
     seq: int
     customer_id: str
     payload: dict[str, Any]  # "type" (a TimerKind) and what that kind needs; see Engine's _fire_* methods
+    # (due epoch, rule order, creation order): the firing order, computed once because the window's
+    # heap and the store's reads compare it many times per timer
+    order: tuple[float, int, int] = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def order(self) -> tuple[float, int, int]:
-        return (self.due.timestamp(), self.rule_index, self.seq)
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "order", (self.due.timestamp(), self.rule_index, self.seq))
 
     def to_row(self) -> tuple:
         """The store's row: (key, due epoch, rule_index, seq, customer_id, JSON-ready payload).
@@ -52,6 +54,14 @@ class TimerQueue:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, int, str]] = []
         self._live: dict[str, Timer] = {}
+
+    @classmethod
+    def of_sorted(cls, timers: list[Timer]) -> "TimerQueue":
+        """A queue of these timers, given in firing order (a sorted list is already a heap)."""
+        queue = cls()
+        queue._heap = [(*timer.order, timer.key) for timer in timers]
+        queue._live = {timer.key: timer for timer in timers}
+        return queue
 
     def __len__(self) -> int:
         return len(self._live)
@@ -87,7 +97,16 @@ class TimerQueue:
 
     def first(self, count: int) -> list[Timer]:
         """The `count` timers that fire first, in order."""
-        return sorted(self._live.values(), key=lambda timer: timer.order)[:count]
+        # the heap's entries sort as plain tuples, without a key function per timer; stale entries
+        # (a replaced or removed timer) are passed over as `pop` does
+        live, taken = self._live, {}
+        for _due, _rule_index, seq, key in sorted(self._heap):
+            timer = live.get(key)
+            if timer is not None and timer.seq == seq and key not in taken:
+                taken[key] = timer
+                if len(taken) == count:
+                    break
+        return list(taken.values())
 
     def _drop_stale(self) -> None:
         heap = self._heap
