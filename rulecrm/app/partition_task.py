@@ -22,7 +22,7 @@ from datetime import datetime
 import attrs
 
 from rulecrm.app.merging import PartFile
-from rulecrm.app.replay import BATCH, ActionWriter
+from rulecrm.app.replay import ActionWriter, batch_size
 from rulecrm.app.session import FIXED_BEFORE, NOT_APPLIED, Input, Session
 from rulecrm.app.splitting import read_pieces
 from rulecrm.app.stopping import Interrupted
@@ -66,7 +66,8 @@ def apply_partition(job: PartitionJob, *, rules=None, stop=None) -> PartitionRes
         with _session(job, rules, writer, part) as session:
             # a re-reader: pieces already in time order are streamed without a sort
             items = read_event_lines(functools.partial(_piece_lines, job), default_tz=session.ruleset.shop.timezone)
-            while batch := list(itertools.islice(items, BATCH)):
+            size = batch_size(session.store)
+            while batch := list(itertools.islice(items, size)):
                 if stop is not None and stop():
                     raise Interrupted()
                 with part.batch():

@@ -16,7 +16,17 @@ from rulecrm.backends import default_backend_name
 from rulecrm.engine.core import APPLIED, DUPLICATE
 from rulecrm.sources.reader import Rejected, read_events
 
-BATCH = 50_000  # events per store transaction: bigger batches write each busy profile (and timer) less often
+# Events per store transaction. Bigger steps write each busy profile and timer less often; what
+# they cost is memory (a step's decisions wait for its commit), which grows with the step and not
+# with the shop. A run that keeps its state resumes from its last committed step, so its steps are
+# smaller: a stop loses less work.
+BATCH = 50_000
+RESUMABLE_BATCH = 20_000
+
+
+def batch_size(store) -> int:
+    """Events per transaction on this store (BATCH, at most RESUMABLE_BATCH on a kept state)."""
+    return min(BATCH, RESUMABLE_BATCH) if store.keeps_state else BATCH
 
 
 @attrs.define
@@ -154,8 +164,9 @@ def _run_events(session, events_path, until, summary, progress, report, stop):
     items = read_events(events_path, default_tz=session.ruleset.shop.timezone)
     bar = _progress_bar(progress)
     last_at = None
+    size = batch_size(session.store)
     while True:
-        batch = list(itertools.islice(items, BATCH))
+        batch = list(itertools.islice(items, size))
         if not batch:
             break
         if stop is not None and stop():

@@ -21,9 +21,10 @@ class ScratchStore(Store):
 
     keeps_state = False
     # indexes nothing reads in a run that never delivers (explain's events and actions by customer, the
-    # dispatcher's waiting actions by channel): each costs a B-tree update per row, which at a million
-    # customers is a random page write
-    unindexed = ("events_customer", "actions_customer", "actions_waiting")
+    # dispatcher's waiting actions by channel; actions by status, which such a run reads once, for the
+    # actions still held at its end): each costs a B-tree update per row, which at a million customers
+    # is a random page write
+    unindexed = ("events_customer", "actions_customer", "actions_waiting", "actions_status")
 
     @classmethod
     def open_scratch(cls, path: str | None = None) -> "ScratchStore":

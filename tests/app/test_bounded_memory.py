@@ -57,6 +57,26 @@ def test_cdnow_decisions_do_not_depend_on_the_cache_sizes(repo, cdnow_head, monk
     assert got == expected
 
 
+@pytest.mark.parametrize("keep_state, step", [(False, 50), (True, 20)], ids=["scratch", "state"])
+def test_a_replay_that_can_resume_commits_smaller_steps_than_one_without_state(
+        repo, cdnow_head, monkeypatch, tmp_path, keep_state, step):
+    """A kept state commits at most RESUMABLE_BATCH events at a time (a stop loses less work); a replay
+    without state, which cannot resume, commits BATCH (each busy profile is written less often)."""
+    monkeypatch.setattr(replay_module, "BATCH", 50)
+    monkeypatch.setattr(replay_module, "RESUMABLE_BATCH", 20)
+    sizes = []
+    apply = Session.apply
+
+    def counting_apply(self, inputs, **kwargs):
+        inputs = list(inputs)
+        sizes.append(len(inputs))
+        return apply(self, inputs, **kwargs)
+
+    monkeypatch.setattr(Session, "apply", counting_apply)
+    replayed(repo / "rules" / "cdnow", cdnow_head, state=tmp_path / "state.db" if keep_state else None)
+    assert len(sizes) > 2 and set(sizes[:-1]) == {step} and 0 < sizes[-1] <= step
+
+
 def test_quiet_hours_caps_and_escalations_do_not_depend_on_the_cache_sizes(repo, monkeypatch):
     rules = repo / "rules" / "tea-shop"
     events = rules / "events.jsonl"
