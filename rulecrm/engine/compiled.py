@@ -6,7 +6,7 @@ from types import MappingProxyType
 
 import attrs
 
-from rulecrm.expr.ast import Call, Name
+from rulecrm.expr.ast import BoolOp, Call, Compare, Literal, Name
 from rulecrm.expr.compiler import compile_condition, compile_expression
 from rulecrm.expr.parser import children
 
@@ -18,7 +18,12 @@ class CompiledRules:
     rules_by_id: Mapping[str, object]
     profile_rules: tuple  # rules without `on`: evaluated against the profile after each change
     profile_reads: frozenset[str] | None  # the `customer.<field>`s they read; None: anything (a function call)
+    # with all these tags on a profile, no profile rule has anything left to do; None: some rule always may
+    profile_done_tags: frozenset[str] | None
     event_rule_types: frozenset[str]  # event types some rule is `on`
+    # event type -> the (field, text) each of its rules requires (`event.<field> == "text"`), or None
+    # when one of them requires no such thing (see `texts_required`)
+    event_texts_required: Mapping[str, tuple | None]
     birthday_rules: tuple
     products: Mapping[str, object]  # sku -> Product
     product_maps: Mapping[str, Mapping]  # sku -> what `product.*` reads
@@ -37,7 +42,9 @@ class CompiledRules:
             rules_by_id=_frozen({rule.id: rule for rule in rules}),
             profile_rules=tuple(rule for rule in rules if rule.on is None),
             profile_reads=profile_fields_read(rule for rule in rules if rule.on is None),
+            profile_done_tags=tags_that_finish([rule for rule in rules if rule.on is None]),
             event_rule_types=frozenset(rule.on for rule in rules if rule.on is not None),
+            event_texts_required=_frozen(texts_required(rule for rule in rules if rule.on is not None)),
             birthday_rules=tuple(rule for rule in rules if rule.on == "birthday"),
             products=_frozen(products),
             product_maps=_frozen({sku: product.as_mapping() for sku, product in products.items()}),
@@ -74,6 +81,68 @@ def profile_fields_read(rules) -> frozenset[str] | None:
             fields.add(node.path[0])
         stack.extend(children(node))
     return frozenset(fields)
+
+
+def tags_that_finish(rules) -> frozenset[str] | None:
+    """The tags with which a profile leaves these profile rules nothing to do, or None.
+
+    A rule that only adds its tag (no `untag`, no `notify`) can do nothing once the tag is on, whatever
+    its condition says, and no rule takes that tag off again (only an `untag` does). When every profile
+    rule is such a rule, a profile with all their tags needs no evaluation at all, as a Rete network
+    leaves a rule alone once its effect holds. A rule that notifies, or untags, may always act.
+    """
+    tags = set()
+    for rule in rules:
+        if rule.tag is None or rule.notify is not None or rule.untag is not False:
+            return None
+        tags.add(rule.tag)
+    return frozenset(tags)
+
+
+def texts_required(rules) -> dict[str, tuple | None]:
+    """Per event type: the (event field, text) that each of its rules' `when` requires, or None.
+
+    A rule whose condition is `event.<field> == "text" and ...` cannot hold for an event whose field is
+    anything but that text (`and` holds only when every part does): an event that none of its type's
+    rules can match needs no context and no match, which is the alpha memory of a Rete network. A type
+    with a rule that requires no text (or whose condition calls a function: evaluating it could fail,
+    and that must not depend on this shortcut) is always matched.
+    """
+    required: dict[str, list | None] = {}
+    for rule in rules:
+        if rule.on in required and required[rule.on] is None:
+            continue
+        text = _text_required(rule.when)
+        if text is None:
+            required[rule.on] = None
+        else:
+            required.setdefault(rule.on, []).append(text)
+    return {on: None if texts is None else tuple(texts) for on, texts in required.items()}
+
+
+def _text_required(when) -> tuple[str, str] | None:
+    if when is None or _calls_a_function(when):
+        return None
+    parts = list(when.operands) if isinstance(when, BoolOp) and when.op == "and" else [when]
+    while parts:
+        part = parts.pop(0)
+        if isinstance(part, BoolOp) and part.op == "and":
+            parts[:0] = part.operands
+        elif (isinstance(part, Compare) and part.op == "==" and isinstance(part.left, Name)
+              and part.left.root == "event" and len(part.left.path) == 1
+              and isinstance(part.right, Literal) and type(part.right.value) is str):
+            return part.left.path[0], part.right.value
+    return None
+
+
+def _calls_a_function(tree) -> bool:
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            return True
+        stack.extend(children(node))
+    return False
 
 
 def _frozen(mapping: dict) -> Mapping:

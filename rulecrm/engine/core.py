@@ -319,7 +319,10 @@ class Engine:
         if not profile_rules:
             return
         profile.settled = False  # until this evaluation reaches its fixpoint
+        done_tags = self.rules.profile_done_tags
         for _ in range(MAX_PROFILE_PASSES):
+            if done_tags is not None and done_tags <= profile.tags:
+                break  # every rule's tag is on, and none can come off: nothing left to evaluate
             ctx = self._context(profile)
             holding = {rule.id for rule in self.backend.match(None, ctx)}
             tags_changed = False
@@ -336,9 +339,11 @@ class Engine:
                         profile.true_rules.discard(rule.id)
                         self._touch(profile)
             if not tags_changed:
-                profile.settled = True
-                return
-        self.stats["profile_rules_unsettled"] += 1
+                break
+        else:
+            self.stats["profile_rules_unsettled"] += 1
+            return
+        profile.settled = True
 
     def _settle_tag(self, rule, profile, ctx, holds, trigger, at) -> bool:
         untag_condition = self.rules.untag.get(rule.id)
@@ -354,6 +359,9 @@ class Engine:
     def _run_event_rules(self, profile, event: Event) -> None:
         if event.type not in self.rules.event_rule_types or event.type == "birthday":
             return
+        texts = self.rules.event_texts_required[event.type]
+        if texts is not None and not any(_event_field(event, field) == text for field, text in texts):
+            return  # each rule on this type requires a text in a field that this event does not have
         sku = event.data.get("sku")
         ctx = self._context(profile, event.as_mapping(), sku)
         for rule in self.backend.match(event.type, ctx):
@@ -589,6 +597,16 @@ class Engine:
     def report_pending(self) -> None:
         """Report actions still held (quiet hours, deferring caps) at the end of a run."""
         self._outbox.report_held()
+
+
+def _event_field(event: Event, field: str):
+    """What `event.<field>` reads (`Event.as_mapping`), without building the mapping."""
+    if field in _ENVELOPE:
+        return getattr(event, field)
+    return event.data.get(field)
+
+
+_ENVELOPE = frozenset({"type", "at", "customer_id", "id"})
 
 
 def _birth_year(birthday) -> int | None:

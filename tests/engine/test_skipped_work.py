@@ -1,16 +1,18 @@
 """Work the engine skips because it cannot change the outcome.
 
 Profile rules are evaluated again only when a field they read changed (or the profile is not
-settled); the keys of actions triggered by an event applied for the first time are not looked up
-in the store."""
+settled), and not at all once a profile has every tag of rules that only add a tag; an event is
+not matched when every rule on its type requires a text in a field that the event does not have;
+the keys of actions triggered by an event applied for the first time are not looked up in the store."""
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from helpers import ev, write_rules
 
-from rulecrm.engine.compiled import profile_fields_read
+from rulecrm.engine.compiled import profile_fields_read, tags_that_finish, texts_required
 from rulecrm.expr.parser import parse_expression
 from rulecrm.testing.harness import Shop
 
@@ -37,6 +39,19 @@ rules:
   - id: regular
     when: customer.order_count >= 2
     tag: regular
+  - id: loyal
+    when: customer.order_count >= 5
+    notify: {to: customer, channel: console, kind: service, template: "thanks for coming back"}
+"""
+
+TAGS_ONLY = """
+rules:
+  - id: regular
+    when: customer.order_count >= 2
+    tag: regular
+  - id: big
+    when: customer.total_spent >= 100
+    tag: big
 """
 
 
@@ -102,6 +117,84 @@ def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tm
         count_profile_matches(shop, evaluations)  # the restarted engine has a backend of its own
         shop.add(ev("customer.upserted", "c1", "2026-03-02T10:00:00Z", id="u2", name="Ann"))
         assert evaluations == [1, 2, 2, 2]
+
+
+def test_only_rules_that_add_a_tag_and_nothing_else_can_be_done_with():
+    def rule(tag="t", notify=None, untag=False):
+        return SimpleNamespace(tag=tag, notify=notify, untag=untag)
+
+    assert tags_that_finish([rule("a"), rule("b")]) == {"a", "b"}
+    assert tags_that_finish([]) == frozenset()
+    assert tags_that_finish([rule("a"), rule(notify=object())]) is None  # notifies each time it turns true
+    assert tags_that_finish([rule("a"), rule("b", untag=True)]) is None  # takes its tag off again
+    assert tags_that_finish([rule("a", untag=parse_expression("customer.order_count > 9"))]) is None
+    assert tags_that_finish([rule(tag=None, notify=object())]) is None
+
+
+@BOTH_BACKENDS
+def test_a_profile_with_every_tag_its_rules_only_add_is_not_evaluated(tmp_path, backend):
+    with Shop(write_rules(tmp_path, TAGS_ONLY), backend=backend) as shop:
+        evaluations = []
+        count_profile_matches(shop, evaluations)
+        shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=120))
+        assert evaluations == [1, 1]  # `big` added, so a second pass: `regular` may still come
+        shop.add(ev("order.placed", "c1", "2026-01-02T10:00:00Z", id="o2", amount=10))
+        assert evaluations == [1, 1, 2]  # `regular` added: both tags are on, no second pass
+        shop.add(ev("order.placed", "c1", "2026-01-03T10:00:00Z", id="o3", amount=10),
+                 ev("order.placed", "c2", "2026-01-03T11:00:00Z", id="o4", amount=10))
+        assert evaluations == [1, 1, 2, 1]  # c1 has nothing left to evaluate; c2 does
+        actions = shop.actions
+    assert [(a["customer_id"], a["to"]) for a in actions if a["kind"] == "tag"] == [("c1", "big"), ("c1", "regular")]
+
+
+def test_the_texts_an_event_rule_requires_are_the_equalities_its_condition_needs():
+    def rule(on, when):
+        return SimpleNamespace(on=on, when=parse_expression(when) if when else None)
+
+    assert texts_required([
+        rule("stage.changed", 'event.to == "dormant"'),
+        rule("stage.changed", 'event.amount > 5 and (event.from == "new" and customer.order_count > 1)'),
+        rule("review.created", 'event.rating <= 2 and event.channel == "tmall"'),
+    ]) == {"stage.changed": (("to", "dormant"), ("from", "new")), "review.created": (("channel", "tmall"),)}
+    for when in (None, 'event.to != "dormant"', 'event.to == "dormant" or event.rating > 3',
+                 'customer.stage == "dormant"', "event.amount == 5", 'event.order.sku == "tea"',
+                 'event.to == "dormant" and weekday(event.at) == 1', 'not (event.to == "dormant")'):
+        assert texts_required([rule("x", 'event.to == "a"'), rule("x", when)]) == {"x": None}, when
+
+
+WIN_BACK = """
+rules:
+  - id: win-back
+    on: stage.changed
+    when: event.to == "dormant"
+    notify: {to: customer, channel: console, kind: service, template: "we miss you"}
+  - id: first-review
+    on: review.created
+    when: event.id == "r1" and event.rating >= 4
+    tag: reviewer
+"""
+
+
+@BOTH_BACKENDS
+def test_an_event_no_rule_on_its_type_can_match_is_not_matched(tmp_path, backend):
+    with Shop(write_rules(tmp_path, WIN_BACK), backend=backend) as shop:
+        matched = []
+        backend_match = shop._engine.backend.match
+        shop._engine.backend.match = lambda trigger, ctx: matched.append(
+            (trigger, ctx.event and ctx.event.get("to"))) or backend_match(trigger, ctx)
+        shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=10),
+                 ev("order.placed", "c1", "2026-01-05T10:00:00Z", id="o2", amount=10))
+        assert ("stage.changed", "growing") not in matched  # new -> growing: win-back cannot hold
+        shop.advance(shop.now + timedelta(days=100))  # growing -> dormant
+        assert ("stage.changed", "dormant") in matched
+        shop.add(ev("review.created", "c1", "2026-05-01T10:00:00Z", id="r2", review_id="r2", rating=5),
+                 ev("review.created", "c1", "2026-05-02T10:00:00Z", id="r1", review_id="r1", rating=5))
+        assert [trigger for trigger, _to in matched].count("review.created") == 1  # the envelope's id
+        actions = shop.actions
+    assert [(a["rule"], a["kind"], a["trigger"]) for a in actions if a["rule"] != "lifecycle"] == [
+        ("win-back", "notify", "stage.changed|c1|2026-04-05T10:00:00+00:00|dormant"),
+        ("first-review", "tag", "r1"),
+    ]
 
 
 THANKS_AND_REMINDER = """
