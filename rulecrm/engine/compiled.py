@@ -6,7 +6,8 @@ from types import MappingProxyType
 
 import attrs
 
-from rulecrm.expr.ast import BoolOp, Call, Compare, Literal, Name
+from rulecrm.backends.base import conjuncts
+from rulecrm.expr.ast import Call, Compare, Literal, Name
 from rulecrm.expr.compiler import compile_condition, compile_expression
 from rulecrm.expr.parser import children
 
@@ -123,14 +124,10 @@ def texts_required(rules) -> dict[str, tuple | None]:
 def _text_required(when) -> tuple[str, str] | None:
     if when is None or _calls_a_function(when):
         return None
-    parts = list(when.operands) if isinstance(when, BoolOp) and when.op == "and" else [when]
-    while parts:
-        part = parts.pop(0)
-        if isinstance(part, BoolOp) and part.op == "and":
-            parts[:0] = part.operands
-        elif (isinstance(part, Compare) and part.op == "==" and isinstance(part.left, Name)
-              and part.left.root == "event" and len(part.left.path) == 1
-              and isinstance(part.right, Literal) and type(part.right.value) is str):
+    for part in conjuncts(when):
+        if (isinstance(part, Compare) and part.op == "==" and isinstance(part.left, Name)
+                and part.left.root == "event" and len(part.left.path) == 1
+                and isinstance(part.right, Literal) and type(part.right.value) is str):
             return part.left.path[0], part.right.value
     return None
 
