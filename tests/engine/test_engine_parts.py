@@ -18,7 +18,7 @@ from rulecrm.engine.core import Engine
 from rulecrm.engine.enums import Outcome, Status, TimerKind
 from rulecrm.engine.outbox import Outbox
 from rulecrm.engine.timerbook import TimerBook
-from rulecrm.engine.timers import Timer
+from rulecrm.engine.timers import Timer, TimerQueue
 from rulecrm.events import Event
 from rulecrm.rulefile.loader import load_rules
 from rulecrm.state.store import Store
@@ -305,6 +305,26 @@ def test_a_timer_row_is_plain_json():
     key, due, _rule_index, _seq, _customer, payload = timer.to_row()
     assert (key, due) == ("k", T0.timestamp()) and type(payload["type"]) is str
     assert json.loads(json.dumps(payload))["due"] == T0.isoformat()
+
+
+def test_the_first_timers_of_a_queue_pass_over_replaced_and_removed_ones():
+    """`first` sorts the heap's entries, stale ones included: a replaced timer counts once, with its
+    latest order, and a removed one not at all; `of_sorted` of them fires in the same order."""
+    randomness = random.Random(7)
+    queue = TimerQueue()
+    seq = 0
+    for _ in range(400):
+        seq += 1
+        key = f"k{randomness.randrange(60)}"
+        queue.push(Timer(key, T0 + timedelta(minutes=randomness.randrange(50)), randomness.randrange(3), seq,
+                         "c1", {"type": TimerKind.STAGE}))
+        if randomness.random() < 0.2:
+            queue.remove(f"k{randomness.randrange(60)}")
+    live = sorted(queue.values(), key=lambda timer: timer.order)
+    first = queue.first(10)
+    assert first == live[:10] and queue.first(len(live) + 5) == live
+    again = TimerQueue.of_sorted(first)
+    assert [again.pop() for _ in range(len(again))] == first
 
 
 # -- changes -------------------------------------------------------------------------------
