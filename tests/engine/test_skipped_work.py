@@ -6,6 +6,7 @@ not matched when every rule on its type requires a text in a field that the even
 the keys of actions triggered by an event applied for the first time are not looked up in the store."""
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -18,16 +19,19 @@ from rulecrm.testing.harness import Shop
 
 BOTH_BACKENDS = pytest.mark.parametrize("backend", ["python", "durable"])
 
+REGULAR = """
+  - id: regular
+    when: customer.order_count >= 2
+    tag: regular
+"""
+
 STAGE_AND_ORDERS = """
 lifecycle: {dormant_after: 30d, churned_after: 90d}
 rules:
   - id: lapsed
     when: customer.stage == "dormant"
     tag: lapsed
-    untag: true
-  - id: regular
-    when: customer.order_count >= 2
-    tag: regular
+    untag: true""" + REGULAR + """
   - id: reviewer
     when: customer.open_reviews > 0
     notify: {to: customer, channel: console, kind: service, template: "thanks for the review"}
@@ -35,20 +39,14 @@ rules:
 
 ORDERS_ONLY = """
 lifecycle: {dormant_after: 30d, churned_after: 90d}
-rules:
-  - id: regular
-    when: customer.order_count >= 2
-    tag: regular
+rules:""" + REGULAR + """
   - id: loyal
     when: customer.order_count >= 5
     notify: {to: customer, channel: console, kind: service, template: "thanks for coming back"}
 """
 
 TAGS_ONLY = """
-rules:
-  - id: regular
-    when: customer.order_count >= 2
-    tag: regular
+rules:""" + REGULAR + """
   - id: big
     when: customer.total_spent >= 100
     tag: big
@@ -100,11 +98,18 @@ def count_profile_matches(shop, evaluations: list) -> None:
     backend.match = counting
 
 
+@contextlib.contextmanager
+def shop_counting_profile_matches(tmp_path, rules: str, backend: str):
+    """A shop on these rules, and the list `count_profile_matches` fills."""
+    with Shop(write_rules(tmp_path, rules), backend=backend) as shop:
+        evaluations: list = []
+        count_profile_matches(shop, evaluations)
+        yield shop, evaluations
+
+
 @BOTH_BACKENDS
 def test_a_settled_profile_is_not_evaluated_for_changes_its_rules_do_not_read(tmp_path, backend):
-    with Shop(write_rules(tmp_path, ORDERS_ONLY), backend=backend) as shop:
-        evaluations = []
-        count_profile_matches(shop, evaluations)
+    with shop_counting_profile_matches(tmp_path, ORDERS_ONLY, backend) as (shop, evaluations):
         shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=10))
         assert evaluations == [1]
         shop.add(ev("customer.upserted", "c1", "2026-01-01T11:00:00Z", id="u1", name="Ann"),
@@ -133,9 +138,7 @@ def test_only_rules_that_add_a_tag_and_nothing_else_can_be_done_with():
 
 @BOTH_BACKENDS
 def test_a_profile_with_every_tag_its_rules_only_add_is_not_evaluated(tmp_path, backend):
-    with Shop(write_rules(tmp_path, TAGS_ONLY), backend=backend) as shop:
-        evaluations = []
-        count_profile_matches(shop, evaluations)
+    with shop_counting_profile_matches(tmp_path, TAGS_ONLY, backend) as (shop, evaluations):
         shop.add(ev("order.placed", "c1", "2026-01-01T10:00:00Z", id="o1", amount=120))
         assert evaluations == [1, 1]  # `big` added, so a second pass: `regular` may still come
         shop.add(ev("order.placed", "c1", "2026-01-02T10:00:00Z", id="o2", amount=10))
