@@ -2,6 +2,11 @@
 
 Per trigger the rules are planned (durable_plan) into shards, one durable ruleset each. A `match`
 asserts one fact per shard in a session that lives only for that call, then deletes the session.
+
+A fact's outcome depends on its encoded values alone (each session is new and holds nothing else),
+so each ruleset remembers the durable rules fired for its most recent distinct facts, as a Rete
+network's alpha memory remembers its tests: a fact seen before makes no round trip. Replays repeat
+facts a great deal (CDNOW: 158,171 facts, 28,772 distinct).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from rulecrm.rulefile.model import Rule
 TAG = "rulecrm"  # discriminator: every pattern tests t == TAG, so none can match a session's state fact
 CLOSE = -1  # slot of the catch-all rule
 SESSION_BUDGET = 1000  # 1,024 sessions per ruleset; the 1,025th raises MemoryError
+REMEMBERED_FACTS = 8_192  # per ruleset, oldest forgotten first: a few MB at most, most repeats still found
 _ORDERING = frozenset({"<", "<=", ">", ">="})
 _OPERATORS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 _PLAIN_PART = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*\Z")
@@ -70,6 +76,8 @@ class _Ruleset:
     always: tuple  # rule indices riding the catch-all rule
     definition: dict  # the JSON registered (without actions), for inspection
     unclosed: int = 0  # sessions that could not be deleted safely
+    # encoded values of a fact -> the slots durable fired for it (insertion order: oldest first)
+    fired_for: dict = attrs.field(factory=dict)
 
 
 class DurableBackend(MatchingBackend):
@@ -156,9 +164,15 @@ class DurableBackend(MatchingBackend):
                 # would only fire the catch-all, so the round trip is skipped
                 matched.update(rs.always)
                 continue
-            message = {"id": next(self._ids), "sid": sid, "t": TAG}
-            self._fill(rs, ctx, message, unsure)
-            for slot in self._evaluate(rs, message, sid):
+            values = {}
+            self._fill(rs, ctx, values, unsure)
+            # the fields are filled in the ruleset's own order: equal facts give equal tuples
+            fact = tuple(values.items())
+            fired = rs.fired_for.get(fact)
+            if fired is None:
+                fired = self._evaluate(rs, {"id": next(self._ids), "sid": sid, "t": TAG, **values}, sid)
+                _remember(rs.fired_for, fact, fired)
+            for slot in fired:
                 matched.update(rs.always if slot == CLOSE else rs.slot_rules[slot])
         result = []
         for index in sorted(matched | unsure):
@@ -189,7 +203,7 @@ class DurableBackend(MatchingBackend):
             elif key is not None:
                 message[key] = encoded
 
-    def _evaluate(self, rs: _Ruleset, message: dict, sid: str) -> list[int]:
+    def _evaluate(self, rs: _Ruleset, message: dict, sid: str) -> tuple[int, ...]:
         """Assert one fact in a one-call session; the slots of the durable rules that fired."""
         if rs.unclosed >= SESSION_BUDGET:
             raise RulecrmError(
@@ -209,13 +223,13 @@ class DurableBackend(MatchingBackend):
         except MessageNotHandledException:
             # No alpha test passed (cannot happen while the catch-all exists): nothing matched.
             rs.unclosed += 1
-            return []
+            return ()
         except Exception as exc:
             rs.unclosed += 1
             raise RulecrmError(f"durable-rules failed on ruleset {rs.name}: {exc}; use --backend python") from exc
         if self._errors:
             raise self._errors[0]
-        fired = list(hits)
+        fired = tuple(hits)
         if CLOSE in fired:
             self._host.delete_state(rs.name, sid)  # frees the sid slot: 1,024 sessions per ruleset
         else:
@@ -225,6 +239,12 @@ class DurableBackend(MatchingBackend):
     def close(self) -> None:
         """Delete every C ruleset handle; idempotent."""
         self._finalizer()
+
+
+def _remember(fired_for: dict, fact: tuple, fired: tuple) -> None:
+    if len(fired_for) >= REMEMBERED_FACTS:
+        del fired_for[next(iter(fired_for))]
+    fired_for[fact] = fired
 
 
 def _dispose(host: Host) -> None:

@@ -203,13 +203,75 @@ def test_long_conjunctions_keep_at_most_32_expressions_per_pattern(backends):
     assert_same(durable, python, [ctx(full), ctx({**full, "k44": 0}), ctx({**full, "k0": 0})])
 
 
-def test_two_thousand_customers_through_one_instance(backends):
+def test_two_thousand_customers_through_one_instance(backends, monkeypatch):
     # 1,024 sessions per ruleset: the 1,025th raises MemoryError. Sessions are deleted after each call.
     durable, python = backends([rule(0, "event.n > 5"), rule(1, "event.s matches 'a'"), rule(2, on=None)])
+    asserted = count_round_trips(durable, monkeypatch)
     for i in range(2000):
-        context = ctx({"n": i % 10, "s": "a" if i % 3 else "b"}, customer_id=f"c-{i}")
+        # every fact distinct, so that each is a round trip (a repeated one is remembered)
+        context = ctx({"n": i, "s": "a" if i % 3 else "b"}, customer_id=f"c-{i}")
         assert ids(durable.match("order.placed", context)) == ids(python.match("order.placed", context))
         assert ids(durable.match(None, context)) == ["r2"]
+    assert len(asserted) == 2000
+
+
+def count_round_trips(durable, monkeypatch) -> list:
+    asserted = []
+    assert_fact = durable._host.assert_fact
+    monkeypatch.setattr(durable._host, "assert_fact", lambda *args: asserted.append(args) or assert_fact(*args))
+    return asserted
+
+
+def test_a_fact_seen_before_makes_no_round_trip(backends, monkeypatch):
+    """A fact's outcome depends on its values alone: the same values again are answered from memory."""
+    durable, python = backends([rule(0, "event.n > 5"), rule(1, "event.n > 5 and customer.vip == true")])
+    asserted = count_round_trips(durable, monkeypatch)
+    contexts = [
+        ctx({"n": 9}, customer_id="c-1"), ctx({"n": 9}, customer_id="c-2"),  # same values, other customer
+        ctx({"n": 9, "other": "x"}, customer_id="c-3"),  # a field no rule reads is not part of the fact
+        ctx({"n": 1}), ctx({"n": 9}, vip=True), ctx({"n": 9}, vip=True), ctx({"n": 9}, vip=1),
+    ]
+    assert_same(durable, python, contexts)
+    # distinct facts: n=9; n=1; n=9 with vip true. The number 1 is not a value `vip == true` can see
+    # (only booleans are sent under that key), so n=9 with vip=1 is the fact n=9 again.
+    assert len(asserted) == 3
+    assert_same(durable, python, contexts)
+    assert len(asserted) == 3
+
+
+def test_remembered_facts_are_bounded_and_the_oldest_goes_first(backends, monkeypatch):
+    monkeypatch.setattr(durable_module(), "REMEMBERED_FACTS", 2)
+    durable, python = backends([rule(0, "event.n > 5")])
+    asserted = count_round_trips(durable, monkeypatch)
+    assert_same(durable, python, [ctx({"n": n}) for n in (1, 7, 1, 9)])  # 9 makes 1 the oldest to go
+    assert len(asserted) == 3
+    assert_same(durable, python, [ctx({"n": 7}), ctx({"n": 1})])
+    assert len(asserted) == 4 and [len(rs.fired_for) for group in durable._rulesets.values() for rs in group] == [2]
+
+
+def test_a_failed_evaluation_is_not_remembered(backends, monkeypatch):
+    durable, python = backends([rule(0, "event.n > 5")])
+    original = durable._host.assert_fact
+    calls = []
+
+    def failing_once(name, message):
+        calls.append(name)
+        result = original(name, message)
+        if len(calls) == 1:
+            durable._errors.append(RuntimeError("raised in an action"))
+        return result
+
+    monkeypatch.setattr(durable._host, "assert_fact", failing_once)
+    with pytest.raises(RuntimeError, match="raised in an action"):
+        durable.match("order.placed", ctx({"n": 9}))
+    assert_same(durable, python, [ctx({"n": 9})])
+    assert len(calls) == 2
+
+
+def durable_module():
+    import rulecrm.backends.durable
+
+    return rulecrm.backends.durable
 
 
 def test_close_releases_everything():
@@ -271,9 +333,7 @@ def test_rules_decided_in_python_alone_make_no_round_trip(backends, monkeypatch)
     durable, python = backends([
         rule(0), rule(1, "event.amount * 2 > 10"), rule(2, "event.rating <= 2", on="review"),
     ])
-    asserted = []
-    assert_fact = durable._host.assert_fact
-    monkeypatch.setattr(durable._host, "assert_fact", lambda *args: asserted.append(args) or assert_fact(*args))
+    asserted = count_round_trips(durable, monkeypatch)
     contexts = [ctx({"amount": 9}), ctx({"amount": 1}), ctx({"sku": "coffee"})]
     assert_same(durable, python, contexts)
     assert ids(durable.match("order.placed", contexts[0])) == ["r0", "r1"]
