@@ -39,7 +39,10 @@ from rulecrm.rulefile.model import Rule
 TAG = "rulecrm"  # discriminator: every pattern tests t == TAG, so none can match a session's state fact
 CLOSE = -1  # slot of the catch-all rule
 SESSION_BUDGET = 1000  # 1,024 sessions per ruleset; the 1,025th raises MemoryError
-REMEMBERED_FACTS = 8_192  # per ruleset, oldest forgotten first: a few MB at most, most repeats still found
+# Values of remembered facts per ruleset (a fact holds one per field its ruleset reads), oldest fact
+# forgotten first: at most a few MB per ruleset, and most repeats are still found (CDNOW's 20,562
+# distinct profile facts of two values each all fit).
+REMEMBERED_VALUES = 32_768
 _ORDERING = frozenset({"<", "<=", ">", ">="})
 _OPERATORS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 _PLAIN_PART = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*\Z")
@@ -76,6 +79,7 @@ class _Ruleset:
     always: tuple  # rule indices riding the catch-all rule
     definition: dict  # the JSON registered (without actions), for inspection
     unclosed: int = 0  # sessions that could not be deleted safely
+    remembers: int = 1  # facts kept in `fired_for`
     # encoded values of a fact -> the slots durable fired for it (insertion order: oldest first)
     fired_for: dict = attrs.field(factory=dict)
 
@@ -133,7 +137,8 @@ class DurableBackend(MatchingBackend):
         # Registration removes `run` from what it is given: it gets a fresh copy with the actions.
         registered = {rule: dict(body, run=self._action(_slot(rule))) for rule, body in definition.items()}
         self._host.register_rulesets({name: registered})
-        return _Ruleset(name, fields, shard.slot_rules, tuple(shard.always), definition)
+        remembers = max(1, REMEMBERED_VALUES // max(1, len(keys)))
+        return _Ruleset(name, fields, shard.slot_rules, tuple(shard.always), definition, remembers=remembers)
 
     def _action(self, slot: int) -> Callable:
         hits, errors = self._hits, self._errors
@@ -171,7 +176,7 @@ class DurableBackend(MatchingBackend):
             fired = rs.fired_for.get(fact)
             if fired is None:
                 fired = self._evaluate(rs, {"id": next(self._ids), "sid": sid, "t": TAG, **values}, sid)
-                _remember(rs.fired_for, fact, fired)
+                _remember(rs, fact, fired)
             for slot in fired:
                 matched.update(rs.always if slot == CLOSE else rs.slot_rules[slot])
         result = []
@@ -241,8 +246,9 @@ class DurableBackend(MatchingBackend):
         self._finalizer()
 
 
-def _remember(fired_for: dict, fact: tuple, fired: tuple) -> None:
-    if len(fired_for) >= REMEMBERED_FACTS:
+def _remember(rs: _Ruleset, fact: tuple, fired: tuple) -> None:
+    fired_for = rs.fired_for
+    if len(fired_for) >= rs.remembers:
         del fired_for[next(iter(fired_for))]
     fired_for[fact] = fired
 

@@ -240,13 +240,16 @@ def test_a_fact_seen_before_makes_no_round_trip(backends, monkeypatch):
 
 
 def test_remembered_facts_are_bounded_and_the_oldest_goes_first(backends, monkeypatch):
-    monkeypatch.setattr(durable_module(), "REMEMBERED_FACTS", 2)
-    durable, python = backends([rule(0, "event.n > 5")])
+    # a budget of values: facts of two values (two fields read), so two facts are remembered
+    monkeypatch.setattr(durable_module(), "REMEMBERED_VALUES", 4)
+    durable, python = backends([rule(0, "event.n > 5 and event.m < 3")])
     asserted = count_round_trips(durable, monkeypatch)
-    assert_same(durable, python, [ctx({"n": n}) for n in (1, 7, 1, 9)])  # 9 makes 1 the oldest to go
+    contexts = [ctx({"n": n, "m": 1}) for n in (1, 7, 1, 9)]  # 9 makes 1 the oldest, and it goes
+    assert_same(durable, python, contexts)
     assert len(asserted) == 3
-    assert_same(durable, python, [ctx({"n": 7}), ctx({"n": 1})])
-    assert len(asserted) == 4 and [len(rs.fired_for) for group in durable._rulesets.values() for rs in group] == [2]
+    assert_same(durable, python, [ctx({"n": 7, "m": 1}), ctx({"n": 1, "m": 1})])
+    assert len(asserted) == 4
+    assert [len(rs.fired_for) for group in durable._rulesets.values() for rs in group] == [2]
 
 
 def test_a_failed_evaluation_is_not_remembered(backends, monkeypatch):
