@@ -160,7 +160,6 @@ class DurableBackend(MatchingBackend):
         rulesets = self._rulesets.get(trigger)
         if not rulesets:
             return []
-        sid = _session_id(ctx)
         matched: set[int] = set()
         unsure: set[int] = set()
         for rs in rulesets:
@@ -175,6 +174,7 @@ class DurableBackend(MatchingBackend):
             fact = tuple(values.items())
             fired = rs.fired_for.get(fact)
             if fired is None:
+                sid = _session_id(ctx)
                 fired = self._evaluate(rs, {"id": next(self._ids), "sid": sid, "t": TAG, **values}, sid)
                 _remember(rs, fact, fired)
             for slot in fired:

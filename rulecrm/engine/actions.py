@@ -84,6 +84,7 @@ class Action:
 
     def public_dict(self) -> dict:
         """The --out record (the fields of docs/rules.md's `replay` output), without bookkeeping fields."""
+        due_at = isoformat(self.due_at)
         return {
             "key": self.key,
             "rule": self.rule,
@@ -92,8 +93,8 @@ class Action:
             "channel": self.channel,
             "to": self.to,
             "address": self.address,
-            "due_at": isoformat(self.due_at),
-            "sent_at": isoformat(self.sent_at),
+            "due_at": due_at,
+            "sent_at": due_at if self.sent_at is self.due_at else isoformat(self.sent_at),
             "status": str(self.status),  # plain text, whatever the encoder
             "reason": self.reason,
             "message": self.message,

@@ -82,9 +82,14 @@ class Outbox:
         tz = self._tz
         # A queued action is reported with its channel's answer; any other is reported now, once per status.
         report = status is not Status.QUEUED and action.reported_status != status
+        due_at = action.due_at.astimezone(tz)
+        if sent_at is action.due_at:
+            sent_at = due_at  # most actions are sent when due: one conversion, and one text in public_dict
+        elif sent_at is not None:
+            sent_at = sent_at.astimezone(tz)
         action = action.given(
-            status=status, reason=reason, sent_at=sent_at.astimezone(tz) if sent_at is not None else None,
-            due_at=action.due_at.astimezone(tz), reported_status=status if report else action.reported_status,
+            status=status, reason=reason, sent_at=sent_at, due_at=due_at,
+            reported_status=status if report else action.reported_status,
         )
         self._changes.actions[action.key] = action
         self._stats[f"actions_{status}"] += 1

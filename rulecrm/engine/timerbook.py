@@ -169,13 +169,12 @@ class TimerBook:
         rows = self._store.timers_after(after, self._window_size)
         # the store's rows say nothing of what comes after the last of them: the horizon stops there
         horizon = (rows[-1][1], rows[-1][2], rows[-1][3]) if len(rows) == self._window_size else _EVERYTHING
-        for row in rows:
-            if row[0] not in put and row[0] not in deleted:
-                self._window.push(Timer.from_row(row))
+        stretch = [Timer.from_row(row) for row in rows if row[0] not in put and row[0] not in deleted]
         for timer in put.values():  # unwritten timers in the new stretch (earlier ones are in the window)
             order = timer.order
             if (after is None or order > after) and order <= horizon:
-                self._window.push(timer)
+                stretch.append(timer)
+        self._window.push_many(stretch)
         self._horizon = horizon
 
     def _shrink_window(self) -> None:

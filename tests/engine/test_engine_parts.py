@@ -327,6 +327,26 @@ def test_the_first_timers_of_a_queue_pass_over_replaced_and_removed_ones():
     assert [again.pop() for _ in range(len(again))] == first
 
 
+def test_timers_pushed_at_once_fire_as_if_pushed_one_by_one():
+    """`push_many` (a refill of the window) gives the queue `push` would, replaced timers included."""
+    randomness = random.Random(11)
+    one_by_one, at_once = TimerQueue(), TimerQueue()
+    seq = 0
+    for _round in range(5):
+        batch = []
+        for _ in range(300):
+            seq += 1
+            batch.append(Timer(f"k{randomness.randrange(200)}", T0 + timedelta(minutes=randomness.randrange(90)),
+                               randomness.randrange(3), seq, "c1", {"type": TimerKind.STAGE}))
+        for timer in batch:
+            one_by_one.push(timer)
+        at_once.push_many(batch)
+        for _ in range(40):  # some fire between refills: the next batch joins a heap with stale entries
+            assert one_by_one.pop() == at_once.pop()
+    assert len(one_by_one) == len(at_once)
+    assert [one_by_one.pop() for _ in range(len(one_by_one))] == [at_once.pop() for _ in range(len(at_once))]
+
+
 # -- changes -------------------------------------------------------------------------------
 def test_a_timer_put_then_deleted_before_a_flush_is_only_deleted(store):
     changes = Changes()
