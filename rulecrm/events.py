@@ -92,10 +92,21 @@ def _check_values(value: Any, path: str) -> None:
                 raise EventError(f"{top}: nested deeper than {MAX_DEPTH} levels; flatten the data", field=top)
             if isinstance(value, dict):
                 for key, item in value.items():
-                    if not _plain(key):
+                    if not (type(key) is str and key.isascii() and "\x00" not in key):
                         check_text(key, f"{path} key")
-                    if not _plain(item):  # only what may fail gets its path built
-                        stack.append((item, f"{path}.{key}", depth + 1, top if depth else f"{path}.{key}"))
+                    # `_plain(item)` written out for the exact types JSON gives (this runs on every
+                    # field of every event); anything else gets the full check below
+                    kind = type(item)
+                    if kind is str:
+                        if "\x00" not in item and item.isascii():
+                            continue
+                    elif kind is int or kind is float:
+                        if -MAX_NUMBER <= item <= MAX_NUMBER:
+                            continue
+                    elif item is None or kind is bool:
+                        continue
+                    # only what may fail gets its path built
+                    stack.append((item, f"{path}.{key}", depth + 1, top if depth else f"{path}.{key}"))
             else:
                 stack.extend((item, f"{path}[{index}]", depth + 1, top) for index, item in enumerate(value)
                              if not _plain(item))
@@ -358,17 +369,21 @@ def _count_keys(value) -> int:
     """The keys of every object in a decoded value; -1 when it holds a float as large as 2^63, which is
     how orjson reads an integer past 64 bits (the standard decoder keeps it exact). Iterative: orjson
     accepts nesting deeper than Python's recursion limit."""
+    # orjson makes exact dicts, lists and floats (no subclasses): `type(...) is` tells them apart, and
+    # only containers go on the stack, since most values are scalars (this runs on every input line)
     total = 0
-    stack = [value]
+    stack = [[value]]  # the value as an array's item, so that a scalar at the top is looked at too
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        if type(item) is dict:
             total += len(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, float) and not -_ORJSON_EXACT < item < _ORJSON_EXACT:
-            return -1
+            item = item.values()
+        for inner in item:
+            kind = type(inner)
+            if kind is dict or kind is list:
+                stack.append(inner)
+            elif kind is float and not -_ORJSON_EXACT < inner < _ORJSON_EXACT:
+                return -1
     return total
 
 
