@@ -14,6 +14,7 @@ from rulecrm.rulefile.loader import load_rules
 from rulecrm.sources.reader import read_events
 
 TRIGGER = "order.placed"
+ROUND_TRIPS = "durable backend, every fact a round trip"
 
 
 def contexts(ruleset, events_path, limit=None) -> list[EvalContext]:
@@ -35,9 +36,9 @@ def contexts(ruleset, events_path, limit=None) -> list[EvalContext]:
     return result
 
 
-def backend_matches(name: str, rules, ctxs) -> tuple[float, list]:
+def backend_matches(name: str, rules, ctxs, **options) -> tuple[float, list]:
     """(seconds, matched rule ids per context) for a fresh rulecrm backend."""
-    backend = get_backend(name)(rules, functions=None)
+    backend = get_backend(name)(rules, functions=None, **options)
     try:
         started = time.perf_counter()
         matched = [backend.match(TRIGGER, ctx) for ctx in ctxs]
@@ -102,6 +103,8 @@ def run(events_path=None, repeat: int = 3, limit=None) -> dict:
     runs = {
         "python backend": lambda: backend_matches("python", rules, ctxs),
         "durable backend": lambda: backend_matches("durable", rules, ctxs),
+        # the target compares the cost of a round trip: here every fact makes one, as in raw durable-rules
+        ROUND_TRIPS: lambda: backend_matches("durable", rules, ctxs, remembered_values=0),
         "raw durable-rules": lambda: raw_durable_matches(ctxs),
     }
     results, reference = {}, None
@@ -119,7 +122,8 @@ def run(events_path=None, repeat: int = 3, limit=None) -> dict:
         "repeat": repeat,
         "matches": sum(len(m) for m in reference),
         "results": results,
-        "durable_over_raw": results["raw durable-rules"]["per_s"] / results["durable backend"]["per_s"],
+        "durable_over_raw": results["raw durable-rules"]["per_s"] / results[ROUND_TRIPS]["per_s"],
+        "remembering_over_raw": results["raw durable-rules"]["per_s"] / results["durable backend"]["per_s"],
     }
 
 
@@ -132,8 +136,11 @@ def main(argv=None) -> dict:
     events, matches = report["events"], report["matches"]
     print(f"B2: matching {events} order.placed events ({matches} rule matches), best of {args.repeat}")
     for label, row in report["results"].items():
-        print(f"  {label:18} {row['per_s']:>10,.0f} events/s  ({row['seconds']:.2f}s)")
-    print(f"  durable backend time / raw durable-rules time: {report['durable_over_raw']:.2f}x (target <= 2x)")
+        print(f"  {label:40} {row['per_s']:>10,.0f} events/s  ({row['seconds']:.2f}s)")
+    print(f"  durable backend time, every fact a round trip / raw durable-rules time: "
+          f"{report['durable_over_raw']:.2f}x (target <= 2x)")
+    print(f"  durable backend time, remembering facts / raw durable-rules time: "
+          f"{report['remembering_over_raw']:.2f}x")
     return report
 
 

@@ -79,7 +79,7 @@ class _Ruleset:
     always: tuple  # rule indices riding the catch-all rule
     definition: dict  # the JSON registered (without actions), for inspection
     unclosed: int = 0  # sessions that could not be deleted safely
-    remembers: int = 1  # facts kept in `fired_for`
+    remembers: int = 0  # facts kept in `fired_for` at most
     # encoded values of a fact -> the slots durable fired for it (insertion order: oldest first)
     fired_for: dict = attrs.field(factory=dict)
 
@@ -87,8 +87,12 @@ class _Ruleset:
 class DurableBackend(MatchingBackend):
     name = "durable"
 
-    def __init__(self, rules: Sequence[Rule], *, functions: Mapping[str, Callable] | None = None):
+    def __init__(self, rules: Sequence[Rule], *, functions: Mapping[str, Callable] | None = None,
+                 remembered_values: int = REMEMBERED_VALUES):
+        """`remembered_values`: the budget of remembered facts per ruleset, in values (0: every fact is a
+        round trip, as bench B2 measures the cost of one)."""
         super().__init__(rules, functions=functions)
+        self._remembered_values = remembered_values
         self._host = _Host()
         self._hits: list[int] = []
         self._errors: list[BaseException] = []
@@ -137,7 +141,8 @@ class DurableBackend(MatchingBackend):
         # Registration removes `run` from what it is given: it gets a fresh copy with the actions.
         registered = {rule: dict(body, run=self._action(_slot(rule))) for rule, body in definition.items()}
         self._host.register_rulesets({name: registered})
-        remembers = max(1, REMEMBERED_VALUES // max(1, len(keys)))
+        budget = self._remembered_values
+        remembers = max(1, budget // max(1, len(keys))) if budget > 0 else 0
         return _Ruleset(name, fields, shard.slot_rules, tuple(shard.always), definition, remembers=remembers)
 
     def _action(self, slot: int) -> Callable:
@@ -176,7 +181,8 @@ class DurableBackend(MatchingBackend):
             if fired is None:
                 sid = _session_id(ctx)
                 fired = self._evaluate(rs, {"id": next(self._ids), "sid": sid, "t": TAG, **values}, sid)
-                _remember(rs, fact, fired)
+                if rs.remembers:
+                    _remember(rs, fact, fired)
             for slot in fired:
                 matched.update(rs.always if slot == CLOSE else rs.slot_rules[slot])
         result = []

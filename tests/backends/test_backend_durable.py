@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def backends():
     made = []
 
-    def make(rules):
-        durable = get_backend("durable")(rules)
+    def make(rules, **options):
+        durable = get_backend("durable")(rules, **options)
         made.append(durable)
         return durable, get_backend("python")(rules)
 
@@ -241,8 +241,7 @@ def test_a_fact_seen_before_makes_no_round_trip(backends, monkeypatch):
 
 def test_remembered_facts_are_bounded_and_the_oldest_goes_first(backends, monkeypatch):
     # a budget of values: facts of two values (two fields read), so two facts are remembered
-    monkeypatch.setattr(durable_module(), "REMEMBERED_VALUES", 4)
-    durable, python = backends([rule(0, "event.n > 5 and event.m < 3")])
+    durable, python = backends([rule(0, "event.n > 5 and event.m < 3")], remembered_values=4)
     asserted = count_round_trips(durable, monkeypatch)
     contexts = [ctx({"n": n, "m": 1}) for n in (1, 7, 1, 9)]  # 9 makes 1 the oldest, and it goes
     assert_same(durable, python, contexts)
@@ -250,6 +249,13 @@ def test_remembered_facts_are_bounded_and_the_oldest_goes_first(backends, monkey
     assert_same(durable, python, [ctx({"n": 7, "m": 1}), ctx({"n": 1, "m": 1})])
     assert len(asserted) == 4
     assert [len(rs.fired_for) for group in durable._rulesets.values() for rs in group] == [2]
+
+
+def test_without_remembered_facts_every_fact_is_a_round_trip(backends, monkeypatch):
+    durable, python = backends([rule(0, "event.n > 5")], remembered_values=0)
+    asserted = count_round_trips(durable, monkeypatch)
+    assert_same(durable, python, [ctx({"n": 9})] * 3)
+    assert len(asserted) == 3
 
 
 def test_a_failed_evaluation_is_not_remembered(backends, monkeypatch):
@@ -270,11 +276,6 @@ def test_a_failed_evaluation_is_not_remembered(backends, monkeypatch):
     assert_same(durable, python, [ctx({"n": 9})])
     assert len(calls) == 2
 
-
-def durable_module():
-    import rulecrm.backends.durable
-
-    return rulecrm.backends.durable
 
 
 def test_close_releases_everything():
