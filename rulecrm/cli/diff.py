@@ -5,6 +5,7 @@ import contextlib
 
 import click
 
+from rulecrm.cli.backend_option import backend_option, note_python_stands_in
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, echo_err, reported_errors
 from rulecrm.masking import mask_personal
@@ -21,8 +22,7 @@ from rulecrm.timeutil import parse_timestamp
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
 @click.option("--examples", "examples", type=click.IntRange(min=0), default=3, show_default=True, metavar="N",
               help="Examples shown per rule and kind of difference.")
-@click.option("--backend", "backend", type=click.Choice(["python", "durable"]), default=None,
-              help="Matching backend (default: python).")
+@backend_option
 @click.option("--partitions", "partitions", type=click.IntRange(min=1), default=None, metavar="N",
               help="Replay each rule set in N partitions by customer.")
 @click.option("--workers", "workers", type=click.IntRange(min=1), default=None, metavar="K",
@@ -47,6 +47,7 @@ def diff_command(context, rules, rules_new, events, until, as_json, examples, ba
         old_set, new_set = _load_both(manager, rules, rules_new)
     old = diffing.RuleSetRun(rules, old_set, _until(until, old_set))
     new = diffing.RuleSetRun(rules_new, new_set, _until(until, new_set))
+    note_python_stands_in(backend, echo_err)
     if report_path is not None:
         from rulecrm.reports.writing import check_writable
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from rulecrm.cli.backend_option import backend_option, note_python_stands_in
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.util import EXIT_ERROR, echo_err, reported_errors
 from rulecrm.masking import mask_personal
@@ -24,8 +25,7 @@ from rulecrm.timeutil import parse_timestamp
               help="Write the actions as JSONL to this file ('-': stdout).")
 @click.option("--format", "output_format", type=click.Choice(["jsonl", "table"]), default=None,
               help="Actions as JSON lines or as a table for people (default: table on a terminal, else jsonl).")
-@click.option("--backend", "backend", type=click.Choice(["python", "durable"]), default=None,
-              help="Matching backend (default: python).")
+@backend_option
 @click.option("--dispatch", "dispatch", is_flag=True,
               help="Deliver the actions through their channels (messages real people!).")
 @click.option("--partitions", "partitions", type=click.IntRange(min=1), default=None, metavar="N",
@@ -57,6 +57,7 @@ def replay_command(context, rules, events, until, state, out, output_format, bac
             until_at = parse_timestamp(until, ruleset.shop.timezone)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--until") from None
+    note_python_stands_in(backend, echo_err)
     partitioned = _partitioned(partitions, workers, scheduler, state, dispatch)
     if report is not None:
         from rulecrm.reports.writing import check_writable

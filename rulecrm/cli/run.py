@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from rulecrm.cli.backend_option import backend_option, note_python_stands_in
 from rulecrm.cli.context import pass_cli_context
 from rulecrm.cli.stderr_log import FORMATS, stderr_log
 from rulecrm.cli.util import EXIT_OK, reported_errors
@@ -27,8 +28,7 @@ from rulecrm.logline import LogLine
               help="Event source, repeatable: jsonl:PATH (follow a file), http:127.0.0.1:PORT (POST /events).")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
               help="Append actions as JSONL here ('-' for stdout).")
-@click.option("--backend", "backend", type=click.Choice(["python", "durable"]), default=None,
-              help="Matching backend (default: python).")
+@backend_option
 @click.option("--once", is_flag=True, help="Apply what the sources hold now, fire due timers, deliver, then exit.")
 @click.option("--allow-remote", is_flag=True,
               help="Let the http source and --metrics bind a non-loopback address (they have no authentication).")
@@ -63,6 +63,7 @@ def _run(signals, context, *, rules, state, partitions, shards, sources, out, ba
     from rulecrm.app.runner import Runner
     from rulecrm.app.shards import parse_shard_list
 
+    note_python_stands_in(backend, lambda text: log(LogLine(text, level="warning")))
     stream = None
     runner = None
     with reported_errors(echo=log), contextlib.ExitStack() as cleanup:

@@ -76,8 +76,10 @@ def test_conjuncts_flatten_nested_and_only():
 
 def test_registry():
     assert get_backend("python") is PythonBackend
-    assert available_backends()[0] == "python"
-    assert default_backend_name() == "python"  # on every Python: it is the faster backend (bench/README.md, B1)
+    assert "python" in available_backends()
+    # durable wherever it imports: its B1 time is within 1.5x python's (SPEC §10, bench/README.md)
+    assert default_backend_name() == available_backends()[0]
+    assert default_backend_name() == ("durable" if "durable" in available_backends() else "python")
     with pytest.raises(RulecrmError, match="unknown matching backend"):
         get_backend("drools")
 
@@ -92,11 +94,10 @@ def test_durable_unavailable_is_a_clear_error(monkeypatch):
         backends.get_backend("durable")
 
 
-@pytest.mark.parametrize("backend", ["'python'", "b.default_backend_name()"], ids=["python", "default"])
-def test_the_python_and_default_backends_do_not_import_durable_rules(backend):
+def test_the_python_backend_does_not_import_durable_rules():
     code = (
         "import sys, rulecrm.backends as b;"
-        f"b.get_backend({backend});"
+        "b.get_backend('python');"
         "assert not any(m.startswith(('durable', 'durable_rules_engine')) for m in sys.modules), sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
