@@ -1,9 +1,9 @@
 """Bench B6: event-to-action latency of `rulecrm run`, over the `http` source or Redis streams.
 
     python -m bench.bench_latency [--source http|redis] [--runners 1|2] [--rate 1000] [--seconds 60]
-                                  [--clients 128] [--find-max]
+                                  [--clients 128] [--backend durable|python] [--find-max]
 
-Real `rulecrm run` processes (python backend, a fresh state) apply the events; their one rule
+Real `rulecrm run` processes (the default backend unless `--backend`, a fresh state) apply the events; their one rule
 notifies the customer of each order through a `jsonl` channel, and a watcher tails the channels'
 files. The latency of an event is the time from its scheduled instant to its message appearing in a
 file (the files are polled every 2 ms, so that is the resolution): a producer that starts
@@ -42,6 +42,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from rulecrm.backends import default_backend_name
 
 TARGET_P99_SECONDS = 0.05
 CUSTOMERS = 10_000
@@ -94,7 +96,7 @@ rules:
 class Runner:
     """`rulecrm run` in a child process writing to its own jsonl channel file, in `directory`."""
 
-    def __init__(self, directory: Path, state: Path, source: str, *, shards: str | None = None,
+    def __init__(self, directory: Path, state: Path, source: str, *, backend: str, shards: str | None = None,
                  ready: str = "running:") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.sends = directory / "sends.jsonl"
@@ -102,7 +104,7 @@ class Runner:
         rules = write_rules(directory, self.sends)
         self.log = directory / "runner.log"
         command = [sys.executable, "-m", "rulecrm", "run", "--rules", str(rules), "--state", str(state),
-                   "--source", source, "--backend", "python"]
+                   "--source", source, "--backend", backend]
         if shards is not None:
             command += ["--shards", shards]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
@@ -162,11 +164,12 @@ class HttpLoad:
     connections: a thread and `http.client` per client cost the bench more CPU than the runner it
     measures shares the machine with."""
 
-    def __init__(self, work: Path, clients: int) -> None:
+    def __init__(self, work: Path, clients: int, backend: str) -> None:
         port = free_port()
         self.host, self.port = "127.0.0.1", port
         self.clients = clients
-        self.runners = [Runner(work / "runner", work / "state.db", f"http:127.0.0.1:{port}", ready="listening on")]
+        self.runners = [Runner(work / "runner", work / "state.db", f"http:127.0.0.1:{port}", backend=backend,
+                               ready="listening on")]
 
     def prepare(self, rate: float, seconds: float, prefix: str) -> list[tuple[str, float, bytes]]:
         planned = []
@@ -268,7 +271,7 @@ class RawReplies:
 class RedisLoad:
     """A redis-server, a state of 2 partitions, `runners` runners; one producer XADDs each event."""
 
-    def __init__(self, work: Path, runners: int) -> None:
+    def __init__(self, work: Path, runners: int, backend: str) -> None:
         import redis
         from rulecrm_redis.source import FIELD
 
@@ -297,7 +300,7 @@ class RedisLoad:
         PartitionedState.create(state, PARTITIONS)
         self.shard_of, self.field = shard_of, FIELD
         groups = [f"0-{PARTITIONS - 1}"] if runners == 1 else [str(shard) for shard in range(PARTITIONS)]
-        self.runners = [Runner(work / f"runner-{index}", state, f"redis:{url}", shards=shards)
+        self.runners = [Runner(work / f"runner-{index}", state, f"redis:{url}", backend=backend, shards=shards)
                         for index, shards in enumerate(groups)]
 
     def prepare(self, rate: float, seconds: float, prefix: str) -> list[tuple[str, float, list[bytes]]]:
@@ -396,6 +399,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second offered")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=128, help="with --source http")
+    parser.add_argument("--backend", choices=("durable", "python"), default=default_backend_name(),
+                        help="the runners' matching backend (default: rulecrm's default)")
     parser.add_argument("--find-max", action="store_true", help="also find the highest sustained rate")
     parser.add_argument("--start", type=float, default=500.0, help="--find-max's first rate")
     parser.add_argument("--step", type=float, default=250.0, help="--find-max's rise per step")
@@ -404,13 +409,14 @@ def main(argv=None) -> int:
         parser.error("--runners 2 needs --source redis")
     how = (f"{args.clients} clients, one event per request" if args.source == "http" else
            f"{args.runners} runner(s) on {PARTITIONS} shards, one producer")
-    print(f"B6: rulecrm run, {args.source} source on 127.0.0.1, jsonl channel; {how}; load average "
-          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(f"B6: rulecrm run --backend {args.backend}, {args.source} source on 127.0.0.1, jsonl channel; {how}; "
+          f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("| offered/s | events | delivered | failed requests | p50 ms | p99 ms | max ms | delivered/s "
           "| runners' CPU µs per event | the rest's CPU µs per event |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="rulecrm-bench-latency-") as work:
-        load = HttpLoad(Path(work), args.clients) if args.source == "http" else RedisLoad(Path(work), args.runners)
+        load = (HttpLoad(Path(work), args.clients, args.backend) if args.source == "http"
+                else RedisLoad(Path(work), args.runners, args.backend))
         watcher = Watcher([runner.sends for runner in load.runners])
         watcher.start()
         try:
