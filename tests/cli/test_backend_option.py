@@ -91,6 +91,7 @@ def test_the_property_search_defaults_to_python():
 
 def test_run_says_so_too_where_durable_rules_does_not_import(monkeypatch, tmp_path):
     monkeypatch.setattr(backends, "_import_durable", lambda: None)
+    monkeypatch.chdir(tmp_path)  # the shop's jsonl channel writes sends.jsonl where the runner runs
     result = invoke("run", "--rules", str(RULES), "--state", str(tmp_path / "state.db"),
                     "--source", f"jsonl:{EVENTS}", "--once")
     assert result.exit_code == 0, result.stderr
