@@ -195,8 +195,9 @@ class DurableBackend(MatchingBackend):
         return result
 
     @staticmethod
-    def _fill(rs: _Ruleset, ctx: EvalContext, message: dict, unsure: set) -> None:
-        """Type-encode the values the shard reads; mark the readers of inexact values unsure."""
+    def _fill(rs: _Ruleset, ctx: EvalContext, values: dict, unsure: set) -> None:
+        """Type-encode into `values` (message key -> value) what the shard reads; mark the readers of
+        inexact values unsure."""
         for field in rs.fields:
             value = resolve(ctx, field.root, field.path)
             if value is MISSING:
@@ -212,7 +213,7 @@ class DurableBackend(MatchingBackend):
             ):
                 unsure.update(field.dependents)
             elif key is not None:
-                message[key] = encoded
+                values[key] = encoded
 
     def _evaluate(self, rs: _Ruleset, message: dict, sid: str) -> tuple[int, ...]:
         """Assert one fact in a one-call session; the slots of the durable rules that fired."""

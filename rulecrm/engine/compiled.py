@@ -9,7 +9,7 @@ import attrs
 from rulecrm.backends.base import conjuncts
 from rulecrm.expr.ast import Call, Compare, Literal, Name
 from rulecrm.expr.compiler import compile_condition, compile_expression
-from rulecrm.expr.parser import children
+from rulecrm.expr.parser import walk
 
 
 @attrs.frozen
@@ -70,17 +70,15 @@ def profile_fields_read(rules) -> frozenset[str] | None:
     arguments alone, e.g. the clock) or the customer as a whole.
     """
     fields: set[str] = set()
-    stack = [tree for rule in rules for tree in (rule.when, rule.untag)
+    trees = [tree for rule in rules for tree in (rule.when, rule.untag)
              if tree is not None and not isinstance(tree, bool)]
-    while stack:
-        node = stack.pop()
+    for node in (node for tree in trees for node in walk(tree)):
         if isinstance(node, Call):
             return None
         if isinstance(node, Name) and node.root == "customer":
             if not node.path:
                 return None
             fields.add(node.path[0])
-        stack.extend(children(node))
     return frozenset(fields)
 
 
@@ -133,13 +131,7 @@ def _text_required(when) -> tuple[str, str] | None:
 
 
 def _calls_a_function(tree) -> bool:
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Call):
-            return True
-        stack.extend(children(node))
-    return False
+    return any(isinstance(node, Call) for node in walk(tree))
 
 
 def _frozen(mapping: dict) -> Mapping:

@@ -78,6 +78,15 @@ def children(node) -> tuple:
     return ()
 
 
+def walk(tree):
+    """Every node of the tree, the tree itself first (depth first; iterative, as trees may be deep)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(children(node))
+
+
 def start_pos(node) -> Pos:
     """Where the source text of a node begins (its leftmost operand)."""
     while isinstance(node, (Compare, Arith, Membership, Contains, Matches, BoolOp)):
