@@ -14,6 +14,7 @@ Timers live in the store; memory holds two bounded views of them (docs/running.m
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from operator import attrgetter
 
 from rulecrm.engine.cache import RecentCache
 from rulecrm.engine.samekey import same_key
@@ -23,6 +24,7 @@ WINDOW = 5_000  # timers read from the store per refill (each holds its trigger 
 _EVERYTHING = (float("inf"), 0, 0)  # a horizon past every timer: the window holds all of them
 
 Order = tuple[float, int, int]  # (due epoch, rule index, creation number): unique per timer
+_firing_order = attrgetter("order")
 
 
 class TimerBook:
@@ -174,6 +176,13 @@ class TimerBook:
             order = timer.order
             if (after is None or order > after) and order <= horizon:
                 stretch.append(timer)
+        if len(stretch) > self._window_size:
+            # Many unwritten timers (a long step): the window takes the first of them only, and the
+            # horizon stops at the last one taken. Taking all would hold them in memory, and the next
+            # schedule would shrink the window back at once.
+            stretch.sort(key=_firing_order)
+            del stretch[self._window_size:]
+            horizon = stretch[-1].order
         self._window.push_many(stretch)
         self._horizon = horizon
 

@@ -226,6 +226,23 @@ def test_a_window_read_through_unwritten_changes_fires_in_the_order_of_one_big_q
     assert queue.fired > 100 and flushes > 30
 
 
+def test_a_refill_among_many_unwritten_timers_takes_a_window_of_them_in_order(store):
+    """A long step leaves many timers unwritten: a refill takes the first window of them only (memory
+    stays bounded), and the ones after it still fire, in order, from later refills."""
+    changes = Changes()
+    book = book_on(store, changes, window=4)
+    rng = random.Random(3)
+    dues = {f"t{n}": T0 + timedelta(minutes=rng.randrange(1000)) for n in range(30)}
+    for key, due in dues.items():
+        book.schedule(key, due, 0, f"c{key}", {"type": TimerKind.STAGE})
+    assert not changes.timers_deleted and len(changes.timers_put) == 30  # nothing written yet
+    fired = []
+    while (timer := book.pop_due(float("inf"), inclusive=True)) is not None:
+        assert len(book._window) <= 4
+        fired.append(timer.key)
+    assert fired == sorted(dues, key=lambda key: (dues[key], int(key[1:])))
+
+
 def test_a_refill_goes_on_past_a_whole_page_of_rows_that_the_changes_hide(store):
     """Every row of the first page read from the store was fired or dropped since it was written:
     the next pending timer is still found, not taken for the end of the timers."""
