@@ -99,7 +99,7 @@ class ActionWriter:
             self.sink(record)
         elif self.stream is not None:
             # orjson: actions are most of the output; the standard encoder was a tenth of replay time
-            self.stream.write(orjson.dumps(record).decode() + "\n")
+            self.stream.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE).decode())
 
 
 def replay(

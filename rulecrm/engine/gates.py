@@ -20,11 +20,15 @@ class Verdict:
     counts_as_defer: bool = False
 
 
+_SENT = Verdict(Status.SENT)  # most judgements: one value for all
+
+
 class Gates:
     def __init__(self, ruleset):
         self._shop = ruleset.shop
         self._caps = ruleset.caps
         self.horizon = caps_module.horizon(ruleset.caps)
+        self._horizon_us = caps_module.micros(caps_module.EPOCH + self.horizon)
 
     def zone(self, profile):
         """The customer's time zone if their profile names a valid one, else the shop's."""
@@ -52,7 +56,7 @@ class Gates:
             if cap.on_cap == "defer" and earliest is not None and action.defers < MAX_DEFERS:
                 return Verdict(Status.DEFERRED, f"cap:{cap.id}", earliest, counts_as_defer=True)
             return Verdict(Status.SUPPRESSED, f"cap:{cap.id}")
-        return Verdict(Status.SENT)
+        return _SENT
 
     def observe(self, callback) -> None:
         """Call `callback(action, profile, now, verdict)` after every judgement (tools like explain).
@@ -73,7 +77,7 @@ class Gates:
         now_us = caps_module.micros(now)
         profile.sends.append((now_us, message_kind, channel))
         if self._caps:
-            oldest = now_us - caps_module.micros(caps_module.EPOCH + self.horizon)
+            oldest = now_us - self._horizon_us
             if profile.sends[0][0] < oldest:
                 profile.sends[:] = [s for s in profile.sends if s[0] >= oldest]
         else:

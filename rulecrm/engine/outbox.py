@@ -8,6 +8,8 @@ import attrs
 from rulecrm.engine.actions import Action
 from rulecrm.engine.enums import Status
 
+_STAT_OF = {status: f"actions_{status}" for status in Status}  # the stats counter of each status
+
 
 class Outbox:
     """Takes each decided action to its status, notes it in `changes` and reports it once per status.
@@ -92,7 +94,7 @@ class Outbox:
             reported_status=status if report else action.reported_status,
         )
         self._changes.actions[action.key] = action
-        self._stats[f"actions_{status}"] += 1
+        self._stats[_STAT_OF[status]] += 1
         if self._on_status is not None:
             self._on_status(action)
         if report:
