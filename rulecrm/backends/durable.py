@@ -4,9 +4,12 @@ Per trigger the rules are planned (durable_plan) into shards, one durable rulese
 asserts one fact per shard in a session that lives only for that call, then deletes the session.
 
 A fact's outcome depends on its encoded values alone (each session is new and holds nothing else),
-so each ruleset remembers the durable rules fired for its most recent distinct facts, as a Rete
-network's alpha memory remembers its tests: a fact seen before makes no round trip. Replays repeat
-facts a great deal (CDNOW: 158,171 facts, 28,772 distinct).
+and through them only on the outcome of each test: every test compares one value with a constant
+(or asks whether it is there), so two values on the same side of each constant a key is compared
+with pass the same tests. Each ruleset therefore remembers the durable rules fired for its most
+recent *fact classes*, the position of each value among its key's constants, as a Rete network's
+alpha memory remembers its tests: a fact of a class seen before makes no round trip. The CDNOW
+replay makes 11 round trips for its 158,171 facts (28,772 distinct ones).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import re
 import sys
 import warnings
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
@@ -39,9 +43,9 @@ from rulecrm.rulefile.model import Rule
 TAG = "rulecrm"  # discriminator: every pattern tests t == TAG, so none can match a session's state fact
 CLOSE = -1  # slot of the catch-all rule
 SESSION_BUDGET = 1000  # 1,024 sessions per ruleset; the 1,025th raises MemoryError
-# Values of remembered facts per ruleset (a fact holds one per field its ruleset reads), oldest fact
-# forgotten first: at most a few MB per ruleset, and most repeats are still found (CDNOW's 20,562
-# distinct profile facts of two values each all fit).
+# Values of remembered fact classes per ruleset (a class holds one per field its ruleset reads), oldest
+# forgotten first: at most a few MB per ruleset. Classes are few (at most 2 × constants + 2 per key), so
+# this bounds only rulesets that read very many keys.
 REMEMBERED_VALUES = 32_768
 _ORDERING = frozenset({"<", "<=", ">", ">="})
 _OPERATORS = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
@@ -79,8 +83,10 @@ class _Ruleset:
     always: tuple  # rule indices riding the catch-all rule
     definition: dict  # the JSON registered (without actions), for inspection
     unclosed: int = 0  # sessions that could not be deleted safely
-    remembers: int = 0  # facts kept in `fired_for` at most
-    # encoded values of a fact -> the slots durable fired for it (insertion order: oldest first)
+    remembers: int = 0  # fact classes kept in `fired_for` at most
+    # message key -> the constants its tests compare with, sorted: a value's class is its place among them
+    constants: dict = attrs.field(factory=dict)
+    # a fact's class -> the slots durable fired for it (insertion order: oldest first)
     fired_for: dict = attrs.field(factory=dict)
 
 
@@ -89,8 +95,8 @@ class DurableBackend(MatchingBackend):
 
     def __init__(self, rules: Sequence[Rule], *, functions: Mapping[str, Callable] | None = None,
                  remembered_values: int = REMEMBERED_VALUES):
-        """`remembered_values`: the budget of remembered facts per ruleset, in values (0: every fact is a
-        round trip, as bench B2 measures the cost of one)."""
+        """`remembered_values`: the budget of remembered fact classes per ruleset, in values (0: every fact
+        is a round trip, as bench B2 measures the cost of one)."""
         super().__init__(rules, functions=functions)
         self._remembered_values = remembered_values
         self._host = _Host()
@@ -131,6 +137,11 @@ class DurableBackend(MatchingBackend):
         for name_key, indices in readers.items():
             typed = {family: keys[(family, name_key)] for family in FAMILIES if (family, name_key) in keys}
             fields.append(_Field(name_key[0], name_key[1], typed, (STR, name_key) in ordered, frozenset(indices)))
+        constants: dict = {}
+        for tests in shard.patterns:
+            for field, op, value in tests:
+                if op not in ("ex", "nex"):
+                    constants.setdefault(keys[field], set()).add(value)
         definition = {}
         for slot, tests in enumerate(shard.patterns):
             expressions = [{"t": TAG}] + [_test_json(keys[field], op, value) for field, op, value in tests]
@@ -143,7 +154,8 @@ class DurableBackend(MatchingBackend):
         self._host.register_rulesets({name: registered})
         budget = self._remembered_values
         remembers = max(1, budget // max(1, len(keys))) if budget > 0 else 0
-        return _Ruleset(name, fields, shard.slot_rules, tuple(shard.always), definition, remembers=remembers)
+        return _Ruleset(name, fields, shard.slot_rules, tuple(shard.always), definition, remembers=remembers,
+                        constants={key: tuple(sorted(values)) for key, values in constants.items()})
 
     def _action(self, slot: int) -> Callable:
         hits, errors = self._hits, self._errors
@@ -174,15 +186,13 @@ class DurableBackend(MatchingBackend):
                 matched.update(rs.always)
                 continue
             values = {}
-            self._fill(rs, ctx, values, unsure)
-            # the fields are filled in the ruleset's own order: equal facts give equal tuples
-            fact = tuple(values.items())
-            fired = rs.fired_for.get(fact)
+            fact_class = self._fill(rs, ctx, values, unsure)
+            fired = rs.fired_for.get(fact_class)
             if fired is None:
                 sid = _session_id(ctx)
                 fired = self._evaluate(rs, {"id": next(self._ids), "sid": sid, "t": TAG, **values}, sid)
                 if rs.remembers:
-                    _remember(rs, fact, fired)
+                    _remember(rs, fact_class, fired)
             for slot in fired:
                 matched.update(rs.always if slot == CLOSE else rs.slot_rules[slot])
         result = []
@@ -195,9 +205,17 @@ class DurableBackend(MatchingBackend):
         return result
 
     @staticmethod
-    def _fill(rs: _Ruleset, ctx: EvalContext, values: dict, unsure: set) -> None:
+    def _fill(rs: _Ruleset, ctx: EvalContext, values: dict, unsure: set) -> tuple:
         """Type-encode into `values` (message key -> value) what the shard reads; mark the readers of
-        inexact values unsure."""
+        inexact values unsure. Returns the fact's class: (key, place among the key's constants) for
+        each value sent, in the ruleset's own field order, so that equal classes give equal tuples.
+
+        A value's place is 2i when it lies strictly between the constants i-1 and i, and 2i + 1 when it
+        equals constant i: every test on the key (==, !=, <, <=, >, >= a constant; ex, nex) is then
+        decided alike for all values of one place.
+        """
+        fact_class = []
+        constants_of = rs.constants
         for field in rs.fields:
             value = resolve(ctx, field.root, field.path)
             if value is MISSING:
@@ -214,6 +232,10 @@ class DurableBackend(MatchingBackend):
                 unsure.update(field.dependents)
             elif key is not None:
                 values[key] = encoded
+                constants = constants_of.get(key, ())
+                place = bisect_left(constants, encoded)
+                fact_class.append((key, 2 * place + (place < len(constants) and constants[place] == encoded)))
+        return tuple(fact_class)
 
     def _evaluate(self, rs: _Ruleset, message: dict, sid: str) -> tuple[int, ...]:
         """Assert one fact in a one-call session; the slots of the durable rules that fired."""
@@ -253,11 +275,11 @@ class DurableBackend(MatchingBackend):
         self._finalizer()
 
 
-def _remember(rs: _Ruleset, fact: tuple, fired: tuple) -> None:
+def _remember(rs: _Ruleset, fact_class: tuple, fired: tuple) -> None:
     fired_for = rs.fired_for
     if len(fired_for) >= rs.remembers:
         del fired_for[next(iter(fired_for))]
-    fired_for[fact] = fired
+    fired_for[fact_class] = fired
 
 
 def _dispose(host: Host) -> None:

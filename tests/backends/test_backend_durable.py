@@ -205,10 +205,11 @@ def test_long_conjunctions_keep_at_most_32_expressions_per_pattern(backends):
 
 def test_two_thousand_customers_through_one_instance(backends, monkeypatch):
     # 1,024 sessions per ruleset: the 1,025th raises MemoryError. Sessions are deleted after each call.
-    durable, python = backends([rule(0, "event.n > 5"), rule(1, "event.s matches 'a'"), rule(2, on=None)])
+    # nothing remembered, so that every fact is a round trip (a fact of a class seen before is not)
+    durable, python = backends([rule(0, "event.n > 5"), rule(1, "event.s matches 'a'"), rule(2, on=None)],
+                               remembered_values=0)
     asserted = count_round_trips(durable, monkeypatch)
     for i in range(2000):
-        # every fact distinct, so that each is a round trip (a repeated one is remembered)
         context = ctx({"n": i, "s": "a" if i % 3 else "b"}, customer_id=f"c-{i}")
         assert ids(durable.match("order.placed", context)) == ids(python.match("order.placed", context))
         assert ids(durable.match(None, context)) == ["r2"]
@@ -239,11 +240,30 @@ def test_a_fact_seen_before_makes_no_round_trip(backends, monkeypatch):
     assert len(asserted) == 3
 
 
+def test_values_on_the_same_side_of_every_constant_are_one_fact_class(backends, monkeypatch):
+    """Every test compares a value with a constant: values between the same two constants pass the
+    same tests, so they make one round trip; a value equal to a constant is a class of its own."""
+    durable, python = backends([rule(0, "event.n > 5"), rule(1, "event.n <= 9.5 and event.s == 'b'")])
+    asserted = count_round_trips(durable, monkeypatch)
+    above = [ctx({"n": n, "s": "b"}) for n in (6, 7, 9, 8.25)]  # between 5 and 9.5
+    assert_same(durable, python, above)
+    assert len(asserted) == 1
+    edges = [ctx({"n": n, "s": "b"}) for n in (5, 5.0, 9.5, 10, 1e3, 4, -3)]  # 5 and 5.0 are one value
+    assert_same(durable, python, edges)
+    assert len(asserted) == 1 + 4  # 5; 9.5; above 9.5; below 5
+    strings = [ctx({"n": 7, "s": s}) for s in ("a", "", "c", "zz", "b")]  # below "b", above it, "b" itself
+    assert_same(durable, python, strings)
+    assert len(asserted) == 5 + 2
+    assert_same(durable, python, [ctx({"n": 7}), ctx({"n": 7, "s": 1}), ctx({"n": 7, "s": True})])
+    assert len(asserted) == 7 + 1  # no string under the key: whatever else `s` is, the class is "absent"
+
+
 def test_remembered_facts_are_bounded_and_the_oldest_goes_first(backends, monkeypatch):
-    # a budget of values: facts of two values (two fields read), so two facts are remembered
+    # a budget of values: facts of two values (two fields read), so two fact classes are remembered
     durable, python = backends([rule(0, "event.n > 5 and event.m < 3")], remembered_values=4)
     asserted = count_round_trips(durable, monkeypatch)
-    contexts = [ctx({"n": n, "m": 1}) for n in (1, 7, 1, 9)]  # 9 makes 1 the oldest, and it goes
+    # n below 5, above it, below again, equal to it: the class of 5 makes the first the oldest, and it goes
+    contexts = [ctx({"n": n, "m": 1}) for n in (1, 7, 1, 5)]
     assert_same(durable, python, contexts)
     assert len(asserted) == 3
     assert_same(durable, python, [ctx({"n": 7, "m": 1}), ctx({"n": 1, "m": 1})])

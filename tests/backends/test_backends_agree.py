@@ -185,6 +185,46 @@ def test_backends_agree_on_many_flat_comparisons(triples, ctxs):
     assert_agree(rules, ctxs)
 
 
+def _neighbours(value) -> list:
+    """The value and values just around it: the edges where a comparison with it changes its answer."""
+    if isinstance(value, bool) or value is None:
+        return [value]
+    if isinstance(value, (int, float)):
+        return [value, value - 1, value + 1, value - 0.5, value + 0.5, float(value)]
+    if isinstance(value, str):
+        return [value, value + "a", value[:-1], value + " "]
+    if isinstance(value, timedelta):
+        return [value, value - timedelta(seconds=1), value + timedelta(seconds=1)]
+    return [value]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.tuples(names(), ops, st.one_of(pool, literal_values)), min_size=1, max_size=12), st.data())
+def test_backends_agree_along_a_long_stream_of_contexts(triples, data):
+    # One durable backend answers many contexts, most of them from the fact classes it remembers; the
+    # values sit on and around the rules' constants, where a class ends, and each must still be
+    # decided as python decides it.
+    rules = [
+        Rule(id=f"r{i}", index=i, source=Source("rules.yaml", i + 1, 1), on="order.placed",
+             when=Compare(op, n, Literal(v, P), P))
+        for i, (n, op, v) in enumerate(triples)
+    ]
+    near = st.sampled_from([near for _n, _op, v in triples for near in _neighbours(v)])
+    ctxs = []
+    for _ in range(data.draw(st.integers(10, 30))):
+        event, customer, cycle = {}, {"id": "c-1"}, None
+        for root, path in NAMES:
+            if data.draw(st.integers(0, 3)) == 0:
+                continue  # absent
+            value = data.draw(st.one_of(near, near, near, values))
+            if root == "cycle":
+                cycle = value
+            else:
+                _set(event if root == "event" else customer, path, value)
+        ctxs.append(EvalContext(event=event, customer=customer, cycle=cycle))
+    assert_agree(rules, ctxs)
+
+
 @pytest.mark.parametrize(
     "value",
     [2**53 + 1, 2**64, float("nan"), float("inf"), 1e16, 1e-7, -0.0, "\ud800", "x" * 5000, "a b", True,
