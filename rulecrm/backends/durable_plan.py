@@ -17,7 +17,7 @@ from rulecrm.expr import compiler
 from rulecrm.expr.ast import BoolOp, Call, Compare, Contains, Literal, Membership, Name, Not
 from rulecrm.expr.compiler import compile_condition
 from rulecrm.expr.context import MISSING, EvalContext
-from rulecrm.expr.parser import children
+from rulecrm.expr.parser import walk
 from rulecrm.rulefile.model import Rule
 
 # Type families of the message encoding: a value goes to the key of its own family only, so a
@@ -252,9 +252,7 @@ def _name_key(name: Name) -> tuple:
 
 
 def _is_constant(node: Any) -> bool:
-    if isinstance(node, (Name, Call)):
-        return False
-    return all(_is_constant(child) for child in children(node))
+    return not any(isinstance(each, (Name, Call)) for each in walk(node))
 
 
 def _compare(node: Compare, positive: bool) -> tuple:

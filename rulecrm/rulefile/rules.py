@@ -8,7 +8,7 @@ from rulecrm.expr.ast import Call, Name
 from rulecrm.expr.checker import Scope
 from rulecrm.expr.compiler import compile_expression
 from rulecrm.expr.context import EvalContext
-from rulecrm.expr.parser import children, start_pos
+from rulecrm.expr.parser import start_pos, walk
 from rulecrm.rulefile import exprs
 from rulecrm.rulefile.channels import RESERVED_RECIPIENTS, read_channel_ref
 from rulecrm.rulefile.declared import Declared
@@ -296,11 +296,7 @@ class _RuleReader:
 def _constant_delay_fits(tree) -> bool:
     """False when a delay made of literals only (`36500d + 1d`, `3d * 100000`) is beyond the
     100-year limit or overflows; delays that read names are bounded by the engine at run time."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (Name, Call)):
-            return True
-        stack.extend(children(node))
+    if any(isinstance(node, (Name, Call)) for node in walk(tree)):
+        return True
     value = compile_expression(tree)(EvalContext())  # arithmetic never raises: overflow is MISSING
     return isinstance(value, timedelta) and within_limit(value)
