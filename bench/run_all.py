@@ -38,7 +38,7 @@ def main() -> int:
         rows.append(("B1", label, f"{row['per_s']:,.0f}", f"{row['seconds']:.2f} (best of {row['runs']})", note))
     for name, row in b2["results"].items():
         note = {
-            "durable backend": f"{b2['remembering_over_raw']:.2f}× raw's time (facts seen before make no round trip)",
+            "durable backend": f"{b2['remembering_over_raw']:.2f}× raw's time (a known fact class: no round trip)",
             bench_backends.ROUND_TRIPS: f"{b2['durable_over_raw']:.2f}× raw's time",
         }.get(name, "")
         seconds = f"{row['seconds']:.2f} (best of {b2['repeat']})"
