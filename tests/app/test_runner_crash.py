@@ -85,6 +85,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path,
     def count(sql):
         return _count(state, partitions, sql)
 
+    def runners_up():
+        return (tmp_path / "runner.log").read_text().count("running:")
+
     written = 0
     kills = 0
     process = start()
@@ -98,7 +101,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path,
                         handle.write(_event(n))
                 written = min(EVENTS, written + chunk)
             time.sleep(rng.uniform(0.005, 0.04))
-            if kills < KILLS and time.monotonic() >= kill_at:
+            assert process.poll() is None, "the runner stopped by itself"
+            # each kill lands after its runner's start-up (on a busy machine that can outlast kill_at)
+            if kills < KILLS and time.monotonic() >= kill_at and runners_up() == kills + 1:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
                 kills += 1
@@ -108,7 +113,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_sends_no_key_twice(tmp_path,
                         and count("SELECT count(*) FROM actions WHERE status IN ('queued', 'failed')") == 0
                         and count("SELECT count(*) FROM actions WHERE rule = 'thanks'") == EVENTS, timeout=120)
         # the last runner is up (its SIGTERM handler installed) before it is asked to stop
-        assert wait_for(lambda: (tmp_path / "runner.log").read_text().count("running:") == kills + 1)
+        assert wait_for(lambda: runners_up() == kills + 1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
