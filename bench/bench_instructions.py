@@ -56,17 +56,12 @@ def first_events(count: int) -> Path:
 
 def instructions(contender: str, events: Path, tree: Path) -> int:
     """Instructions executed by one replay of `events`, with `tree` first on the path."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
-        script.write(_REPLAY)
-    try:
-        completed = subprocess.run(
-            ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-             sys.executable, script.name, contender, str(events), str(RULES)],
-            env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": f"{tree}{os.pathsep}{ROOT}"},
-            cwd=tempfile.gettempdir(), capture_output=True, text=True,
-        )
-    finally:
-        os.unlink(script.name)
+    completed = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+         sys.executable, "-c", _REPLAY, contender, str(events), str(RULES)],
+        env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": f"{tree}{os.pathsep}{ROOT}"},
+        cwd=tempfile.gettempdir(), capture_output=True, text=True,
+    )
     found = _REFS.search(completed.stderr)
     if completed.returncode != 0 or found is None:
         raise RuntimeError(f"{contender} under valgrind failed:\n{completed.stderr[-2000:]}")

@@ -92,7 +92,7 @@ def _check_values(value: Any, path: str) -> None:
                 raise EventError(f"{top}: nested deeper than {MAX_DEPTH} levels; flatten the data", field=top)
             if isinstance(value, dict):
                 for key, item in value.items():
-                    if not (type(key) is str and key.isascii() and "\x00" not in key) and not _plain(key):
+                    if not _plain(key):
                         check_text(key, f"{path} key")
                     # `_plain(item)` written out for the exact types JSON gives (this runs on every
                     # field of every event); anything else gets the full check below

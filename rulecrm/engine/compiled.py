@@ -72,13 +72,14 @@ def profile_fields_read(rules) -> frozenset[str] | None:
     fields: set[str] = set()
     trees = [tree for rule in rules for tree in (rule.when, rule.untag)
              if tree is not None and not isinstance(tree, bool)]
-    for node in (node for tree in trees for node in walk(tree)):
-        if isinstance(node, Call):
-            return None
-        if isinstance(node, Name) and node.root == "customer":
-            if not node.path:
+    for tree in trees:
+        for node in walk(tree):
+            if isinstance(node, Call):
                 return None
-            fields.add(node.path[0])
+            if isinstance(node, Name) and node.root == "customer":
+                if not node.path:
+                    return None
+                fields.add(node.path[0])
     return frozenset(fields)
 
 

@@ -19,7 +19,7 @@ FAKE_VALGRIND = f"""#!{sys.executable}
 import subprocess, sys
 command = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
 completed = subprocess.run(command)
-with open(command[3], encoding="utf-8") as events:
+with open(command[-2], encoding="utf-8") as events:  # the events file, before the rules
     count = 5_000 + 1_000 * sum(1 for _ in events)
 print(f"==1== I   refs:      {{count:,}}", file=sys.stderr)
 sys.exit(completed.returncode)
