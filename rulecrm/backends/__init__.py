@@ -35,8 +35,8 @@ def default_backend_name() -> str:
     """"durable" where durable-rules imports, else "python".
 
     SPEC §10: durable is the default as long as its B1 time is within 1.5× the python backend's; it
-    is 1.17–1.26× (bench/README.md, B1). Where durable-rules does not import (Python 3.13+), the commands
-    say so at start-up and use python.
+    is 1.00× since it remembers fact classes (bench/README.md, B1). Where durable-rules does not
+    import (Python 3.13+), the commands say so at start-up and use python.
     """
     return available_backends()[0]
 
