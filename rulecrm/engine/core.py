@@ -491,10 +491,7 @@ class Engine:
         birth_year = _birth_year(profile.fields.get("birthday"))
         if birth_year:
             data["age"] = year - birth_year
-        event = Event(
-            type="birthday", customer_id=profile.id, at=timer.due, data=data,
-            id=f"birthday|{profile.id}|{year}",
-        )
+        event = Event.made("birthday", profile.id, timer.due, data, f"birthday|{profile.id}|{year}")
         ctx = self._context(profile, event.as_mapping())
         if any(matched.id == rule.id for matched in self.backend.match("birthday", ctx)):
             self._trigger(rule, profile, event, ctx)
@@ -521,16 +518,16 @@ class Engine:
         if new != old:
             profile.stage = new
             self._touch(profile)
-            action = Action(
-                key=action_key("lifecycle", profile.id, trigger, "stage"), rule="lifecycle",
-                customer_id=profile.id, kind="stage", to=new, due_at=at, rule_index=STAGE_TIMER_ORDER,
-                trigger=trigger, message=f"{old} -> {new}",
-            )
-            if not self._seen(action.key, trigger):
+            decision = action_key("lifecycle", profile.id, trigger, "stage")
+            if not self._seen(decision, trigger):
+                action = Action(
+                    key=decision, rule="lifecycle", customer_id=profile.id, kind="stage", to=new, due_at=at,
+                    rule_index=STAGE_TIMER_ORDER, trigger=trigger, message=f"{old} -> {new}",
+                )
                 self._outbox.finish(action, profile, Status.SENT, sent_at=at)
-            stage_event = Event(
-                type="stage.changed", customer_id=profile.id, at=at,
-                data={"from": old, "to": new}, id=f"stage.changed|{profile.id}|{at.isoformat()}|{new}",
+            stage_event = Event.made(
+                "stage.changed", profile.id, at, {"from": old, "to": new},
+                f"stage.changed|{profile.id}|{at.isoformat()}|{new}",
             )
         key = f"stage|{profile.id}"
         instant = next_change(profile, self.lifecycle, at)

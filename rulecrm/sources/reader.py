@@ -312,7 +312,7 @@ def _assign_ids(records: Iterable[Parsed]) -> Iterator[tuple[int, Event | Reject
                     current = key
                 digest = content_digest(item)
                 new_id = synthetic_id(item, counter.next(digest), digest=digest)
-                item = Event(type=item.type, customer_id=item.customer_id, at=item.at, data=item.data, id=new_id)
+                item = Event.made(item.type, item.customer_id, item.at, item.data, new_id)
             yield line_no, item
     finally:
         counter.close()
@@ -475,6 +475,6 @@ def _encode_block(records: list[Record]) -> bytes:
 
 def _decode_block(block: bytes) -> list[Record]:
     return [
-        (key, line_no, Event(type=type_, customer_id=customer_id, at=datetime.fromisoformat(at), data=data, id=id_))
+        (key, line_no, Event.made(type_, customer_id, datetime.fromisoformat(at), data, id_))
         for key, line_no, type_, customer_id, at, data, id_ in orjson.loads(zlib.decompress(block))
     ]

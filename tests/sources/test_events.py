@@ -5,6 +5,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,6 +88,19 @@ def test_events_are_hashable_values():
     assert parse(base(id="x")) == parse(base(id="x"))
     assert hash(parse(base(id="x"))) == hash(parse(base(id="x")))
     assert parse(base(id="x")) != parse(base(id="y"))
+
+
+def test_an_event_made_without_the_validators_is_the_validated_one():
+    at = datetime(2026, 3, 1, 10, 15, tzinfo=SHANGHAI)
+    for event_id in ("stage.changed|c-42|2026-03-01T10:15:00+08:00|dormant", None):
+        checked = Event(type="stage.changed", customer_id="c-42", at=at, data={"from": "growing", "to": "dormant"},
+                        id=event_id)
+        made = Event.made("stage.changed", "c-42", at, {"from": "growing", "to": "dormant"}, event_id)
+        assert made == checked and hash(made) == hash(checked)
+        assert {field.name: getattr(made, field.name) for field in attrs.fields(Event)} == {
+            field.name: getattr(checked, field.name) for field in attrs.fields(Event)}
+        assert made.to_json() == checked.to_json()
+        assert made.as_mapping() == checked.as_mapping()
 
 
 def test_event_requires_an_aware_timestamp():
