@@ -100,9 +100,12 @@ def compose(text: str, path: str) -> Parsed:
     if too_deep is not None:
         composer.error(too_deep, _TOO_DEEP, hint="flatten the data")
         return Parsed((), tuple(composer.diagnostics), True)
+    handlers = composer.handlers
     try:
         for event in yaml.parse(text, Loader=_Loader):
-            composer.feed(event)
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(event)
     except _NestedTooDeep as exc:
         composer.error(exc.where, _TOO_DEEP, hint="flatten the data")
         broken = True
@@ -171,54 +174,73 @@ class _Composer:
         self._resolver = Resolver()
         self._untagged: dict[tuple, tuple] = {}  # (text, implicit, style) -> (value, kind) of untagged scalars
         self._constructor = SafeConstructor()
+        # what each parser event does, by its class: a rule file is tens of thousands of events, most
+        # of them scalars, and one look-up is cheaper than a chain of isinstance tests
+        self.handlers = {
+            yaml.ScalarEvent: self._on_scalar,
+            yaml.SequenceStartEvent: self._on_start, yaml.MappingStartEvent: self._on_start,
+            yaml.SequenceEndEvent: self._on_end, yaml.MappingEndEvent: self._on_end,
+            yaml.AliasEvent: self._on_alias,
+            yaml.DocumentStartEvent: self._on_document_start, yaml.DocumentEndEvent: self._on_document_end,
+        }
 
     def error(self, where, message, *, expected=None, found=None, hint=None):
         line, column = where
         self.diagnostics.append(Diagnostic(self.path, max(line, 1), max(column, 1), "error", message,
                                            expected=expected, found=found, hint=hint))
 
-    def feed(self, event) -> None:
-        if isinstance(event, yaml.ScalarEvent):
-            self._attach(self._scalar(event), event.anchor)
-        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            self._check_collection_tag(event)
-            line, column = event.start_mark.line + 1, event.start_mark.column + 1
-            if len(self._stack) >= _MAX_DEPTH:
-                raise _NestedTooDeep((line, column))
-            node = Seq([], line, column) if isinstance(event, yaml.SequenceStartEvent) else Map([], line, column)
-            if event.anchor is not None:
-                self._anchors[event.anchor] = node
-            self._open.add(id(node))
-            self._stack.append(node)
-            self._pending.append(None)
-        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            node = self._stack.pop()
-            self._pending.pop()
-            self._open.discard(id(node))
-            if isinstance(node, Map):
-                self._finish_map(node)
-            self._attach(node, None)
-        elif isinstance(event, yaml.AliasEvent):
-            self._attach(self._alias(event), None)
-        elif isinstance(event, yaml.DocumentStartEvent):
-            self._anchors = {}
-            self._root = None
-        elif isinstance(event, yaml.DocumentEndEvent):
-            self.documents.append(self._root)
+    def _on_scalar(self, event) -> None:
+        tag = event.tag
+        if tag is None or tag == "!":  # untagged, as nearly every scalar of a rule file is
+            style = event.style or None
+            text = event.value
+            key = (text, event.implicit, style)
+            read = self._untagged.get(key)
+            if read is None:
+                read = self._untagged[key] = self._read_untagged(text, event.implicit, style)
+            mark = event.start_mark
+            node = Scalar(text, read[0], read[1], mark.line + 1, mark.column + 1, style)
+        else:
+            node = self._tagged_scalar(event)
+        self._attach(node, event.anchor)
+
+    def _on_start(self, event) -> None:
+        self._check_collection_tag(event)
+        line, column = self._position(event)
+        if len(self._stack) >= _MAX_DEPTH:
+            raise _NestedTooDeep((line, column))
+        node = Seq([], line, column) if type(event) is yaml.SequenceStartEvent else Map([], line, column)
+        if event.anchor is not None:
+            self._anchors[event.anchor] = node
+        self._open.add(id(node))
+        self._stack.append(node)
+        self._pending.append(None)
+
+    def _on_end(self, event) -> None:
+        node = self._stack.pop()
+        self._pending.pop()
+        self._open.discard(id(node))
+        if type(node) is Map:
+            self._finish_map(node)
+        self._attach(node, None)
+
+    def _on_alias(self, event) -> None:
+        self._attach(self._alias(event), None)
+
+    def _on_document_start(self, event) -> None:
+        self._anchors = {}
+        self._root = None
+
+    def _on_document_end(self, event) -> None:
+        self.documents.append(self._root)
 
     def _position(self, event) -> tuple[int, int]:
         return event.start_mark.line + 1, event.start_mark.column + 1
 
-    def _scalar(self, event) -> Scalar:
+    def _tagged_scalar(self, event) -> Scalar:
         line, column = self._position(event)
         style = event.style or None
         tag = event.tag
-        if tag is None or tag == "!":  # untagged, as nearly every scalar of a rule file is
-            key = (event.value, event.implicit, style)
-            read = self._untagged.get(key)
-            if read is None:
-                read = self._untagged[key] = self._read_untagged(event.value, event.implicit, style)
-            return Scalar(event.value, read[0], read[1], line, column, style)
         if tag not in _KINDS:
             self.error((line, column), f"unsupported YAML tag {tag!r}", expected="plain YAML values",
                        hint="remove the tag")
@@ -276,13 +298,15 @@ class _Composer:
             self._root = node
             return
         parent = self._stack[-1]
-        if isinstance(parent, Seq):
+        if type(parent) is Seq:
             parent.items.append(node)
-        elif self._pending[-1] is None:
-            self._pending[-1] = (node,)
+            return
+        pending = self._pending
+        if pending[-1] is None:
+            pending[-1] = (node,)
         else:
-            parent.pairs.append((self._pending[-1][0], node))
-            self._pending[-1] = None
+            parent.pairs.append((pending[-1][0], node))
+            pending[-1] = None
 
     def _finish_map(self, node: Map) -> None:
         explicit, merged = [], []
