@@ -25,6 +25,15 @@ class _RulecrmGroup(click.Group):
     value, a missing file) exit 1 like every other error, where click's own convention is 2.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: dict[str, str] = {}  # command name -> "module:attribute", imported on first use
+
+    def add_deferred_command(self, name: str, target: str) -> None:
+        """Add the command `target` ("module:attribute") names, importing its module only when the
+        command runs or is listed. A command added under the same name with `add_command` wins."""
+        self._deferred[name] = target
+
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
@@ -42,10 +51,15 @@ class _RulecrmGroup(click.Group):
     # `entry()` (click's CliRunner) has them too, as flask's FlaskGroup loads plugin commands.
     def list_commands(self, ctx):
         ctx.ensure_object(CliContext).register_commands(self)
-        return super().list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *self._deferred})
 
     def get_command(self, ctx, cmd_name):
         ctx.ensure_object(CliContext).register_commands(self)
+        target = self._deferred.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            from rulecrm.cli.builtin import load_command
+
+            self.add_command(load_command(target), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 

@@ -2,6 +2,7 @@
 exit codes from the result objects."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections import Counter
 
@@ -72,6 +73,41 @@ def test_an_installed_plugin_may_replace_a_built_in_command():
     group = click.Group()
     manager.hook.rulecrm_register_commands(cli=group)
     assert CliRunner().invoke(group, ["check"]).output == "mine\n"
+
+
+def test_an_installed_plugin_replaces_a_built_in_command_that_was_deferred():
+    class Mine:
+        @hookimpl
+        def rulecrm_register_commands(self, cli):
+            @cli.command("check")
+            def check():
+                click.echo("mine")
+
+    group = cli._RulecrmGroup()
+    context = cli.CliContext(manager=plugins.build_plugin_manager(load_entry_points=False, extra=[Mine()]))
+    assert CliRunner().invoke(group, ["check"], obj=context).output == "mine\n"
+    assert "replay" in group.list_commands(click.Context(group, obj=context))
+
+
+def test_a_command_line_imports_only_the_command_it_runs(tmp_path):
+    """rulecrm's group defers its built-in commands: `check` does not load the others' modules."""
+    probe = (
+        "import sys\n"
+        "from rulecrm import cli\n"
+        "sys.argv = ['rulecrm', 'check', sys.argv[1]]\n"
+        "try:\n"
+        "    cli.entry()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(name for name in sys.modules if name.startswith('rulecrm.cli.')))\n"
+    )
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {id: vip, when: customer.order_count >= 2, tag: vip}\n",
+                                         encoding="utf-8")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "rules.yaml")], capture_output=True,
+                            text=True, timeout=120)
+    loaded = result.stdout.strip().splitlines()[-1]
+    assert "'rulecrm.cli.check'" in loaded, result.stdout + result.stderr
+    assert not any(f"'rulecrm.cli.{name}'" in loaded for name in ("replay", "run", "serve", "test", "diff", "explain"))
 
 
 def test_version_and_help_need_no_command():
