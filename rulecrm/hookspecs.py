@@ -66,5 +66,7 @@ def rulecrm_register_commands(cli: click.Group) -> None:
     """Add commands to the `rulecrm` command line; returns nothing.
 
     Called once when the `rulecrm` command starts, before its arguments are parsed: `cli` is the
-    click group to add commands to.
+    click group to add commands to. `rulecrm.cli.deferred.add_command_deferred(cli, name,
+    "module:attribute")` adds one whose module is imported only when it runs or is listed, as
+    rulecrm's own commands are: a plugin's command then costs the other commands nothing.
     """

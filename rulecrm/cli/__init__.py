@@ -57,7 +57,7 @@ class _RulecrmGroup(click.Group):
         ctx.ensure_object(CliContext).register_commands(self)
         target = self._deferred.get(cmd_name)
         if target is not None and cmd_name not in self.commands:
-            from rulecrm.cli.builtin import load_command
+            from rulecrm.cli.deferred import load_command
 
             self.add_command(load_command(target), cmd_name)
         return super().get_command(ctx, cmd_name)

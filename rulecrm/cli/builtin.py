@@ -1,13 +1,12 @@
 """rulecrm's own commands, a plugin of `rulecrm_register_commands` like any installed one."""
 from __future__ import annotations
 
-import importlib
-
+from rulecrm.cli.deferred import add_command_deferred
 from rulecrm.hookspecs import hookimpl
 
 # Each built-in command by name: the module and attribute that define it. rulecrm's own group imports
 # a command's module only when that command runs or is listed, so `rulecrm check` does not load the
-# live runner, the console server or the test runner (a tenth of its start-up went on them).
+# live runner, the console server or the test runner.
 BUILTIN_COMMANDS = {
     "check": "rulecrm.cli.check:check_command",
     "replay": "rulecrm.cli.replay:replay_command",
@@ -23,17 +22,7 @@ BUILTIN_COMMANDS = {
 }
 
 
-def load_command(target: str):
-    """The command object that `target` ("module:attribute") names."""
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
 @hookimpl(tryfirst=True)  # first, so that an installed plugin may replace a built-in command
 def rulecrm_register_commands(cli):
-    defer = getattr(cli, "add_deferred_command", None)  # rulecrm's group; any other click group gets them now
     for name, target in BUILTIN_COMMANDS.items():
-        if defer is not None:
-            defer(name, target)
-        else:
-            cli.add_command(load_command(target), name)
+        add_command_deferred(cli, name, target)

@@ -234,7 +234,7 @@ def test_the_public_api_is_exported_and_import_rulecrm_stays_light():
     code = ("import sys, rulecrm; loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('rulecrm', 'pluggy', 'attrs', 'click', 'durable', 'hypothesis')); print(loaded)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.strip() == "['rulecrm']"
+    assert result.stdout.strip() == "['rulecrm', 'rulecrm.lazy']"  # its lazy exports, and nothing heavy
 
 
 @pytest.mark.parametrize("name", sorted(set(rulecrm.__all__) - {"__version__"}))
@@ -258,3 +258,26 @@ def test_the_public_api_has_what_plugin_authors_use():
 
     manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Written()])
     assert "written" in plugins.channel_types(manager)
+
+
+def test_discovering_the_installed_plugins_loads_none_of_their_channels():
+    """Every command discovers the plugins: their channel types are declared without importing the
+    channels themselves (HTTP clients, e-mail, logging, secret masking), which load when one is built."""
+    probe = (
+        "import sys\n"
+        "from rulecrm import plugins\n"
+        "manager = plugins.build_plugin_manager()\n"
+        "types = plugins.channel_types(manager)\n"
+        "print(sorted(types))\n"
+        "print(sorted(name for name in ('rulecrm_wecom.contact', 'rulecrm_wecom.robot', 'rulecrm_smtp.channel',\n"
+        "    'rulecrm_webhook.channel', 'rulecrm_redis.command', 'rulecrm.masking') if name in sys.modules))\n"
+        "from rulecrm_smtp import SmtpChannel\n"
+        "from rulecrm.channels import ChannelConfig\n"
+        "channel = types['smtp'].factory(ChannelConfig('mail', 'smtp', {'host': '127.0.0.1', 'sender': 'a@b.c'}, {}))\n"
+        "print(type(channel) is SmtpChannel)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    declared, loaded, built = result.stdout.strip().splitlines()[-3:]
+    assert {"smtp", "webhook", "wecom-contact", "wecom-robot"} <= set(eval(declared)), result.stderr  # noqa: S307
+    assert loaded == "[]", result.stderr
+    assert built == "True", result.stderr

@@ -1,6 +1,7 @@
 """The `redis` event source and the `publish` command, found by rulecrm through the entry point `redis`."""
 from __future__ import annotations
 
+from rulecrm.cli.deferred import add_command_deferred
 from rulecrm.hookspecs import hookimpl
 from rulecrm.sources import SourceType
 
@@ -22,6 +23,4 @@ def rulecrm_event_sources():
 
 @hookimpl
 def rulecrm_register_commands(cli):
-    from .command import publish_command
-
-    cli.add_command(publish_command)
+    add_command_deferred(cli, "publish", "rulecrm_redis.command:publish_command")

@@ -10,6 +10,7 @@ from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError
 from rulecrm.masking import mask_personal, mask_secrets
 
 from .compose import build_email
+from .settings import DEFAULT_PORT, DEFAULT_TIMEOUT, SMTPS_PORT
 
 if TYPE_CHECKING:
     import smtplib
@@ -19,9 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rulecrm_smtp")
 
-DEFAULT_PORT = 25
-SMTPS_PORT = 465
-DEFAULT_TIMEOUT = 30.0
 _ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+")
 
 

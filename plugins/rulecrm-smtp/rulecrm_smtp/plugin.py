@@ -1,10 +1,18 @@
 """The `smtp` channel type, found by rulecrm through the `rulecrm` entry point `smtp`."""
 from __future__ import annotations
 
-from rulecrm.channels import ChannelType, Setting
+from rulecrm.channels import ChannelConfig, ChannelType, Setting
 from rulecrm.hookspecs import hookimpl
 
-from .channel import DEFAULT_PORT, DEFAULT_TIMEOUT, SmtpChannel
+from .settings import DEFAULT_PORT, DEFAULT_TIMEOUT
+
+
+def _smtp_channel(config: ChannelConfig):
+    # imported when a channel is built: rulecrm loads this module in every command
+    from .channel import SmtpChannel
+
+    return SmtpChannel(config)
+
 
 SETTINGS = (
     Setting("host", required=True, help="the SMTP server's host name"),
@@ -19,7 +27,7 @@ SETTINGS = (
 
 SMTP = ChannelType(
     "smtp",
-    SmtpChannel,
+    _smtp_channel,
     settings=SETTINGS,
     address_field="email",
     description="sends each message as an e-mail through an SMTP server",

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 from rulecrm.channels import DELIVERED, PERMANENT, RETRYABLE, ChannelConfigError, Delivery, Limits
 from rulecrm.masking import mask_secrets
 
+from .settings import DEFAULT_TIMEOUT
 from .signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rulecrm_webhook")
 
-DEFAULT_TIMEOUT = 10.0
 BODY_FIELDS = ("key", "channel", "address", "customer_id", "rule", "kind", "subject", "text", "sent_at")
 RETRYABLE_STATUSES = frozenset({408, 429})  # and every 5xx
 USER_AGENT = "rulecrm-webhook/0.1"

@@ -1,10 +1,18 @@
 """The `webhook` channel type, found by rulecrm through the `rulecrm` entry point `webhook`."""
 from __future__ import annotations
 
-from rulecrm.channels import ChannelType, Limits, Setting
+from rulecrm.channels import ChannelConfig, ChannelType, Limits, Setting
 from rulecrm.hookspecs import hookimpl
 
-from .channel import DEFAULT_TIMEOUT, WebhookChannel
+from .settings import DEFAULT_TIMEOUT
+
+
+def _webhook_channel(config: ChannelConfig):
+    # imported when a channel is built: rulecrm loads this module in every command
+    from .channel import WebhookChannel
+
+    return WebhookChannel(config)
+
 
 SETTINGS = (
     Setting("url", required=True, help="the http:// or https:// address each message is POSTed to"),
@@ -15,7 +23,7 @@ SETTINGS = (
 
 WEBHOOK = ChannelType(
     "webhook",
-    WebhookChannel,
+    _webhook_channel,
     settings=SETTINGS,
     limits=Limits(per_minute=None),
     description="POSTs each message as HMAC-signed JSON to an HTTP endpoint",

@@ -7,14 +7,13 @@ import threading
 from rulecrm.channels import DELIVERED, PERMANENT, ChannelConfig, ChannelConfigError, Delivery, Message
 
 from .protocol import TOKEN_ERRCODES, utf8_len
-from .settings import base_url_setting, timeout_setting
+from .settings import DEFAULT_TAG_GROUP, base_url_setting, timeout_setting
 from .token import TokenCache
 from .transport import CallFailed, call, ensure_ok
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_BYTES = 4000  # add_msg_template's text.content limit as commonly documented
-DEFAULT_TAG_GROUP = "rulecrm"
 
 
 class ContactChannel:

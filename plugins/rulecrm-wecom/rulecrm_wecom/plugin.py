@@ -1,16 +1,29 @@
 """The rulecrm plugin: declares the `wecom-robot` and `wecom-contact` channel types."""
 from __future__ import annotations
 
-from rulecrm.channels import ChannelType, Limits, Setting
+from rulecrm.channels import ChannelConfig, ChannelType, Limits, Setting
 from rulecrm.hookspecs import hookimpl
 
-from .contact import DEFAULT_TAG_GROUP, ContactChannel
-from .robot import RobotChannel
-from .settings import DEFAULT_BASE_URL
+from .settings import DEFAULT_BASE_URL, DEFAULT_TAG_GROUP
+
+
+# The channels are imported when one is built: rulecrm loads this module in every command, and the
+# channels' HTTP client, logging and secret masking are most of the plugin's start-up.
+def _robot_channel(config: ChannelConfig):
+    from .robot import RobotChannel
+
+    return RobotChannel(config)
+
+
+def _contact_channel(config: ChannelConfig):
+    from .contact import ContactChannel
+
+    return ContactChannel(config)
+
 
 ROBOT = ChannelType(
     "wecom-robot",
-    RobotChannel,
+    _robot_channel,
     settings=(
         Setting("key", required=True, secret=True, help="the robot's webhook key (or its whole webhook URL)"),
         Setting("base_url", help=f"API root, default {DEFAULT_BASE_URL}"),
@@ -27,7 +40,7 @@ ROBOT = ChannelType(
 
 CONTACT = ChannelType(
     "wecom-contact",
-    ContactChannel,
+    _contact_channel,
     settings=(
         Setting("corp_id", required=True, help="the corp id (企业ID)"),
         Setting("secret", required=True, secret=True, help="the customer-contact secret (客户联系 secret)"),

@@ -5,6 +5,7 @@ from rulecrm.channels import ChannelConfig, ChannelConfigError
 
 DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com"
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_TAG_GROUP = "rulecrm"  # the corp tag group wecom-contact creates new tags in
 
 
 def base_url_setting(config: ChannelConfig) -> str:
