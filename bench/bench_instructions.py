@@ -8,6 +8,7 @@ imports and the rule file), and reports instructions per event for each contende
 
     python -m bench.bench_instructions                      # the hand-written loop and both backends
     python -m bench.bench_instructions --tree /path/to/other/checkout --backend python
+    python -m bench.bench_instructions --backend python --parts   # where the python replay's instructions go
 
 `--tree` puts another checkout of rulecrm first on the path (a worktree of the commit before a
 change), so the two are counted in one run. Instructions are not time (memory stalls and system
@@ -27,17 +28,33 @@ from pathlib import Path
 
 from bench.bench_replay import ROOT, RULES, WORK, converted_cdnow
 
+# The contenders: the hand-written loop, a backend's replay, and with `--parts` two pieces of the python
+# replay. "reader" only reads the events (parse, check, sort); "unwritten" is the python replay with
+# nothing flushed to the store (the engine's changes stay readable in memory) and no action written
+# out: a measurement of the engine itself, not a mode anyone runs.
 _REPLAY = """
 import os, sys
+from datetime import timezone
 from pathlib import Path
+contender, events, rules = sys.argv[1:4]
 with open(os.devnull, "w", encoding="utf-8") as out:
-    if sys.argv[1] == "handwritten":
+    if contender == "handwritten":
         from bench.handwritten import run
-        run(sys.argv[2], out)
+        run(events, out)
+    elif contender == "reader":
+        from rulecrm.sources.reader import read_events
+        for _ in read_events(events, default_tz=timezone.utc):
+            pass
     else:
-        from rulecrm.app.replay import replay
-        replay(Path(sys.argv[3]), sys.argv[2], out=out, backend_name=sys.argv[1])
+        from rulecrm.app import replay
+        if contender == "unwritten":
+            from rulecrm.engine.core import Engine
+            Engine.flush = lambda engine: None
+            replay.ActionWriter.__call__ = lambda writer, action: None
+            contender = "python"
+        replay.replay(Path(rules), events, out=out, backend_name=contender)
 """
+_PARTS = (("reader", "reading the events alone"), ("unwritten", "python, no store writes, no output"))
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -88,6 +105,8 @@ def main(argv=None) -> None:
                         help="rulecrm backends to count (default both)")
     parser.add_argument("--tree", action="append", type=Path, default=[],
                         help="another checkout of rulecrm to count as well (repeatable)")
+    parser.add_argument("--parts", action="store_true",
+                        help="also count reading the events alone, and the python replay with nothing written")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -102,6 +121,10 @@ def main(argv=None) -> None:
             count = per_event(backend, tree.resolve(), many, one)
             label = f"{backend} @ {tree}"
             print(f"  {label:<26} {count:>10,.0f}  hand-written / this: {baseline / count:.2f}")
+        if args.parts:
+            for part, what in _PARTS:
+                count = per_event(part, tree.resolve(), many, one)
+                print(f"  {what} @ {tree}: {count:,.0f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 valgrind itself is stood in for by a script that runs the command it is given and reports a count
 made from the events file (1,000 instructions per event, 5,000 for start-up): the replay script the
-bench hands it must still run for real, for the hand-written loop and both backends.
+bench hands it must still run for real, for the hand-written loop, both backends and the parts of `--parts`.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def fake_valgrind(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{path.parent}{os.pathsep}{os.environ['PATH']}")
 
 
-@pytest.mark.parametrize("contender", ["handwritten", "python", "durable"])
+@pytest.mark.parametrize("contender", ["handwritten", "python", "durable", "reader", "unwritten"])
 def test_instructions_per_event_leave_start_up_out(fake_valgrind, tmp_path, contender):
     many = write_cdnow_head(tmp_path / "many.jsonl", 40)
     one = write_cdnow_head(tmp_path / "one.jsonl", 1)
