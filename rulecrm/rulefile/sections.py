@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from functools import lru_cache
 from zoneinfo import available_timezones
 
 from rulecrm.rulefile.declared import Declared
@@ -25,7 +24,7 @@ from rulecrm.rulefile.model import NOTIFY_KINDS, Lifecycle, Product, Shop
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Map, Scalar
 from rulecrm.suggest import did_you_mean
-from rulecrm.timeutil import format_duration, get_zone
+from rulecrm.timeutil import format_duration, get_zone, is_zone_name
 
 SHOP_KEYS = ("timezone", "quiet_hours", "quiet_kinds")
 PRODUCT_KEYS = ("sku", "name", "category", "cycle", "learn_cycle", "learn_min_orders", "price")
@@ -36,22 +35,17 @@ LIFECYCLE_MINIMUMS = {"growing_orders": 1, "mature_orders": 1}
 QUIET_HOURS = re.compile(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]):([0-5]\d)\s*")
 
 
-@lru_cache(maxsize=1)
-def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
 def read_zone(report: Report, node, *, label: str):
     """An IANA time zone name; returns (name, ZoneInfo) or INVALID."""
     name = text(report, node, label=label)
     if name is INVALID:
         return INVALID
-    zones = _zone_names()
-    if name in zones:
+    if is_zone_name(name):
         try:
             return name, get_zone(name)
         except (ValueError, OSError):
             pass
+    zones = available_timezones()  # every name, for the hint
     by_lower = {zone.lower(): zone for zone in zones}
     hint = f"did you mean {by_lower[name.lower()]!r}?" if name.lower() in by_lower else did_you_mean(name, zones)
     report.error(node, f"unknown time zone {name!r}", expected="an IANA time zone such as Asia/Shanghai",
