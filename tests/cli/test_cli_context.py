@@ -61,30 +61,20 @@ def test_built_in_commands_are_a_plugin_of_the_same_hook():
     assert bare.commands == {}
 
 
-def test_an_installed_plugin_may_replace_a_built_in_command():
-    class Mine:
-        @hookimpl
-        def rulecrm_register_commands(self, cli):
-            @cli.command("check")
-            def check():
-                click.echo("mine")
-
-    manager = plugins.build_plugin_manager(load_entry_points=False, extra=[Mine()])
-    group = click.Group()
-    manager.hook.rulecrm_register_commands(cli=group)
-    assert CliRunner().invoke(group, ["check"]).output == "mine\n"
+class _MyCheck:
+    @hookimpl
+    def rulecrm_register_commands(self, cli):
+        @cli.command("check")
+        def check():
+            click.echo("mine")
 
 
-def test_an_installed_plugin_replaces_a_built_in_command_that_was_deferred():
-    class Mine:
-        @hookimpl
-        def rulecrm_register_commands(self, cli):
-            @cli.command("check")
-            def check():
-                click.echo("mine")
-
-    group = cli._RulecrmGroup()
-    context = cli.CliContext(manager=plugins.build_plugin_manager(load_entry_points=False, extra=[Mine()]))
+@pytest.mark.parametrize("deferring", [False, True], ids=["a click group", "rulecrm's group, which defers"])
+def test_an_installed_plugin_may_replace_a_built_in_command(deferring):
+    group = cli._RulecrmGroup() if deferring else click.Group()
+    context = cli.CliContext(manager=plugins.build_plugin_manager(load_entry_points=False, extra=[_MyCheck()]))
+    if not deferring:
+        context.manager.hook.rulecrm_register_commands(cli=group)
     assert CliRunner().invoke(group, ["check"], obj=context).output == "mine\n"
     assert "replay" in group.list_commands(click.Context(group, obj=context))
 
