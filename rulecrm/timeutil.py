@@ -84,11 +84,12 @@ def is_zone_name(name: str) -> bool:
     those files, less `posixrules` and the `posix/` and `right/` copies). Any other name is looked up
     in the list itself (a zone of the `tzdata` package, or no name at all).
     """
-    return _found_under_tzpath(name) or name in _available_zones()
+    return _found_under_tzpath(name) or name in zone_names()
 
 
 @functools.lru_cache(maxsize=1)
-def _available_zones() -> frozenset[str]:
+def zone_names() -> frozenset[str]:
+    """Every name of `zoneinfo.available_timezones()`, listed once per process (for hints)."""
     return frozenset(zoneinfo.available_timezones())
 
 

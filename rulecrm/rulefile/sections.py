@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from zoneinfo import available_timezones
 
 from rulecrm.rulefile.declared import Declared
 from rulecrm.rulefile.fields import (
@@ -24,7 +23,7 @@ from rulecrm.rulefile.model import NOTIFY_KINDS, Lifecycle, Product, Shop
 from rulecrm.rulefile.report import Report
 from rulecrm.rulefile.yamlpos import Map, Scalar
 from rulecrm.suggest import did_you_mean
-from rulecrm.timeutil import format_duration, get_zone, is_zone_name
+from rulecrm.timeutil import format_duration, get_zone, is_zone_name, zone_names
 
 SHOP_KEYS = ("timezone", "quiet_hours", "quiet_kinds")
 PRODUCT_KEYS = ("sku", "name", "category", "cycle", "learn_cycle", "learn_min_orders", "price")
@@ -45,7 +44,7 @@ def read_zone(report: Report, node, *, label: str):
             return name, get_zone(name)
         except (ValueError, OSError):
             pass
-    zones = available_timezones()  # every name, for the hint
+    zones = zone_names()  # every name, for the hint
     by_lower = {zone.lower(): zone for zone in zones}
     hint = f"did you mean {by_lower[name.lower()]!r}?" if name.lower() in by_lower else did_you_mean(name, zones)
     report.error(node, f"unknown time zone {name!r}", expected="an IANA time zone such as Asia/Shanghai",
