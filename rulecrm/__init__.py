@@ -2,13 +2,12 @@
 
 The public API for plugin authors and embedding programs: the hook marker, the errors to catch,
 the channel contract and the source contract. Names are imported on first use, so `import rulecrm`
-(done by `rulecrm --version` and by the pytest plugin) loads nothing else (`rulecrm.lazy` does it).
+(done by `rulecrm --version` and by the pytest plugin) loads nothing else.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from rulecrm.lazy import lazy_exports
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -60,7 +59,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr_
     from rulecrm.sources.contract import Source, SourceContext, SourceError, SourceType
 
 
-__getattr__ = lazy_exports(globals(), _EXPORTS)
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rulecrm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def __dir__() -> list[str]:
