@@ -16,7 +16,7 @@ from rulecrm.engine.birthdays import parse_birthday
 from rulecrm.errors import EventError
 from rulecrm.schema import BUILTIN_EVENT_TYPES
 from rulecrm.suggest import did_you_mean
-from rulecrm.timeutil import get_zone, isoformat, parse_duration, parse_timestamp
+from rulecrm.timeutil import get_zone, isoformat, parse_duration, parse_timestamp, zone_names
 
 ENVELOPE_KEYS = ("type", "customer_id", "at", "id", "data")
 SYNTHETIC_ID_PREFIX = "auto-"
@@ -233,17 +233,11 @@ def _check_profile_data(data: dict, at: datetime) -> None:
         try:
             get_zone(zone)
         except ValueError:
-            hint = did_you_mean(zone, _zone_names())
+            hint = did_you_mean(zone, sorted(zone_names()))
             raise EventError(
                 f"data.timezone: unknown time zone {zone!r}; use an IANA name such as Asia/Shanghai"
                 + (f"; {hint}" if hint else ""), field="data.timezone",
             ) from None
-
-
-def _zone_names() -> list[str]:
-    import zoneinfo
-
-    return sorted(zoneinfo.available_timezones())
 
 
 def _identifier(obj: Mapping, key: str, *, required: bool) -> str | None:
@@ -310,8 +304,8 @@ class Event:
     @classmethod
     def made(cls, type: str, customer_id: str, at: datetime, data: Mapping[str, Any], id: str | None) -> Event:
         """An event whose fields are valid by construction (rulecrm made it, or it copies a validated
-        event's): built without the validators, which were a tenth of the engine's own events' cost
-        (`stage.changed` at every lifecycle transition, events read back from a sort's run file)."""
+        event's), built without the validators: about half the cost of building one (1.0 µs of 2.0 µs),
+        paid at every lifecycle transition (`stage.changed`) and for every event of a sort's run file."""
         event = _new_object(cls)
         _set_field(event, "type", type)
         _set_field(event, "customer_id", customer_id)

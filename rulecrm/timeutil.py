@@ -97,26 +97,31 @@ def _found_under_tzpath(name: str) -> bool:
     parts = name.split("/")
     if name == "posixrules" or parts[0] in ("posix", "right") or not {"", ".", ".."}.isdisjoint(parts):
         return False
-    for root in zoneinfo.TZPATH:
-        path = root
-        for depth, part in enumerate(parts):
-            # listed, not just opened: a case-insensitive file system would open "asia/shanghai" too
-            try:
-                if part not in os.listdir(path):
-                    break
-            except OSError:
-                break
-            path = os.path.join(path, part)
-            if depth < len(parts) - 1 and os.path.islink(path):
-                break  # the list does not follow linked directories
-        else:
-            try:
-                with open(path, "rb") as candidate:
-                    if candidate.read(4) == b"TZif":
-                        return True
-            except OSError:
-                pass
-    return False
+    return any(_is_tzif(path) for path in (_listed_path(root, parts) for root in zoneinfo.TZPATH) if path)
+
+
+def _listed_path(root: str, parts: list[str]) -> str | None:
+    """root/parts..., when each part is listed in its directory (a case-insensitive file system would
+    open "asia/shanghai" too) and no directory on the way is a link (the list does not follow them)."""
+    path = root
+    for depth, part in enumerate(parts):
+        try:
+            if part not in os.listdir(path):
+                return None
+        except OSError:
+            return None
+        path = os.path.join(path, part)
+        if depth < len(parts) - 1 and os.path.islink(path):
+            return None
+    return path
+
+
+def _is_tzif(path: str) -> bool:
+    try:
+        with open(path, "rb") as candidate:
+            return candidate.read(4) == b"TZif"
+    except OSError:
+        return False
 
 
 def get_zone(name: str) -> ZoneInfo:

@@ -11,6 +11,7 @@ import click
 
 from rulecrm import __version__
 from rulecrm.cli.context import CliContext, pass_cli_context
+from rulecrm.cli.deferred import load_command
 from rulecrm.cli.util import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, EXIT_UNDELIVERED
 from rulecrm.cli.util import echo_err as _echo_err
 
@@ -57,8 +58,6 @@ class _RulecrmGroup(click.Group):
         ctx.ensure_object(CliContext).register_commands(self)
         target = self._deferred.get(cmd_name)
         if target is not None and cmd_name not in self.commands:
-            from rulecrm.cli.deferred import load_command
-
             self.add_command(load_command(target), cmd_name)
         return super().get_command(ctx, cmd_name)
 

@@ -79,7 +79,6 @@ def test_registry():
     assert "python" in available_backends()
     # durable wherever it imports: its B1 time is within 1.5x python's (SPEC §10, bench/README.md)
     assert default_backend_name() == ("durable" if "durable" in available_backends() else "python")
-    assert available_backends()[0] == default_backend_name()  # "the default first"
     with pytest.raises(RulecrmError, match="unknown matching backend"):
         get_backend("drools")
 

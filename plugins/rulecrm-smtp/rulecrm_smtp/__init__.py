@@ -1,7 +1,7 @@
 """rulecrm-smtp: a rulecrm channel that sends each message as an e-mail."""
 from typing import TYPE_CHECKING
 
-from rulecrm.lazy import lazy_exports
+from rulecrm import lazy_exports
 
 _EXPORTS = {"SmtpChannel": ".channel", "KEY_HEADER": ".compose", "build_email": ".compose",
             "message_id": ".compose", "subject_and_body": ".compose"}

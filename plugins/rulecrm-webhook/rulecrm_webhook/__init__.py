@@ -1,7 +1,7 @@
 """rulecrm-webhook: a rulecrm channel that POSTs each message as HMAC-signed JSON."""
 from typing import TYPE_CHECKING
 
-from rulecrm.lazy import lazy_exports
+from rulecrm import lazy_exports
 
 _EXPORTS = {"BODY_FIELDS": ".channel", "WebhookChannel": ".channel", "SIGNATURE_HEADER": ".signing",
             "TIMESTAMP_HEADER": ".signing", "sign": ".signing", "verify_signature": ".signing"}

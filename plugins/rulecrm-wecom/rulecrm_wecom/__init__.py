@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rulecrm.lazy import lazy_exports
+from rulecrm import lazy_exports
 
 __version__ = "0.1.0"
 _EXPORTS = {"ContactChannel": ".contact", "RobotChannel": ".robot"}
